@@ -1,0 +1,108 @@
+//! Reading messages: `GET /v1/messages/{id}` and `GET /v1/messages`.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::ApiError;
+use super::auth::Authenticated;
+use super::state::AppState;
+use super::views::{MessageView, PageView};
+use crate::auth::{Caller, Scope};
+use crate::domain::MessageStatus;
+use crate::store::MessageFilter;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+/// Whose messages a caller sees: an admin sees everyone's.
+fn owner(caller: &Caller) -> Option<&str> {
+    (!caller.is_admin()).then_some(caller.sub.as_str())
+}
+
+/// Parses a message id from the path; an id that is not a UUID names no message.
+pub fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::NotFound)
+}
+
+/// One message with its delivery attempts.
+pub async fn get_message(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Read)?;
+    let id = parse_id(&path)?;
+    let record = state
+        .store
+        .get_message(owner(caller), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(MessageView::from(record)))
+}
+
+/// Query parameters of the listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    tag: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+impl ListQuery {
+    fn into_filter(self) -> Result<MessageFilter, ApiError> {
+        let status = self
+            .status
+            .map(|text| text.parse::<MessageStatus>())
+            .transpose()
+            .map_err(|error| ApiError::InvalidQuery(error.to_string()))?;
+        let limit = match self.limit {
+            None => DEFAULT_PAGE,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_PAGE}"))
+                })?,
+        };
+        let after = self
+            .cursor
+            .map(|text| Uuid::parse_str(&text))
+            .transpose()
+            .map_err(|_| ApiError::InvalidQuery("cursor is not one this API returned".into()))?;
+        Ok(MessageFilter {
+            status,
+            tag: self.tag,
+            created_after: time_param("created_after", self.created_after)?,
+            created_before: time_param("created_before", self.created_before)?,
+            after,
+            limit,
+        })
+    }
+}
+
+fn time_param(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|text| OffsetDateTime::parse(&text, &Rfc3339))
+        .transpose()
+        .map_err(|_| ApiError::InvalidQuery(format!("{name} must be an RFC 3339 date-time")))
+}
+
+/// A page of messages, newest first.
+pub async fn list_messages(
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Read)?;
+    let filter = query.into_inner().into_filter()?;
+    let page = state.store.list_messages(owner(caller), &filter).await?;
+    Ok(HttpResponse::Ok().json(PageView::from(page)))
+}

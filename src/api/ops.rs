@@ -1,0 +1,38 @@
+//! Operational endpoints: liveness, readiness, metrics and the API contract.
+
+use actix_web::{HttpResponse, web};
+
+use super::ApiError;
+use super::state::AppState;
+
+/// The OpenAPI document, compiled in so the server always serves the contract it was built with.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the database answers and its schema is current.
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.store.readiness().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|error| ApiError::Internal(Box::new(error)))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+/// `GET /openapi.yaml`: the API contract.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(OPENAPI_YAML)
+}

@@ -1,0 +1,243 @@
+//! The one place where errors become HTTP responses: RFC 9457 `application/problem+json`, each kind with
+//! a stable `type` URI that clients can match on.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::auth::{AuthError, Scope};
+use crate::domain::{DomainError, IdempotencyKeyError};
+use crate::store::StoreError;
+
+/// Prefix of every problem `type`; the slug after it never changes once published.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:posthorn:problem:";
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid bearer token.
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    /// The token is valid but lacks a scope.
+    #[error("this token lacks the `{0}` scope")]
+    InsufficientScope(Scope),
+    /// The caller may not send from this domain.
+    #[error("this caller may not send from the domain `{0}`")]
+    SenderNotAllowed(String),
+    /// The body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The JSON does not have the shape of the request (unknown, missing or mistyped field).
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, as serde reports it.
+        message: String,
+        /// The field, when it can be named.
+        field: Option<String>,
+    },
+    /// The body is not `application/json`.
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The message breaks a rule.
+    #[error(transparent)]
+    Validation(#[from] DomainError),
+    /// The `Idempotency-Key` header is not acceptable.
+    #[error(transparent)]
+    InvalidIdempotencyKey(#[from] IdempotencyKeyError),
+    /// The key was used before with a different body.
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// Query parameters do not parse.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// No such resource (or not this caller's).
+    #[error("no such resource")]
+    NotFound,
+    /// No such method on this resource.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The message is past the point where it could be changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached right now.
+    #[error("the queue is temporarily unavailable; retry shortly")]
+    Unavailable(#[source] StoreError),
+    /// Anything else: logged in full, shown to the caller as a bare 500.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) | StoreError::NotMigrated => ApiError::Unavailable(error),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl ApiError {
+    /// The stable slug of the problem type.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::InsufficientScope(_) => "insufficient-scope",
+            ApiError::SenderNotAllowed(_) => "sender-not-allowed",
+            ApiError::MalformedJson(_) => "malformed-json",
+            ApiError::InvalidRequest { .. } => "invalid-request",
+            ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::Validation(error) => match error {
+                DomainError::Address { .. } => "invalid-address",
+                DomainError::TooManyRecipients { .. } => "too-many-recipients",
+                DomainError::NoRecipients => "no-recipients",
+                DomainError::MissingBody => "missing-body",
+                DomainError::Header(crate::domain::HeaderError::Forbidden(_)) => "forbidden-header",
+                DomainError::Header(_) => "invalid-header",
+                DomainError::TooManyHeaders { .. } => "too-many-headers",
+                DomainError::Attachment { source, .. } => match source {
+                    crate::domain::AttachmentError::InvalidBase64 => "invalid-base64",
+                    crate::domain::AttachmentError::TooLarge { .. } => "attachment-too-large",
+                    _ => "invalid-attachment",
+                },
+                DomainError::TooManyAttachments { .. } => "too-many-attachments",
+                DomainError::InvalidSendAt => "invalid-send-at",
+                DomainError::SendAtTooFar { .. } => "send-at-too-far",
+                DomainError::InvalidField { .. } => "invalid-field",
+            },
+            ApiError::InvalidIdempotencyKey(_) => "invalid-idempotency-key",
+            ApiError::IdempotencyKeyReused => "idempotency-key-reused",
+            ApiError::InvalidQuery(_) => "invalid-query",
+            ApiError::NotFound => "not-found",
+            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.status_code() {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Unauthenticated",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable request",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            _ => "Internal error",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Validation(error) => error.field(),
+            ApiError::InvalidRequest { field, .. } => field.as_deref(),
+            ApiError::SenderNotAllowed(_) => Some("from"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope(_) | ApiError::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidIdempotencyKey(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest { .. }
+            | ApiError::Validation(_)
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(error = %ErrorChain(self), problem = self.slug(), "request failed");
+        }
+        let problem = Problem {
+            kind: format!("{PROBLEM_TYPE_PREFIX}{}", self.slug()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field: self.field(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        match self {
+            ApiError::Unauthenticated(AuthError::Missing) => {
+                response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="posthorn""#));
+            }
+            ApiError::Unauthenticated(error) => {
+                let challenge = format!(
+                    r#"Bearer realm="posthorn", error="invalid_token", error_description="{}""#,
+                    error.to_string().replace('"', "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+            }
+            ApiError::InsufficientScope(scope) => {
+                let challenge = format!(
+                    r#"Bearer realm="posthorn", error="insufficient_scope", scope="{scope}""#
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            _ => {}
+        }
+        // Serializing a struct of strings and numbers cannot fail.
+        let body = serde_json::to_string(&problem).unwrap_or_default();
+        response.body(body)
+    }
+}
+
+/// Displays an error with all its sources, for logs.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}

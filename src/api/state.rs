@@ -1,0 +1,22 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::domain::Limits;
+use crate::metrics::Metrics;
+use crate::store::SharedStore;
+
+/// Shared, read-only application state.
+pub struct AppState {
+    /// The queue.
+    pub store: SharedStore,
+    /// Verifies bearer tokens.
+    pub authenticator: Arc<Authenticator>,
+    /// Bounds on submitted messages.
+    pub limits: Limits,
+    /// Largest request body accepted, in bytes.
+    pub max_body_size: usize,
+    /// Metrics registry.
+    pub metrics: Metrics,
+}

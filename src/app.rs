@@ -1,0 +1,193 @@
+//! Builds the application from its configuration and runs it until a shutdown signal.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::domain::Limits;
+use crate::metrics::Metrics;
+use crate::store::SharedStore;
+use crate::store::postgres::{PoolSettings, PostgresStore};
+
+/// How often expired idempotency keys are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A built application: bound to its port, connected to its store, not yet serving.
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: SharedStore,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects the store, applies migrations and binds the listener (`POSTHORN_LISTEN`; port 0 picks a
+    /// free port, which tests use).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config)?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        Self::build_with_store(config, store)
+    }
+
+    /// Builds around an existing store (already migrated).
+    pub fn build_with_store(config: Config, store: SharedStore) -> anyhow::Result<Self> {
+        let authenticator = Authenticator::from_config(&config)?;
+        if !authenticator.has_keys() {
+            anyhow::bail!(
+                "invalid configuration: POSTHORN_JWT_SECRET: no token key is configured (set a secret of at least 32 bytes)"
+            );
+        }
+        let metrics = Metrics::new().context("registering metrics")?;
+        let http_metrics = http_metrics(&metrics)?;
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            authenticator: Arc::new(authenticator),
+            limits: limits(&config),
+            max_body_size: config.max_body_size,
+            metrics,
+        });
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("binding POSTHORN_LISTEN={}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(http_metrics.clone())
+                .app_data(state.clone())
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+        .run();
+        Ok(Self {
+            port,
+            server,
+            store,
+            config,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The port the API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A token that stops the application when cancelled, as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the shutdown token; then stops accepting and drains in-flight
+    /// requests within the grace period.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.store.clone(),
+            self.config.idempotency_retention,
+            self.shutdown.clone(),
+        ));
+        tracing::info!(listen = %self.config.listen, port = self.port, "posthorn is serving");
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("shutdown signal received"),
+            () = self.shutdown.cancelled() => {}
+        }
+        self.shutdown.cancel();
+        stop(handle).await;
+        purge.abort();
+        server.await.context("HTTP server task")??;
+        tracing::info!("posthorn stopped");
+        Ok(())
+    }
+}
+
+async fn stop(handle: ServerHandle) {
+    handle.stop(true).await;
+}
+
+/// Opens the store the configuration names.
+pub fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    let url = config.require_database_url()?;
+    let store = PostgresStore::connect(
+        url,
+        &PoolSettings {
+            max_connections: config.database_max_connections,
+            acquire_timeout: config.database_acquire_timeout,
+            idempotency_retention: config.idempotency_retention,
+        },
+    )?;
+    Ok(Arc::new(store))
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_recipients: config.max_recipients,
+        max_attachments: config.max_attachments,
+        max_attachment_size: config.max_attachment_size,
+        max_headers: config.max_headers,
+        max_schedule_ahead: config.max_schedule_ahead,
+    }
+}
+
+fn http_metrics(metrics: &Metrics) -> anyhow::Result<PrometheusMetrics> {
+    PrometheusMetricsBuilder::new("posthorn")
+        .registry(metrics.registry().clone())
+        // Unknown paths share one label value so scanners cannot grow the series without bound.
+        .mask_unmatched_patterns("UNMATCHED")
+        .build()
+        .map_err(|error| anyhow::anyhow!("registering HTTP metrics: {error}"))
+}
+
+async fn purge_idempotency_keys(store: SharedStore, retention: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store.purge_idempotency_keys(retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(error = %error, "purging idempotency keys failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,227 @@
+//! Caller authentication: verifying bearer tokens and minting them for operators.
+//!
+//! Tokens are JWTs. Each configured key is pinned to one algorithm, `exp` is required, `iss` and `aud` are
+//! checked when configured, and a `kid` only ever selects among configured keys.
+
+mod keys;
+mod token;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use jsonwebtoken::{Validation, decode, decode_header};
+
+pub use keys::{KeyError, KeySet};
+pub use token::Claims;
+
+use crate::config::{CallerConfig, Config};
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Submit messages.
+    Send,
+    /// Read messages and their delivery attempts.
+    Read,
+    /// Read and cancel every caller's messages.
+    Admin,
+}
+
+impl Scope {
+    /// The name used in tokens and `WWW-Authenticate` challenges.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses a scope name; unknown names are ignored by callers of this function.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "send" => Some(Scope::Send),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's `sub`; every message and idempotency key belongs to one caller.
+    pub sub: String,
+    scopes: Vec<Scope>,
+    /// When set, the domains this caller may send from (lower case).
+    pub sender_domains: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope` (admin holds every scope).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether the caller may read every caller's messages.
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether the caller may send from an address in `domain`.
+    pub fn may_send_from(&self, domain: &str) -> bool {
+        match &self.sender_domains {
+            None => true,
+            Some(allowed) => allowed.iter().any(|d| d.eq_ignore_ascii_case(domain)),
+        }
+    }
+}
+
+/// Why a request was not authenticated. The text is safe to show to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("a bearer token is required")]
+    Missing,
+    /// The token does not verify or its claims are not acceptable.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The token verified, but its caller is disabled in the configuration.
+    #[error("this caller is disabled")]
+    CallerDisabled,
+}
+
+/// Verifies bearer tokens against the configured keys and caller settings.
+pub struct Authenticator {
+    keys: KeySet,
+    issuer: Option<String>,
+    audience: Option<String>,
+    callers: HashMap<String, CallerConfig>,
+}
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 30;
+
+impl Authenticator {
+    /// Builds the authenticator from the configuration.
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        Ok(Self {
+            keys: KeySet::from_config(config)?,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            callers: config
+                .callers
+                .iter()
+                .map(|caller| (caller.sub.clone(), caller.clone()))
+                .collect(),
+        })
+    }
+
+    /// Whether any key is configured.
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Verifies `token` and returns its caller.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let header = decode_header(token).map_err(|_| AuthError::Invalid("malformed token"))?;
+        let mut last_error =
+            AuthError::Invalid("no configured key matches the token's kid and alg");
+        for key in self.keys.candidates(header.kid.as_deref(), header.alg) {
+            let validation = self.validation(key.algorithm);
+            match decode::<Claims>(token, &key.decoding, &validation) {
+                Ok(data) => return self.caller_from(data.claims),
+                Err(error) => last_error = AuthError::Invalid(token::describe(&error)),
+            }
+        }
+        Err(last_error)
+    }
+
+    fn validation(&self, algorithm: jsonwebtoken::Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+
+    fn caller_from(&self, claims: Claims) -> Result<Caller, AuthError> {
+        if claims.sub.is_empty()
+            || claims.sub.len() > 255
+            || claims.sub.chars().any(char::is_control)
+        {
+            return Err(AuthError::Invalid("sub must be 1-255 printable characters"));
+        }
+        let configured = self.callers.get(&claims.sub);
+        if configured.is_some_and(|caller| caller.disabled) {
+            return Err(AuthError::CallerDisabled);
+        }
+        let mut sender_domains = claims.sender_domains.map(lowercase_all);
+        if let Some(configured) = configured.filter(|c| !c.sender_domains.is_empty()) {
+            let allowed = lowercase_all(configured.sender_domains.clone());
+            sender_domains = Some(match sender_domains {
+                Some(from_token) => from_token
+                    .into_iter()
+                    .filter(|domain| allowed.contains(domain))
+                    .collect(),
+                None => allowed,
+            });
+        }
+        Ok(Caller {
+            sub: claims.sub,
+            scopes: claims.scope.scopes(),
+            sender_domains,
+        })
+    }
+
+    /// Signs a token for `sub` with the first shared-secret key.
+    pub fn mint(
+        &self,
+        sub: &str,
+        scopes: &[Scope],
+        ttl: Duration,
+        sender_domains: Option<Vec<String>>,
+    ) -> Result<String, token::MintError> {
+        token::mint(
+            &self.keys,
+            token::MintRequest {
+                sub,
+                scopes,
+                ttl,
+                sender_domains,
+                issuer: self.issuer.as_deref(),
+                audience: self.audience.as_deref(),
+            },
+        )
+    }
+}
+
+fn lowercase_all(domains: Vec<String>) -> Vec<String> {
+    domains
+        .into_iter()
+        .map(|domain| domain.to_ascii_lowercase())
+        .collect()
+}

@@ -1,0 +1,281 @@
+//! Configuration: defaults in code < optional TOML file < `POSTHORN_*` environment variables.
+//!
+//! Everything is validated once at start so that a bad setting fails fast with a message naming its key.
+
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+pub use secret::Secret;
+
+/// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// The whole configuration of a posthorn process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// `postgres://` URL of the queue database.
+    pub database_url: Option<Secret>,
+    /// Connections in the database pool of this process.
+    pub database_max_connections: u32,
+    /// How long a request waits for a database connection before answering 503.
+    #[serde(with = "humantime_serde")]
+    pub database_acquire_timeout: Duration,
+
+    /// HS256 secret for caller tokens (at least 32 bytes). Shorthand for one entry of `jwt_keys`.
+    pub jwt_secret: Option<Secret>,
+    /// When set, tokens must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// Further verification keys, selected by `kid` (TOML only).
+    pub jwt_keys: Vec<JwtKeyConfig>,
+    /// Per-caller settings keyed by the token's `sub` (TOML only).
+    pub callers: Vec<CallerConfig>,
+
+    /// The SMTP upstream in lettre's URL form, e.g. `smtp://user:pass@host:587?tls=required`.
+    pub smtp_url: Option<Secret>,
+
+    /// Largest accepted request body, in bytes.
+    pub max_body_size: usize,
+    /// Most addresses accepted in each of `to`, `cc`, `bcc` and `reply_to`.
+    pub max_recipients: usize,
+    /// Most attachments accepted on one message.
+    pub max_attachments: usize,
+    /// Largest accepted attachment, in bytes after base64 decoding.
+    pub max_attachment_size: usize,
+    /// Most custom headers accepted on one message.
+    pub max_headers: usize,
+    /// How far ahead `send_at` may lie.
+    #[serde(with = "humantime_serde")]
+    pub max_schedule_ahead: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_retention: Duration,
+
+    /// Log output: `auto` (JSON unless stderr is a terminal), `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// How long in-flight work may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// A key that verifies caller tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Key id; a token whose header names a `kid` is verified with this key only.
+    pub kid: Option<String>,
+    /// Signature algorithm accepted for this key, e.g. `HS256`, `RS256`, `ES256`, `EdDSA`.
+    pub algorithm: String,
+    /// Shared secret for HMAC algorithms.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// PEM public key for asymmetric algorithms.
+    pub public_key_pem: Option<String>,
+}
+
+/// Settings for one caller, matched by the token's `sub`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// The caller's `sub`.
+    pub sub: String,
+    /// A disabled caller's tokens are refused even before they expire.
+    #[serde(default)]
+    pub disabled: bool,
+    /// When set, this caller may only send from addresses in these domains.
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, readable text otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Pretty,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            database_max_connections: 10,
+            database_acquire_timeout: Duration::from_secs(5),
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_keys: Vec::new(),
+            callers: Vec::new(),
+            smtp_url: None,
+            max_body_size: 25 * 1024 * 1024,
+            max_recipients: 50,
+            max_attachments: 20,
+            max_attachment_size: 10 * 1024 * 1024,
+            max_headers: 50,
+            max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            log_format: LogFormat::Auto,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read into the typed configuration.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value was read but is not acceptable.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The offending key, as the environment variable that sets it.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `POSTHORN_*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("POSTHORN_").split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that has a rule beyond its type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_DATABASE_URL",
+                    "must be a postgres:// URL",
+                ));
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "POSTHORN_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose().len() < MIN_HMAC_SECRET_BYTES
+        {
+            return Err(ConfigError::invalid(
+                "POSTHORN_JWT_SECRET",
+                format!("must be at least {MIN_HMAC_SECRET_BYTES} bytes long"),
+            ));
+        }
+        crate::auth::KeySet::from_config(self)
+            .map_err(|error| ConfigError::invalid("jwt_keys", error.to_string()))?;
+        if let Some(url) = &self.smtp_url {
+            validate_smtp_url(url.expose())
+                .map_err(|reason| ConfigError::invalid("POSTHORN_SMTP_URL", reason))?;
+        }
+        for (key, value) in [
+            ("POSTHORN_MAX_BODY_SIZE", self.max_body_size),
+            ("POSTHORN_MAX_RECIPIENTS", self.max_recipients),
+            ("POSTHORN_MAX_ATTACHMENT_SIZE", self.max_attachment_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.idempotency_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_IDEMPOTENCY_RETENTION",
+                "must be at least 1h",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL, or an error naming the variable that sets it.
+    pub fn require_database_url(&self) -> Result<&Secret, ConfigError> {
+        self.database_url.as_ref().ok_or_else(|| {
+            ConfigError::invalid("POSTHORN_DATABASE_URL", "is required (a postgres:// URL)")
+        })
+    }
+}
+
+/// Parses an SMTP URL as lettre does, without printing it (it may hold a password).
+fn validate_smtp_url(url: &str) -> Result<(), String> {
+    use lettre::{AsyncSmtpTransport, Tokio1Executor};
+    let parsed = url::Url::parse(url).map_err(|error| format!("not a URL: {error}"))?;
+    if !matches!(parsed.scheme(), "smtp" | "smtps") {
+        return Err("scheme must be smtp or smtps".into());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("a host is required".into());
+    }
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map(|_| ())
+        .map_err(|_| {
+            "not a valid SMTP URL (smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic])"
+                .into()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused_naming_the_key() {
+        let config = Config {
+            jwt_secret: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("POSTHORN_JWT_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn smtp_url_errors_do_not_echo_credentials() {
+        let config = Config {
+            smtp_url: Some(Secret::new("ftp://user:topsecretpw@host")),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("POSTHORN_SMTP_URL"), "{error}");
+        assert!(!error.contains("topsecretpw"), "{error}");
+    }
+}

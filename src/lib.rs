@@ -1,0 +1,14 @@
+//! posthorn: a transactional email HTTP gateway.
+//!
+//! Layers, from the edge inwards: [`api`] (HTTP only) parses requests into [`domain`] types, which the
+//! [`store`] writes durably; [`delivery`] workers claim stored jobs and hand them to SMTP upstreams.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;

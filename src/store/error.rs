@@ -1,0 +1,49 @@
+//! Store failures, split by what the caller of the store can do about them.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now (connection refused, pool exhausted, shutting down).
+    /// Worth retrying later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database answered with an error.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// A stored value could not be read back into its type.
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    /// Applying migrations failed.
+    #[error("applying migrations failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema is older than this build expects.
+    #[error("database schema is not migrated (run `posthorn migrate`)")]
+    NotMigrated,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    // 57P01-03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection exceptions.
+                    code.starts_with("57P") || code.starts_with("08")
+                }) =>
+            {
+                StoreError::Unavailable(error)
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}

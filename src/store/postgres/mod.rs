@@ -1,0 +1,250 @@
+//! The PostgreSQL store: the production engine, shared by every replica.
+
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::records::{
+    Accepted, EnqueueOutcome, EnqueueRequest, MessageFilter, MessageRecord, Page,
+};
+use super::{MessageStore, StoreError};
+use crate::config::Secret;
+use crate::domain::MessageStatus;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Pool settings for [`PostgresStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections this process opens.
+    pub max_connections: u32,
+    /// How long an operation waits for a free connection before failing as unavailable.
+    pub acquire_timeout: Duration,
+    /// How long an idempotency key blocks reuse.
+    pub idempotency_retention: Duration,
+}
+
+/// A [`MessageStore`] on PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    idempotency_retention: Duration,
+}
+
+impl PostgresStore {
+    /// Creates the pool. Connections are opened on first use, so a database that is still starting does
+    /// not stop posthorn from starting.
+    pub fn connect(url: &Secret, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(StoreError::Database)?
+            .application_name("posthorn");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            idempotency_retention: settings.idempotency_retention,
+        })
+    }
+
+    /// The pool, for callers in the store's own tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts the idempotency record first: a concurrent request with the same key then waits on the
+    /// unique index until this transaction ends, and afterwards sees its outcome.
+    async fn claim_idempotency_key(
+        tx: &mut Transaction<'_, Postgres>,
+        request: &EnqueueRequest,
+        retention: Duration,
+    ) -> Result<Option<EnqueueOutcome>, StoreError> {
+        let Some((key, fingerprint)) = &request.idempotency else {
+            return Ok(None);
+        };
+        let inserted: Option<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO idempotency_keys (caller, key, fingerprint, message_id)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (caller, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint,
+                    message_id = EXCLUDED.message_id,
+                    created_at = now()
+                WHERE idempotency_keys.created_at < now() - $5::interval
+             RETURNING message_id",
+        )
+        .bind(&request.caller)
+        .bind(key.as_str())
+        .bind(&fingerprint.0[..])
+        .bind(request.message.id)
+        .bind(interval(retention))
+        .fetch_optional(&mut **tx)
+        .await?;
+        if inserted.is_some() {
+            return Ok(None);
+        }
+        let (stored_fingerprint, message_id): (Vec<u8>, Uuid) = sqlx::query_as(
+            "SELECT fingerprint, message_id FROM idempotency_keys WHERE caller = $1 AND key = $2",
+        )
+        .bind(&request.caller)
+        .bind(key.as_str())
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(Some(if stored_fingerprint == fingerprint.0 {
+            EnqueueOutcome::Replayed(Accepted {
+                id: message_id,
+                status: MessageStatus::Queued,
+            })
+        } else {
+            EnqueueOutcome::KeyReused
+        }))
+    }
+}
+
+/// A duration as a PostgreSQL interval literal.
+fn interval(duration: Duration) -> String {
+    format!("{} milliseconds", duration.as_millis())
+}
+
+#[async_trait]
+impl MessageStore for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx holds a PostgreSQL advisory lock while migrating, so replicas starting together take turns.
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn readiness(&self) -> Result<(), StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|error| match StoreError::from(error) {
+                    StoreError::Database(_) => StoreError::NotMigrated,
+                    other => other,
+                })?;
+        if applied.unwrap_or(0) < latest {
+            return Err(StoreError::NotMigrated);
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(outcome) =
+            Self::claim_idempotency_key(&mut tx, &request, self.idempotency_retention).await?
+        {
+            tx.rollback().await?;
+            return Ok(outcome);
+        }
+        let message = &request.message;
+        let (envelope, body) = rows::split_content(&message.content)?;
+        sqlx::query(
+            "INSERT INTO messages
+                (id, caller, message_id, envelope, body, tags, metadata, send_at, due_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()))",
+        )
+        .bind(message.id)
+        .bind(&request.caller)
+        .bind(&message.message_id)
+        .bind(envelope)
+        .bind(body)
+        .bind(&message.tags)
+        .bind(sqlx::types::Json(&message.metadata))
+        .bind(message.send_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(EnqueueOutcome::Created(Accepted {
+            id: message.id,
+            status: MessageStatus::Queued,
+        }))
+    }
+
+    async fn get_message(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM messages WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
+            rows::SUMMARY_COLUMNS
+        ))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let summary = rows::summary(&row)?;
+        let attempts = sqlx::query(
+            "SELECT attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code,
+                    response, recipients
+             FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::attempt)
+        .collect::<Result<_, _>>()?;
+        Ok(Some(MessageRecord { summary, attempts }))
+    }
+
+    async fn list_messages(
+        &self,
+        owner: Option<&str>,
+        filter: &MessageFilter,
+    ) -> Result<Page, StoreError> {
+        let limit = i64::from(filter.limit.max(1));
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM messages
+             WHERE ($1::text IS NULL OR caller = $1)
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)
+               AND ($6::uuid IS NULL OR id < $6)
+             ORDER BY id DESC
+             LIMIT $7",
+            rows::SUMMARY_COLUMNS
+        ))
+        .bind(owner)
+        .bind(filter.status.map(MessageStatus::as_str))
+        .bind(filter.tag.as_deref())
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(filter.after)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(rows::summary)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|last| last.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn purge_idempotency_keys(&self, retention: Duration) -> Result<u64, StoreError> {
+        let result =
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")
+                .bind(interval(retention))
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected())
+    }
+}

@@ -1,0 +1,152 @@
+//! What goes into the store and what comes out of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{IdempotencyKey, Mailbox, MessageStatus, NewMessage, RequestFingerprint};
+
+/// A message to store, with the caller that owns it and its idempotency key.
+#[derive(Debug)]
+pub struct EnqueueRequest {
+    /// The caller's `sub`.
+    pub caller: String,
+    /// The validated message.
+    pub message: NewMessage,
+    /// The caller's key and the fingerprint of the request it came with.
+    pub idempotency: Option<(IdempotencyKey, RequestFingerprint)>,
+}
+
+/// The answer given for an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The message's id.
+    pub id: Uuid,
+    /// Its status at acceptance.
+    pub status: MessageStatus,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// The message was stored now.
+    Created(Accepted),
+    /// The same key and request were seen before: this is the first answer again.
+    Replayed(Accepted),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+/// The envelope view of a message: enough to list and filter, without bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageSummary {
+    /// posthorn's id.
+    pub id: Uuid,
+    /// Current status.
+    pub status: MessageStatus,
+    /// The `Message-ID` header.
+    pub message_id: String,
+    /// Author.
+    pub from: Mailbox,
+    /// Primary recipients.
+    pub to: Vec<Mailbox>,
+    /// Carbon-copy recipients.
+    pub cc: Vec<Mailbox>,
+    /// Blind recipients.
+    pub bcc: Vec<Mailbox>,
+    /// Reply-To addresses.
+    pub reply_to: Vec<Mailbox>,
+    /// Subject line.
+    pub subject: String,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Caller data.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was accepted.
+    pub created_at: OffsetDateTime,
+    /// When its status last changed.
+    pub updated_at: OffsetDateTime,
+    /// When it was scheduled for, if it was.
+    pub send_at: Option<OffsetDateTime>,
+    /// When it will next be tried, while queued.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// When the upstream accepted it.
+    pub sent_at: Option<OffsetDateTime>,
+    /// Attempts made so far.
+    pub attempt_count: i32,
+    /// The reason of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// A message with its delivery attempts.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    /// Everything but the attempts.
+    pub summary: MessageSummary,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One delivery attempt and the reply that decided it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    /// When the attempt began.
+    pub started_at: OffsetDateTime,
+    /// How long it took.
+    pub duration_ms: i32,
+    /// The upstream it went to.
+    pub provider: String,
+    /// `sent`, `transient`, `permanent` or `unknown`.
+    pub outcome: String,
+    /// The deciding SMTP reply code, if a reply came.
+    pub smtp_code: Option<i16>,
+    /// The enhanced status code (RFC 3463), if the server sent one.
+    pub enhanced_code: Option<String>,
+    /// The server's text, or what went wrong when no reply came.
+    pub response: Option<String>,
+    /// The result for each recipient.
+    pub recipients: Vec<RecipientResult>,
+}
+
+/// How the upstream answered `RCPT TO` for one recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecipientResult {
+    /// The address.
+    pub address: String,
+    /// `accepted`, `transient` or `permanent`.
+    pub outcome: String,
+    /// The SMTP reply code.
+    pub smtp_code: Option<i16>,
+    /// The server's text.
+    pub response: Option<String>,
+}
+
+/// Filters and paging for listings.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Only this status.
+    pub status: Option<MessageStatus>,
+    /// Only messages carrying this tag.
+    pub tag: Option<String>,
+    /// Only messages accepted at or after this time.
+    pub created_after: Option<OffsetDateTime>,
+    /// Only messages accepted before this time.
+    pub created_before: Option<OffsetDateTime>,
+    /// Continue after this id (the previous page's `next_cursor`).
+    pub after: Option<Uuid>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The messages, newest first.
+    pub items: Vec<MessageSummary>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<Uuid>,
+}
