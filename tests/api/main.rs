@@ -1,0 +1,6 @@
+//! Black-box tests of the HTTP API against a spawned application and a real PostgreSQL database.
+
+mod support;
+
+mod auth;
+mod send;

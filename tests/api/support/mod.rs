@@ -1,0 +1,195 @@
+//! Shared test support: a spawned application on a fresh database, token minting and HTTP helpers.
+
+pub mod database;
+
+use std::time::Duration;
+
+use posthorn::app::Application;
+use posthorn::auth::{Authenticator, Scope};
+use posthorn::config::{Config, Secret};
+use reqwest::{RequestBuilder, Response};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use database::TestDatabase;
+
+/// The HS256 secret every test app is configured with.
+pub const JWT_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+
+/// A running application on its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Its database (dropped with the app).
+    pub database: TestDatabase,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The configuration tests start from: port 0, the test secret, a test database.
+pub fn test_config(database: &TestDatabase) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        database_url: Some(Secret::new(database.url())),
+        jwt_secret: Some(Secret::new(JWT_SECRET)),
+        shutdown_grace: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// Spawns an app with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns an app after letting the test adjust its configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let database = TestDatabase::create().await;
+    let mut config = test_config(&database);
+    adjust(&mut config);
+    start(config, database).await
+}
+
+/// Starts an application on an existing database.
+pub async fn start(config: Config, database: TestDatabase) -> TestApp {
+    config.validate().expect("test configuration is valid");
+    let app = Application::build(config.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        config,
+        database,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client builds"),
+        shutdown,
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Stops the application and starts a new one on the same database (and a new port).
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let config = self.config.clone();
+        let database = self.database.take();
+        start(config, database).await
+    }
+
+    /// Stops the application gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("app task joins")
+                .expect("app stops cleanly");
+        }
+    }
+
+    /// A token for `sub` with `scopes`, valid for an hour.
+    pub fn token(&self, sub: &str, scopes: &[Scope]) -> String {
+        Authenticator::from_config(&self.config)
+            .expect("keys")
+            .mint(sub, scopes, Duration::from_secs(3600), None)
+            .expect("token mints")
+    }
+
+    /// A token with the send and read scopes for caller `tester`.
+    pub fn default_token(&self) -> String {
+        self.token("tester", &[Scope::Send, Scope::Read])
+    }
+
+    /// `POST /send` with a JSON body and the default token.
+    pub async fn send(&self, body: &Value) -> Response {
+        self.send_with(body, |request| request).await
+    }
+
+    /// `POST /send` with a JSON body, the default token, and the request adjusted by the test.
+    pub async fn send_with(
+        &self,
+        body: &Value,
+        adjust: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Response {
+        let request = self
+            .client
+            .post(format!("{}/send", self.address))
+            .bearer_auth(self.default_token())
+            .json(body);
+        adjust(request).send().await.expect("request completes")
+    }
+
+    /// `GET path` with the default token.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(self.default_token())
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    /// `GET /v1/messages/{id}` as JSON, asserting 200.
+    pub async fn message(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(response.status(), 200, "GET message {id}");
+        response.json().await.expect("JSON body")
+    }
+
+    /// How many messages the default caller can list (up to 200).
+    pub async fn message_count(&self) -> usize {
+        let page: Value = self
+            .get("/v1/messages?limit=200")
+            .await
+            .json()
+            .await
+            .expect("JSON body");
+        page["items"].as_array().map_or(0, Vec::len)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A minimal valid message.
+pub fn valid_message() -> Value {
+    json!({
+        "from": "Shop <shop@example.com>",
+        "to": "customer@example.org",
+        "subject": "Your order",
+        "text": "Thank you for your order."
+    })
+}
+
+/// Asserts a problem+json response with `status` and the problem `slug`; returns the body.
+pub async fn assert_problem(response: Response, status: u16, slug: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(
+        body["type"],
+        format!("urn:posthorn:problem:{slug}"),
+        "problem type in {body}"
+    );
+    assert_eq!(body["status"], status);
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}
