@@ -14,7 +14,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 POSTHORN_LOCAL_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
 
 # -X: ignore ~/.psqlrc; -w: never prompt for a password (CI has no stdin).
-pg_psql() { PGCONNECT_TIMEOUT=5 psql -X -w -q -v ON_ERROR_STOP=1 "$@"; }
+# client_min_messages: no NOTICE chatter from DROP ... IF EXISTS.
+pg_psql() {
+  PGCONNECT_TIMEOUT=5 PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" \
+    psql -X -w -q -v ON_ERROR_STOP=1 "$@"
+}
 
 # Hide the password when a URL is printed.
 pg_redact_url() { sed -E 's#(://[^:/@]+):[^@/]*@#\1:***@#' <<<"$1"; }
@@ -45,7 +49,7 @@ pg_drop_test_databases() {
   n=$(pg_psql -At -d "$url" \
     -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'posthorn\_test\_%'") || return 1
   [[ "$n" == 0 ]] && return 0
-  step "dropping $n leftover posthorn_test_* database(s)"
+  step "dropping $n posthorn_test_* database(s)"
   pg_psql -d "$url" <<'SQL'
 SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname)
 FROM pg_database WHERE datname LIKE 'posthorn\_test\_%'
@@ -195,6 +199,14 @@ _pg_start_private() {
 ensure_postgres() {
   step "PostgreSQL: looking for a server"
   _pg_ensure_client
+  # A throwaway server started by the calling script (test.sh running
+  # contract-test.sh) is reused, forced or not.
+  if [[ -n "${POSTHORN_TEST_PG_DIR:-}" && -n "${POSTHORN_TEST_DATABASE_URL:-}" ]] &&
+    pg_url_usable "$POSTHORN_TEST_DATABASE_URL"; then
+    export POSTHORN_TEST_DATABASE_URL
+    step "PostgreSQL: using the throwaway server of the calling script, $POSTHORN_TEST_DATABASE_URL"
+    return 0
+  fi
   if [[ "${POSTHORN_TEST_FORCE_PRIVATE_PG:-0}" != 1 ]]; then
     if [[ -n "${POSTHORN_TEST_DATABASE_URL:-}" ]]; then
       if pg_url_usable "$POSTHORN_TEST_DATABASE_URL"; then
