@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::delivery::{Delivery, DeliverySettings, Provider, WorkerSettings};
 use crate::domain::Limits;
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
@@ -27,6 +28,8 @@ pub struct Application {
     server: Server,
     store: SharedStore,
     config: Config,
+    metrics: Metrics,
+    providers: Vec<Provider>,
     shutdown: CancellationToken,
 }
 
@@ -52,12 +55,22 @@ impl Application {
         }
         let metrics = Metrics::new().context("registering metrics")?;
         let http_metrics = http_metrics(&metrics)?;
+        let providers = config
+            .upstreams()?
+            .into_iter()
+            .map(|upstream| {
+                let name = upstream.name.clone();
+                Delivery::provider(upstream)
+                    .map_err(|error| anyhow::anyhow!("invalid configuration: upstream {name}: {error}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let state = web::Data::new(AppState {
             store: store.clone(),
             authenticator: Arc::new(authenticator),
             limits: limits(&config),
             max_body_size: config.max_body_size,
-            metrics,
+            metrics: metrics.clone(),
+            providers: providers.clone(),
         });
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("binding POSTHORN_LISTEN={}", config.listen))?;
@@ -78,6 +91,8 @@ impl Application {
             server,
             store,
             config,
+            metrics,
+            providers,
             shutdown: CancellationToken::new(),
         })
     }
@@ -102,13 +117,43 @@ impl Application {
             self.config.idempotency_retention,
             self.shutdown.clone(),
         ));
+        let delivery = match self.providers.first() {
+            Some(provider) => Some(Delivery::start(
+                self.store.clone(),
+                provider.clone(),
+                DeliverySettings {
+                    workers: self.config.workers,
+                    worker: WorkerSettings {
+                        batch_size: self.config.claim_batch_size,
+                        lease: self.config.lease_duration,
+                        poll_interval: self.config.poll_interval,
+                    },
+                    retry: self.config.retry_policy(),
+                },
+                self.metrics.clone(),
+            )),
+            None => {
+                tracing::warn!(
+                    "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and stay queued"
+                );
+                None
+            }
+        };
         tracing::info!(listen = %self.config.listen, port = self.port, "posthorn is serving");
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutdown signal received"),
             () = self.shutdown.cancelled() => {}
         }
         self.shutdown.cancel();
-        stop(handle).await;
+        // Stop accepting first, then let workers finish or release what they hold.
+        let grace = self.config.shutdown_grace;
+        let http = stop(handle);
+        let workers = async {
+            if let Some(delivery) = delivery {
+                delivery.shutdown(grace).await;
+            }
+        };
+        tokio::join!(http, workers);
         purge.abort();
         server.await.context("HTTP server task")??;
         tracing::info!("posthorn stopped");

@@ -4,8 +4,9 @@
 
 mod secret;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -13,6 +14,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use secret::Secret;
+
+use crate::delivery::{RetryPolicy, Upstream};
 
 /// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
@@ -44,6 +47,37 @@ pub struct Config {
 
     /// The SMTP upstream in lettre's URL form, e.g. `smtp://user:pass@host:587?tls=required`.
     pub smtp_url: Option<Secret>,
+    /// Most SMTP connections open at once to the upstream, per process.
+    pub smtp_max_connections: usize,
+    /// Deadline of every SMTP exchange (connect, each command, the data transfer).
+    #[serde(with = "humantime_serde")]
+    pub smtp_timeout: Duration,
+    /// Extra PEM root certificate(s) to trust for the upstream's TLS certificate.
+    pub smtp_tls_ca_file: Option<PathBuf>,
+    /// Further named upstreams (TOML only); routing among them is by configuration order.
+    pub providers: BTreeMap<String, ProviderConfig>,
+
+    /// Delivery workers per process.
+    pub workers: usize,
+    /// Jobs a worker claims in one statement.
+    pub claim_batch_size: u32,
+    /// How long a claimed job is reserved for its worker before another may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How often idle workers look for due jobs when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Delay after the first failed attempt; it doubles per attempt.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_delay: Duration,
+    /// Largest delay between attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Attempts after which a message fails.
+    pub retry_max_attempts: u32,
+    /// Age after which a message fails instead of being retried.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_age: Duration,
 
     /// Largest accepted request body, in bytes.
     pub max_body_size: usize,
@@ -82,6 +116,23 @@ pub struct JwtKeyConfig {
     pub secret: Option<Secret>,
     /// PEM public key for asymmetric algorithms.
     pub public_key_pem: Option<String>,
+}
+
+/// A named SMTP upstream declared in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The upstream in lettre's URL form.
+    pub url: Secret,
+    /// Most connections open at once (default: `smtp_max_connections`).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Deadline of every exchange (default: `smtp_timeout`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Extra PEM root certificate(s) to trust.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Settings for one caller, matched by the token's `sub`.
@@ -123,6 +174,18 @@ impl Default for Config {
             jwt_keys: Vec::new(),
             callers: Vec::new(),
             smtp_url: None,
+            smtp_max_connections: 4,
+            smtp_timeout: Duration::from_secs(30),
+            smtp_tls_ca_file: None,
+            providers: BTreeMap::new(),
+            workers: 4,
+            claim_batch_size: 10,
+            lease_duration: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+            retry_initial_delay: Duration::from_secs(30),
+            retry_max_delay: Duration::from_secs(3600),
+            retry_max_attempts: 10,
+            retry_max_age: Duration::from_secs(3 * 24 * 3600),
             max_body_size: 25 * 1024 * 1024,
             max_recipients: 50,
             max_attachments: 20,
@@ -201,9 +264,33 @@ impl Config {
         }
         crate::auth::KeySet::from_config(self)
             .map_err(|error| ConfigError::invalid("jwt_keys", error.to_string()))?;
-        if let Some(url) = &self.smtp_url {
-            validate_smtp_url(url.expose())
-                .map_err(|reason| ConfigError::invalid("POSTHORN_SMTP_URL", reason))?;
+        self.upstreams()?;
+        for (key, value) in [
+            ("POSTHORN_SMTP_MAX_CONNECTIONS", self.smtp_max_connections),
+            ("POSTHORN_WORKERS", self.workers),
+            ("POSTHORN_CLAIM_BATCH_SIZE", self.claim_batch_size as usize),
+            ("POSTHORN_RETRY_MAX_ATTEMPTS", self.retry_max_attempts as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.smtp_timeout.is_zero() {
+            return Err(ConfigError::invalid("POSTHORN_SMTP_TIMEOUT", "must be longer than 0s"));
+        }
+        // A send (connect, commands, data) must fit in a lease, or a second worker could take the job
+        // over while the first still talks to the upstream.
+        if self.lease_duration < self.smtp_timeout * 6 {
+            return Err(ConfigError::invalid(
+                "POSTHORN_LEASE_DURATION",
+                format!(
+                    "must be at least 6 x POSTHORN_SMTP_TIMEOUT ({})",
+                    humantime::format_duration(self.smtp_timeout * 6)
+                ),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::invalid("POSTHORN_POLL_INTERVAL", "must be longer than 0s"));
         }
         for (key, value) in [
             ("POSTHORN_MAX_BODY_SIZE", self.max_body_size),
@@ -231,22 +318,51 @@ impl Config {
     }
 }
 
-/// Parses an SMTP URL as lettre does, without printing it (it may hold a password).
-fn validate_smtp_url(url: &str) -> Result<(), String> {
-    use lettre::{AsyncSmtpTransport, Tokio1Executor};
-    let parsed = url::Url::parse(url).map_err(|error| format!("not a URL: {error}"))?;
-    if !matches!(parsed.scheme(), "smtp" | "smtps") {
-        return Err("scheme must be smtp or smtps".into());
+impl Config {
+    /// Every configured upstream, `POSTHORN_SMTP_URL` first (named `default`), then the TOML providers.
+    pub fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
+        let mut upstreams = Vec::new();
+        if let Some(url) = &self.smtp_url {
+            let mut upstream = Upstream::parse(
+                "default",
+                url.expose(),
+                self.smtp_max_connections,
+                self.smtp_timeout,
+            )
+            .map_err(|error| ConfigError::invalid("POSTHORN_SMTP_URL", error.to_string()))?;
+            upstream.ca_file = self.smtp_tls_ca_file.clone();
+            upstreams.push(upstream);
+        }
+        for (name, provider) in &self.providers {
+            let mut upstream = Upstream::parse(
+                name,
+                provider.url.expose(),
+                provider.max_connections.unwrap_or(self.smtp_max_connections),
+                provider.timeout.unwrap_or(self.smtp_timeout),
+            )
+            .map_err(|error| ConfigError::Invalid {
+                key: "providers",
+                reason: format!("{name}: {error}"),
+            })?;
+            upstream.ca_file = provider
+                .tls_ca_file
+                .clone()
+                .or_else(|| self.smtp_tls_ca_file.clone());
+            upstreams.push(upstream);
+        }
+        Ok(upstreams)
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("a host is required".into());
+
+    /// The retry schedule.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial_delay: self.retry_initial_delay,
+            max_delay: self.retry_max_delay.max(self.retry_initial_delay),
+            max_attempts: self.retry_max_attempts,
+            max_age: self.retry_max_age,
+            ..RetryPolicy::default()
+        }
     }
-    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-        .map(|_| ())
-        .map_err(|_| {
-            "not a valid SMTP URL (smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic])"
-                .into()
-        })
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! One registry, named metrics. Names follow Prometheus conventions: `posthorn_*`, counters end in
 //! `_total`, durations in `_seconds`.
 
-use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every metric posthorn exports, registered in one registry.
 #[derive(Clone)]
@@ -11,26 +13,106 @@ pub struct Metrics {
     pub messages_accepted: IntCounter,
     /// Requests answered from an idempotency record instead of creating a message.
     pub idempotent_replays: IntCounter,
+    /// Messages the upstream accepted.
+    pub messages_sent: IntCounter,
+    /// Messages that failed for good.
+    pub messages_failed: IntCounter,
+    /// Attempts that ended in a scheduled retry.
+    pub messages_retried: IntCounter,
+    /// Attempts by provider and outcome class.
+    pub delivery_attempts: IntCounterVec,
+    /// Deciding SMTP reply codes by provider (`none` when no reply came).
+    pub smtp_replies: IntCounterVec,
+    /// Sends that may have delivered a message twice: unknown outcomes retried, expired leases taken over.
+    pub possible_duplicates: IntCounter,
+    /// Outcomes not recorded because another worker had taken the job over.
+    pub leases_lost: IntCounter,
+    /// Time from acceptance to the upstream's acceptance.
+    pub delivery_duration: Histogram,
+    /// Unfinished messages by state, computed at scrape time.
+    pub queue_depth: IntGaugeVec,
+    /// SMTP connections per provider: `open`, `in_use`, `max`.
+    pub smtp_connections: IntGaugeVec,
 }
 
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let messages_accepted = IntCounter::new(
-            "posthorn_messages_accepted_total",
-            "Messages accepted by the API and committed to the queue.",
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let counter = IntCounter::new(name, help)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let delivery_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "posthorn_delivery_duration_seconds",
+                "Time from acceptance by the API to acceptance by the upstream.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                14400.0, 86400.0,
+            ]),
         )?;
-        let idempotent_replays = IntCounter::new(
-            "posthorn_idempotent_replays_total",
-            "Send requests answered by replaying an earlier response for the same Idempotency-Key.",
-        )?;
-        registry.register(Box::new(messages_accepted.clone()))?;
-        registry.register(Box::new(idempotent_replays.clone()))?;
+        registry.register(Box::new(delivery_duration.clone()))?;
         Ok(Self {
+            messages_accepted: counter(
+                "posthorn_messages_accepted_total",
+                "Messages accepted by the API and committed to the queue.",
+            )?,
+            idempotent_replays: counter(
+                "posthorn_idempotent_replays_total",
+                "Send requests answered by replaying an earlier response for the same Idempotency-Key.",
+            )?,
+            messages_sent: counter("posthorn_messages_sent_total", "Messages accepted by the upstream.")?,
+            messages_failed: counter(
+                "posthorn_messages_failed_total",
+                "Messages that failed permanently or ran out of attempts.",
+            )?,
+            messages_retried: counter(
+                "posthorn_messages_retried_total",
+                "Delivery attempts that ended in a scheduled retry.",
+            )?,
+            delivery_attempts: counter_vec(
+                "posthorn_delivery_attempts_total",
+                "Delivery attempts by provider and outcome (sent, transient, permanent, unknown).",
+                &["provider", "outcome"],
+            )?,
+            smtp_replies: counter_vec(
+                "posthorn_smtp_replies_total",
+                "Deciding SMTP reply codes by provider (none: no reply).",
+                &["provider", "code"],
+            )?,
+            possible_duplicates: counter(
+                "posthorn_possible_duplicates_total",
+                "Sends that may have delivered a message twice (unknown outcome after DATA, or a job taken over after its lease expired).",
+            )?,
+            leases_lost: counter(
+                "posthorn_leases_lost_total",
+                "Outcomes not recorded because the job's lease had expired and another worker held it.",
+            )?,
+            delivery_duration,
+            queue_depth: gauge_vec(
+                "posthorn_queue_depth",
+                "Unfinished messages by state (queued: due; scheduled: due later; sending).",
+                &["status"],
+            )?,
+            smtp_connections: gauge_vec(
+                "posthorn_smtp_connections",
+                "SMTP connections per provider (state: open, in_use, max).",
+                &["provider", "state"],
+            )?,
             registry,
-            messages_accepted,
-            idempotent_replays,
         })
     }
 

@@ -18,6 +18,8 @@ CREATE TABLE messages (
     attempt_count integer     NOT NULL DEFAULT 0,
     -- Fences outcome writes: only the worker holding the current lease may record one.
     lease_token   uuid,
+    -- Recipients still to be tried after a partial delivery; NULL means all of them.
+    pending_recipients text[],
     sent_at       timestamptz,
     finished_at   timestamptz,
     last_error    text

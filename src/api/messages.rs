@@ -12,7 +12,7 @@ use super::state::AppState;
 use super::views::{MessageView, PageView};
 use crate::auth::{Caller, Scope};
 use crate::domain::MessageStatus;
-use crate::store::MessageFilter;
+use crate::store::{CancelOutcome, MessageFilter};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -105,4 +105,28 @@ pub async fn list_messages(
     let filter = query.into_inner().into_filter()?;
     let page = state.store.list_messages(owner(caller), &filter).await?;
     Ok(HttpResponse::Ok().json(PageView::from(page)))
+}
+
+/// Cancels a message that has not started sending.
+pub async fn cancel_message(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Send)?;
+    let id = parse_id(&path)?;
+    match state.store.cancel_message(owner(caller), id).await? {
+        CancelOutcome::Cancelled => {
+            let record = state
+                .store
+                .get_message(owner(caller), id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(HttpResponse::Ok().json(MessageView::from(record)))
+        }
+        CancelOutcome::NotFound => Err(ApiError::NotFound),
+        CancelOutcome::TooLate(status) => Err(ApiError::Conflict(format!(
+            "the message is {status} and can no longer be cancelled"
+        ))),
+    }
 }

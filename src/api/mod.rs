@@ -37,6 +37,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/v1/messages/{id}/cancel")
+            .route(web::post().to(messages::cancel_message))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/v1/messages/{id}")
             .route(web::get().to(messages::get_message))
             .default_service(web::to(method_not_allowed)),

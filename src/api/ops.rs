@@ -19,8 +19,23 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. Queue depth and pool sizes are read at scrape time.
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.store.queue_depth().await {
+        Ok(depths) => {
+            for (status, count) in depths {
+                state.metrics.queue_depth.with_label_values(&[status]).set(count);
+            }
+        }
+        // A scrape during a database outage still reports everything else.
+        Err(error) => tracing::warn!(error = %error, "queue depth unavailable for this scrape"),
+    }
+    for pool in crate::delivery::pool_status(&state.providers) {
+        let gauge = &state.metrics.smtp_connections;
+        gauge.with_label_values(&[pool.provider.as_str(), "open"]).set(pool.open as i64);
+        gauge.with_label_values(&[pool.provider.as_str(), "in_use"]).set(pool.in_use as i64);
+        gauge.with_label_values(&[pool.provider.as_str(), "max"]).set(pool.max as i64);
+    }
     let text = state
         .metrics
         .render()

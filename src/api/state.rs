@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::delivery::Provider;
 use crate::domain::Limits;
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
@@ -19,4 +20,6 @@ pub struct AppState {
     pub max_body_size: usize,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// SMTP upstreams, for their connection gauges.
+    pub providers: Vec<Provider>,
 }

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use error::StoreError;
 pub use records::{
-    Accepted, AttemptRecord, EnqueueOutcome, EnqueueRequest, MessageFilter, MessageRecord,
-    MessageSummary, Page, RecipientResult,
+    Accepted, AttemptRecord, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
+    EnqueueRequest, JobLease, MessageFilter, MessageRecord, MessageSummary, Page, RecipientResult,
 };
 
 /// A shared handle to the configured store.
@@ -48,4 +50,30 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Forgets idempotency keys older than `retention`; returns how many were removed.
     async fn purge_idempotency_keys(&self, retention: Duration) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due jobs in one short statement and commits: each gets a lease of `lease`
+    /// on the database clock. Jobs whose lease expired are claimed again.
+    async fn claim_due_jobs(&self, limit: u32, lease: Duration) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Records an attempt and the job's next state in one transaction, only if `lease` still holds
+    /// the job; returns whether it did.
+    async fn record_outcome(
+        &self,
+        lease: JobLease,
+        attempt: AttemptReport,
+        disposition: Disposition,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives claimed jobs back without an attempt (shutdown, or a lease too short to use).
+    async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
+
+    /// Cancels a message that is still queued.
+    async fn cancel_message(&self, owner: Option<&str>, id: Uuid) -> Result<CancelOutcome, StoreError>;
+
+    /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
+    async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;
+
+    /// Wakes `wake` whenever a job is enqueued anywhere, until `stop`; survives lost connections.
+    /// Workers poll as well, so a store without notifications may return at once.
+    async fn listen_for_jobs(&self, wake: Arc<Notify>, stop: CancellationToken);
 }

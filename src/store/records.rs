@@ -150,3 +150,86 @@ pub struct Page {
     /// Where the next page starts, if there is one.
     pub next_cursor: Option<Uuid>,
 }
+
+/// A claimed job's lease: only its holder may record an outcome or release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobLease {
+    /// The message.
+    pub id: Uuid,
+    /// The claim that holds it.
+    pub token: Uuid,
+}
+
+/// A job claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The lease under which it was claimed.
+    pub lease: JobLease,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+    /// The stable `Message-ID`.
+    pub message_id: String,
+    /// What to send.
+    pub content: crate::domain::MessageContent,
+    /// When it was accepted.
+    pub created_at: OffsetDateTime,
+    /// Recipients left after a partial delivery; `None` means all.
+    pub pending_recipients: Option<Vec<String>>,
+    /// The job was taken over from a lease that expired: an earlier attempt may have delivered it.
+    pub reclaimed: bool,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// The attempt number.
+    pub attempt: i32,
+    /// When it started.
+    pub started_at: OffsetDateTime,
+    /// How long it took.
+    pub duration_ms: i32,
+    /// The upstream.
+    pub provider: String,
+    /// `sent`, `transient`, `permanent` or `unknown`.
+    pub outcome: String,
+    /// The deciding reply code.
+    pub smtp_code: Option<i16>,
+    /// The enhanced status code.
+    pub enhanced_code: Option<String>,
+    /// The server's text.
+    pub response: Option<String>,
+    /// Per-recipient results.
+    pub recipients: Vec<RecipientResult>,
+}
+
+/// What becomes of a job after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Delivered: done.
+    Sent,
+    /// Try again after `delay`, only to `recipients` when given.
+    Retry {
+        /// How long to wait.
+        delay: std::time::Duration,
+        /// The recipients still to be tried; `None` means all.
+        recipients: Option<Vec<String>>,
+        /// Why it will be retried.
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// What `cancel_message` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The message is now cancelled.
+    Cancelled,
+    /// No such message for this caller.
+    NotFound,
+    /// The message is past the point of cancelling.
+    TooLate(crate::domain::MessageStatus),
+}

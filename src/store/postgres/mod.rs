@@ -1,17 +1,22 @@
 //! The PostgreSQL store: the production engine, shared by every replica.
 
+mod queue;
 mod rows;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, EnqueueOutcome, EnqueueRequest, MessageFilter, MessageRecord, Page,
+    Accepted, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
+    JobLease, MessageFilter, MessageRecord, Page,
 };
 use super::{MessageStore, StoreError};
 use crate::config::Secret;
@@ -146,10 +151,16 @@ impl MessageStore for PostgresStore {
         }
         let message = &request.message;
         let (envelope, body) = rows::split_content(&message.content)?;
+        // Insert and, when the message is due now, notify listening workers; the notification is
+        // delivered at commit, so a worker never wakes for a row it cannot see yet.
         sqlx::query(
-            "INSERT INTO messages
-                (id, caller, message_id, envelope, body, tags, metadata, send_at, due_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()))",
+            "WITH inserted AS (
+                 INSERT INTO messages
+                     (id, caller, message_id, envelope, body, tags, metadata, send_at, due_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()))
+                 RETURNING due_at
+             )
+             SELECT pg_notify($9, '') FROM inserted WHERE due_at <= now()",
         )
         .bind(message.id)
         .bind(&request.caller)
@@ -159,7 +170,8 @@ impl MessageStore for PostgresStore {
         .bind(&message.tags)
         .bind(sqlx::types::Json(&message.metadata))
         .bind(message.send_at)
-        .execute(&mut *tx)
+        .bind(queue::CHANNEL)
+        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(EnqueueOutcome::Created(Accepted {
@@ -246,5 +258,34 @@ impl MessageStore for PostgresStore {
                 .execute(&self.pool)
                 .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn claim_due_jobs(&self, limit: u32, lease: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+        queue::claim(&self.pool, limit, lease).await
+    }
+
+    async fn record_outcome(
+        &self,
+        lease: JobLease,
+        attempt: AttemptReport,
+        disposition: Disposition,
+    ) -> Result<bool, StoreError> {
+        queue::record(&self.pool, lease, attempt, disposition).await
+    }
+
+    async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError> {
+        queue::release(&self.pool, leases).await
+    }
+
+    async fn cancel_message(&self, owner: Option<&str>, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        queue::cancel(&self.pool, owner, id).await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        queue::depth(&self.pool).await
+    }
+
+    async fn listen_for_jobs(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        queue::listen(&self.pool, wake, stop).await;
     }
 }

@@ -71,7 +71,6 @@ pub(super) fn split_content(
 }
 
 /// Joins the envelope and body columns back into a message.
-#[allow(dead_code)]
 pub(super) fn join_content(envelope: Envelope, body: Body) -> MessageContent {
     MessageContent {
         from: envelope.from,

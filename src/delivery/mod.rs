@@ -1,0 +1,164 @@
+//! Delivery: workers drain the queue through pooled SMTP connections.
+
+mod compose;
+mod outcome;
+mod pool;
+mod retry;
+mod session;
+mod upstream;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use compose::{Composition, compose};
+pub use outcome::{OutcomeClass, Reply};
+pub use retry::RetryPolicy;
+pub use upstream::{TlsMode, Upstream, UpstreamError};
+pub use worker::{HeldLeases, Provider, WorkerSettings};
+
+use crate::metrics::Metrics;
+use crate::store::SharedStore;
+
+/// Connection counts of one provider's pool, for metrics.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// Provider name.
+    pub provider: String,
+    /// Connections open.
+    pub open: usize,
+    /// Connections in use.
+    pub in_use: usize,
+    /// The cap.
+    pub max: usize,
+}
+
+/// Running workers of one process.
+pub struct Delivery {
+    workers: JoinSet<()>,
+    listener: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    held: Arc<HeldLeases>,
+    store: SharedStore,
+    providers: Vec<Provider>,
+}
+
+/// Settings for [`Delivery::start`].
+pub struct DeliverySettings {
+    /// Concurrent workers in this process.
+    pub workers: usize,
+    /// How workers claim.
+    pub worker: WorkerSettings,
+    /// Retry schedule.
+    pub retry: RetryPolicy,
+}
+
+impl Delivery {
+    /// Builds a provider (its pool) from an upstream; fails on an unusable TLS setting.
+    pub fn provider(upstream: Upstream) -> Result<Provider, String> {
+        let upstream = Arc::new(upstream);
+        let pool = pool::build_pool(upstream.clone())?;
+        Ok(Provider { upstream, pool })
+    }
+
+    /// Starts the notification listener and the workers.
+    pub fn start(
+        store: SharedStore,
+        provider: Provider,
+        settings: DeliverySettings,
+        metrics: Metrics,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        let held = Arc::new(HeldLeases::default());
+        let listener = tokio::spawn({
+            let store = store.clone();
+            let wake = wake.clone();
+            let stop = stop.clone();
+            async move { store.listen_for_jobs(wake, stop).await }
+        });
+        let worker = Arc::new(worker::Worker {
+            store: store.clone(),
+            provider: provider.clone(),
+            policy: settings.retry,
+            settings: settings.worker,
+            metrics,
+            wake,
+            held: held.clone(),
+        });
+        let mut workers = JoinSet::new();
+        for _ in 0..settings.workers.max(1) {
+            workers.spawn(worker.clone().run(stop.clone()));
+        }
+        tracing::info!(
+            workers = settings.workers.max(1),
+            upstream = %provider.upstream,
+            max_connections = provider.upstream.max_connections,
+            "delivery started"
+        );
+        Self {
+            workers,
+            listener,
+            stop,
+            held,
+            store,
+            providers: vec![provider],
+        }
+    }
+
+    /// Connection counts per provider.
+    pub fn pool_status(&self) -> Vec<PoolStatus> {
+        pool_status(&self.providers)
+    }
+
+    /// A cheap handle for reading pool status from elsewhere (the metrics endpoint).
+    pub fn providers(&self) -> Vec<Provider> {
+        self.providers.clone()
+    }
+
+    /// Stops claiming, lets in-flight sends finish within `grace`, then releases whatever is still
+    /// held so nothing stays claimed.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over; abandoning in-flight sends");
+            self.workers.abort_all();
+            while self.workers.join_next().await.is_some() {}
+        }
+        self.listener.abort();
+        let leftover = self.held.drain();
+        if !leftover.is_empty() {
+            match self.store.release_jobs(&leftover).await {
+                Ok(released) => tracing::info!(released, "released claimed jobs"),
+                Err(error) => tracing::warn!(error = %error, "releasing jobs failed; their leases will expire"),
+            }
+        }
+        for provider in &self.providers {
+            provider.pool.close();
+        }
+    }
+}
+
+/// Connection counts of the given providers.
+pub fn pool_status(providers: &[Provider]) -> Vec<PoolStatus> {
+    providers
+        .iter()
+        .map(|provider| {
+            let status = provider.pool.status();
+            PoolStatus {
+                provider: provider.upstream.name.clone(),
+                open: status.size,
+                in_use: status.size.saturating_sub(status.available),
+                max: status.max_size,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,195 @@
+//! One SMTP transaction, driven command by command so a refused recipient does not abort the others
+//! and every reply is kept.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lettre::Address;
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+
+use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
+use super::pool::SmtpConnection;
+
+/// The envelope and content of one transaction.
+pub struct Transaction<'a> {
+    /// MAIL FROM.
+    pub sender: &'a Address,
+    /// RCPT TO, in order.
+    pub recipients: &'a [Address],
+    /// The message, CRLF-normalised; the transport dot-stuffs it.
+    pub data: &'a [u8],
+}
+
+/// What happened, and whether it is safe to try again at once on a fresh connection.
+pub struct TransactionResult {
+    /// The attempt's outcome.
+    pub outcome: AttemptOutcome,
+    /// The connection failed before anything was sent on it (typically a reused connection the server
+    /// had closed): the message can be retried immediately on a new connection.
+    pub stale: bool,
+}
+
+async fn timed<F>(timeout: Duration, future: F) -> Result<Response, Reply>
+where
+    F: Future<Output = Result<Response, SmtpError>>,
+{
+    match tokio::time::timeout(timeout, future).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(Reply::from_error(&error)),
+        Err(_) => Err(Reply::none("timed out waiting for the upstream")),
+    }
+}
+
+/// Sends one message on `connection`, each exchange under `timeout`.
+pub async fn transact(
+    connection: &mut SmtpConnection,
+    transaction: &Transaction<'_>,
+    timeout: Duration,
+) -> TransactionResult {
+    let reused = connection.transactions > 0;
+    let result = run(connection, transaction, timeout).await;
+    connection.last_used = std::time::Instant::now();
+    connection.transactions += 1;
+    let stale = reused && result.stale_candidate;
+    TransactionResult {
+        outcome: result.outcome,
+        stale,
+    }
+}
+
+struct Run {
+    outcome: AttemptOutcome,
+    stale_candidate: bool,
+}
+
+impl Run {
+    fn whole(class: OutcomeClass, reply: Reply) -> Self {
+        Self {
+            outcome: AttemptOutcome::whole(class, reply),
+            stale_candidate: false,
+        }
+    }
+}
+
+/// A reply that is not an SMTP code means the session is gone; 421 means the server is closing it.
+fn breaks_session(reply: &Reply) -> bool {
+    reply.code.is_none() || reply.code == Some(421)
+}
+
+async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, timeout: Duration) -> Run {
+    let info = connection.inner.server_info();
+    let mut parameters = Vec::new();
+    let needs_utf8 = !transaction.sender.to_string().is_ascii()
+        || transaction.recipients.iter().any(|r| !r.to_string().is_ascii());
+    if needs_utf8 {
+        if !info.supports_feature(Extension::SmtpUtfEight) {
+            return Run::whole(
+                OutcomeClass::Permanent,
+                Reply::none("an address is not ASCII and the upstream does not support SMTPUTF8"),
+            );
+        }
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    if !transaction.data.is_ascii() {
+        if !info.supports_feature(Extension::EightBitMime) {
+            return Run::whole(
+                OutcomeClass::Permanent,
+                Reply::none("the message is not ASCII and the upstream does not support 8BITMIME"),
+            );
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+
+    let mail = timed(
+        timeout,
+        connection.inner.command(Mail::new(Some(transaction.sender.clone()), parameters)),
+    )
+    .await;
+    if let Err(reply) = mail {
+        let broken = breaks_session(&reply);
+        connection.broken |= broken;
+        connection.needs_reset = true;
+        let class = if reply.is_permanent() { OutcomeClass::Permanent } else { OutcomeClass::Transient };
+        return Run {
+            outcome: AttemptOutcome::whole(class, reply),
+            stale_candidate: broken,
+        };
+    }
+
+    let mut recipients = Vec::with_capacity(transaction.recipients.len());
+    for recipient in transaction.recipients {
+        let reply = timed(timeout, connection.inner.command(Rcpt::new(recipient.clone(), vec![]))).await;
+        let (class, reply) = match reply {
+            Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
+            Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
+            Err(reply) => {
+                if breaks_session(&reply) {
+                    connection.broken = true;
+                    return Run::whole(OutcomeClass::Transient, reply);
+                }
+                (OutcomeClass::Transient, reply)
+            }
+        };
+        recipients.push(RecipientReply {
+            address: recipient.to_string(),
+            class,
+            reply,
+        });
+    }
+    if !recipients.iter().any(|r| r.class == OutcomeClass::Sent) {
+        connection.needs_reset = true;
+        let class = if recipients.iter().any(|r| r.class == OutcomeClass::Transient) {
+            OutcomeClass::Transient
+        } else {
+            OutcomeClass::Permanent
+        };
+        let reply = recipients
+            .iter()
+            .find(|r| r.class == class)
+            .map(|r| r.reply.clone())
+            .unwrap_or_else(|| Reply::none("no recipients"));
+        return Run {
+            outcome: AttemptOutcome { class, reply, recipients },
+            stale_candidate: false,
+        };
+    }
+
+    if let Err(reply) = timed(timeout, connection.inner.command(Data)).await {
+        connection.broken |= breaks_session(&reply);
+        connection.needs_reset = true;
+        let class = if reply.is_permanent() { OutcomeClass::Permanent } else { OutcomeClass::Transient };
+        return Run {
+            outcome: AttemptOutcome { class, reply, recipients },
+            stale_candidate: false,
+        };
+    }
+
+    // From here on the upstream may have the message even if no reply arrives (RFC 1047).
+    let data_timeout = timeout + Duration::from_millis((transaction.data.len() / 1024) as u64);
+    let final_reply = timed(data_timeout, connection.inner.message(transaction.data)).await;
+    let (class, reply) = match final_reply {
+        Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
+        Err(reply) if reply.code.is_none() => {
+            connection.broken = true;
+            (OutcomeClass::Unknown, reply)
+        }
+        Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
+        Err(reply) => {
+            connection.broken |= breaks_session(&reply);
+            (OutcomeClass::Transient, reply)
+        }
+    };
+    // Recipients accepted at RCPT share the fate of the data.
+    for recipient in &mut recipients {
+        if recipient.class == OutcomeClass::Sent && class != OutcomeClass::Sent {
+            recipient.class = class;
+        }
+    }
+    Run {
+        outcome: AttemptOutcome { class, reply, recipients },
+        stale_candidate: false,
+    }
+}

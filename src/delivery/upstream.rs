@@ -1,0 +1,204 @@
+//! An SMTP upstream as configured: where it is, how to secure the connection, how to log in.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+
+use crate::config::Secret;
+
+/// How the connection to the upstream is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No TLS: only for a relay on a trusted network (`smtp://host:25`).
+    None,
+    /// STARTTLS when the server offers it, plain text otherwise (`?tls=opportunistic`).
+    Opportunistic,
+    /// STARTTLS, and refuse to send if it is not offered or the certificate does not verify
+    /// (`?tls=required`).
+    Required,
+    /// TLS from the first byte (`smtps://`, port 465).
+    Implicit,
+}
+
+/// A configured upstream. `Debug` and `Display` never show the password.
+#[derive(Clone)]
+pub struct Upstream {
+    /// The provider's name in metrics and attempt records.
+    pub name: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Username and password for AUTH PLAIN/LOGIN.
+    pub credentials: Option<(String, Secret)>,
+    /// The name posthorn gives in EHLO.
+    pub hello_name: Option<String>,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Deadline of every SMTP exchange (connect, each command, the data transfer).
+    pub timeout: Duration,
+    /// Extra PEM root certificates to trust (private CAs, tests).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Why an upstream URL was refused. Never contains the URL itself (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Not a URL at all.
+    #[error("not a URL")]
+    NotUrl,
+    /// Scheme other than smtp or smtps.
+    #[error("scheme must be smtp or smtps")]
+    Scheme,
+    /// No host.
+    #[error("a host is required")]
+    Host,
+    /// An unknown or contradictory query parameter.
+    #[error("unsupported parameter: {0} (supported: tls=required|opportunistic, ehlo=NAME)")]
+    Parameter(String),
+    /// The user name or password is not valid percent-encoding.
+    #[error("user name or password is not valid percent-encoded UTF-8")]
+    Credentials,
+}
+
+impl Upstream {
+    /// Parses `smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic][&ehlo=name]`.
+    pub fn parse(name: &str, url: &str, max_connections: usize, timeout: Duration) -> Result<Self, UpstreamError> {
+        let parsed = url::Url::parse(url).map_err(|_| UpstreamError::NotUrl)?;
+        let implicit = match parsed.scheme() {
+            "smtp" => false,
+            "smtps" => true,
+            _ => return Err(UpstreamError::Scheme),
+        };
+        let host = parsed
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or(UpstreamError::Host)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let mut tls = if implicit { TlsMode::Implicit } else { TlsMode::None };
+        let mut hello_name = None;
+        for (key, value) in parsed.query_pairs() {
+            match (key.as_ref(), value.as_ref(), implicit) {
+                ("tls", "required", false) => tls = TlsMode::Required,
+                ("tls", "opportunistic", false) => tls = TlsMode::Opportunistic,
+                ("tls", "none", false) => tls = TlsMode::None,
+                ("ehlo", name, _) if !name.is_empty() => hello_name = Some(name.to_owned()),
+                (key, _, _) => return Err(UpstreamError::Parameter(key.to_owned())),
+            }
+        }
+        let port = parsed.port().unwrap_or(match tls {
+            TlsMode::Implicit => 465,
+            TlsMode::Required => 587,
+            TlsMode::None | TlsMode::Opportunistic => 25,
+        });
+        let credentials = if parsed.username().is_empty() {
+            None
+        } else {
+            let decode = |text: &str| {
+                percent_decode(text).ok_or(UpstreamError::Credentials)
+            };
+            let user = decode(parsed.username())?;
+            let password = decode(parsed.password().unwrap_or(""))?;
+            Some((user, Secret::new(password)))
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            host,
+            port,
+            tls,
+            credentials,
+            hello_name,
+            max_connections: max_connections.max(1),
+            timeout,
+            ca_file: None,
+        })
+    }
+
+    /// lettre credentials for AUTH.
+    pub fn lettre_credentials(&self) -> Option<Credentials> {
+        self.credentials
+            .as_ref()
+            .map(|(user, password)| Credentials::new(user.clone(), password.expose().to_owned()))
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls == TlsMode::Implicit { "smtps" } else { "smtp" };
+        write!(f, "{scheme}://{}:{} ({:?} TLS", self.host, self.port, self.tls)?;
+        if let Some((user, _)) = &self.credentials {
+            write!(f, ", AUTH as {user}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Upstream, UpstreamError> {
+        Upstream::parse("default", url, 4, Duration::from_secs(30))
+    }
+
+    #[test]
+    fn tls_modes_and_default_ports() {
+        let relay = parse("smtp://relay.internal").unwrap();
+        assert_eq!((relay.tls, relay.port), (TlsMode::None, 25));
+        let submission = parse("smtp://u:p@email-smtp.eu-west-1.amazonaws.com?tls=required").unwrap();
+        assert_eq!((submission.tls, submission.port), (TlsMode::Required, 587));
+        let implicit = parse("smtps://smtp.gmail.com").unwrap();
+        assert_eq!((implicit.tls, implicit.port), (TlsMode::Implicit, 465));
+        assert!(parse("smtps://h?tls=required").is_err());
+        assert!(parse("smtp://h?tls=sometimes").is_err());
+        assert!(parse("http://h").is_err());
+    }
+
+    #[test]
+    fn credentials_are_decoded_and_never_displayed() {
+        let upstream = parse("smtp://user%40example.com:p%40ss%2Fw0rd@h:587?tls=required").unwrap();
+        let (user, password) = upstream.credentials.clone().unwrap();
+        assert_eq!(user, "user@example.com");
+        assert_eq!(password.expose(), "p@ss/w0rd");
+        for text in [format!("{upstream}"), format!("{upstream:?}")] {
+            assert!(!text.contains("p@ss") && !text.contains("w0rd"), "{text}");
+        }
+    }
+}

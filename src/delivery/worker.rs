@@ -1,0 +1,346 @@
+//! The worker loop: claim a batch in one short transaction, send each job outside any transaction,
+//! record each outcome in another short transaction.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool::managed::{Object, PoolError};
+use lettre::Address;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::compose::{Composition, compose};
+use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
+use super::pool::{SmtpManager, SmtpPool};
+use super::retry::RetryPolicy;
+use super::session::{Transaction, transact};
+use super::upstream::Upstream;
+use crate::metrics::Metrics;
+use crate::store::{AttemptReport, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore};
+
+/// An upstream with its connection pool.
+#[derive(Clone)]
+pub struct Provider {
+    /// Where and how to connect.
+    pub upstream: Arc<Upstream>,
+    /// Its connections.
+    pub pool: SmtpPool,
+}
+
+/// How workers claim.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Jobs claimed per statement.
+    pub batch_size: u32,
+    /// Lease taken on each claimed job.
+    pub lease: Duration,
+    /// How often an idle worker looks for due jobs without a notification.
+    pub poll_interval: Duration,
+}
+
+/// Leases this process holds right now, so a forced shutdown can give them back.
+#[derive(Default)]
+pub struct HeldLeases(Mutex<HashSet<JobLease>>);
+
+impl HeldLeases {
+    fn add(&self, leases: impl IntoIterator<Item = JobLease>) {
+        if let Ok(mut held) = self.0.lock() {
+            held.extend(leases);
+        }
+    }
+
+    fn remove(&self, lease: &JobLease) {
+        if let Ok(mut held) = self.0.lock() {
+            held.remove(lease);
+        }
+    }
+
+    /// Takes every lease still held.
+    pub fn drain(&self) -> Vec<JobLease> {
+        self.0.lock().map(|mut held| held.drain().collect()).unwrap_or_default()
+    }
+}
+
+/// Everything a worker needs; shared by all workers of a process.
+pub struct Worker {
+    pub(super) store: SharedStore,
+    pub(super) provider: Provider,
+    pub(super) policy: RetryPolicy,
+    pub(super) settings: WorkerSettings,
+    pub(super) metrics: Metrics,
+    pub(super) wake: Arc<Notify>,
+    pub(super) held: Arc<HeldLeases>,
+}
+
+impl Worker {
+    /// Runs until `stop`; finishes the send in progress, releases the rest of its batch.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            // Registered before claiming, so a notification that arrives during the claim is not lost.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let jobs = match self
+                .store
+                .claim_due_jobs(self.settings.batch_size, self.settings.lease)
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(error = %error, "claiming jobs failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
+            }
+            self.held.add(jobs.iter().map(|job| job.lease));
+            let claimed_at = Instant::now();
+            let mut jobs = jobs.into_iter();
+            while let Some(job) = jobs.next() {
+                // A send must finish inside the lease; otherwise another worker could take the job over
+                // while this one still talks to the upstream.
+                let worst_case = self.provider.upstream.timeout * 6;
+                if stop.is_cancelled() || claimed_at.elapsed() + worst_case > self.settings.lease {
+                    let rest: Vec<JobLease> =
+                        std::iter::once(job.lease).chain(jobs.map(|job| job.lease)).collect();
+                    self.release(&rest).await;
+                    break;
+                }
+                let lease = job.lease;
+                self.deliver(job).await;
+                self.held.remove(&lease);
+            }
+        }
+    }
+
+    async fn release(&self, leases: &[JobLease]) {
+        match self.store.release_jobs(leases).await {
+            Ok(_) => {
+                for lease in leases {
+                    self.held.remove(lease);
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "releasing jobs failed; their leases will expire"),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(message_id = %job.lease.id, attempt = job.attempt))]
+    async fn deliver(&self, job: ClaimedJob) {
+        let provider = self.provider.upstream.name.clone();
+        if job.reclaimed {
+            // The previous holder's lease expired mid-attempt: it may have delivered already.
+            self.metrics.possible_duplicates.inc();
+        }
+        let started_at = OffsetDateTime::now_utc();
+        let started = Instant::now();
+        let outcome = self.attempt(&job).await;
+        let duration = started.elapsed();
+
+        self.metrics
+            .delivery_attempts
+            .with_label_values(&[provider.as_str(), outcome.class.as_str()])
+            .inc();
+        let code = outcome.reply.code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        self.metrics
+            .smtp_replies
+            .with_label_values(&[provider.as_str(), code.as_str()])
+            .inc();
+        if outcome.class == OutcomeClass::Unknown {
+            self.metrics.possible_duplicates.inc();
+        }
+
+        let disposition = self.dispose(&job, &outcome);
+        match &disposition {
+            Disposition::Sent => {
+                self.metrics.messages_sent.inc();
+                let age = OffsetDateTime::now_utc() - job.created_at;
+                self.metrics
+                    .delivery_duration
+                    .observe(age.as_seconds_f64().max(0.0));
+                tracing::info!(domain = %first_domain(&job), reply = %outcome.reply, "message sent");
+            }
+            Disposition::Retry { delay, .. } => {
+                self.metrics.messages_retried.inc();
+                tracing::info!(
+                    domain = %first_domain(&job),
+                    reply = %outcome.reply,
+                    retry_in = ?delay,
+                    "delivery deferred"
+                );
+            }
+            Disposition::Failed { error } => {
+                self.metrics.messages_failed.inc();
+                tracing::warn!(domain = %first_domain(&job), %error, "delivery failed");
+            }
+        }
+        let report = AttemptReport {
+            attempt: job.attempt,
+            started_at,
+            duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
+            provider,
+            outcome: outcome.class.as_str().to_owned(),
+            smtp_code: outcome.reply.code.and_then(|c| i16::try_from(c).ok()),
+            enhanced_code: outcome.reply.enhanced.clone(),
+            response: Some(outcome.reply.text.clone()).filter(|text| !text.is_empty()),
+            recipients: outcome
+                .recipients
+                .iter()
+                .map(|r| RecipientResult {
+                    address: r.address.clone(),
+                    outcome: match r.class {
+                        OutcomeClass::Sent => "accepted",
+                        other => other.as_str(),
+                    }
+                    .to_owned(),
+                    smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
+                    response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
+                })
+                .collect(),
+        };
+        self.record(job.lease, report, disposition).await;
+    }
+
+    /// Records the outcome, retrying briefly: the message has been handled, and losing the record
+    /// would mean sending it again when the lease expires.
+    async fn record(&self, lease: JobLease, report: AttemptReport, disposition: Disposition) {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self
+                .store
+                .record_outcome(lease, report.clone(), disposition.clone())
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {
+                    self.metrics.leases_lost.inc();
+                    tracing::warn!("lease was lost before the outcome was recorded");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "recording the outcome failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!("could not record the outcome; the job will be retried when its lease expires");
+    }
+
+    fn dispose(&self, job: &ClaimedJob, outcome: &AttemptOutcome) -> Disposition {
+        let age = (OffsetDateTime::now_utc() - job.created_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+        let retry = |recipients: Option<Vec<String>>| match self.policy.next_delay(attempt, age) {
+            Some(delay) => Disposition::Retry {
+                delay,
+                recipients,
+                error: outcome.reply.to_string(),
+            },
+            None => Disposition::Failed {
+                error: format!("gave up after {attempt} attempts: {}", outcome.reply),
+            },
+        };
+        match outcome.class {
+            OutcomeClass::Sent => {
+                let pending = outcome.retry_recipients();
+                if pending.is_empty() {
+                    Disposition::Sent
+                } else {
+                    retry(Some(pending))
+                }
+            }
+            OutcomeClass::Transient | OutcomeClass::Unknown => retry(job.pending_recipients.clone()),
+            OutcomeClass::Permanent => Disposition::Failed {
+                error: outcome.reply.to_string(),
+            },
+        }
+    }
+
+    async fn attempt(&self, job: &ClaimedJob) -> AttemptOutcome {
+        let content = &job.content;
+        let date = SystemTime::from(job.created_at);
+        let data = match compose(&Composition {
+            content,
+            message_id: &job.message_id,
+            date,
+        }) {
+            Ok(data) => data,
+            Err(error) => {
+                return AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()));
+            }
+        };
+        let Ok(sender) = Address::from_str(content.from.address.as_str()) else {
+            return AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none("sender is not encodable"));
+        };
+        let recipients: Vec<Address> = match &job.pending_recipients {
+            Some(pending) => pending.iter().filter_map(|a| Address::from_str(a).ok()).collect(),
+            None => content
+                .envelope_recipients()
+                .into_iter()
+                .filter_map(|a| Address::from_str(a).ok())
+                .collect(),
+        };
+        let transaction = Transaction {
+            sender: &sender,
+            recipients: &recipients,
+            data: &data,
+        };
+        let timeout = self.provider.upstream.timeout;
+        // One immediate retry on a fresh connection when a pooled one turns out to be closed.
+        for _ in 0..2 {
+            let mut connection = match self.connection().await {
+                Ok(connection) => connection,
+                Err(reply) => return AttemptOutcome::whole(OutcomeClass::Transient, reply),
+            };
+            let result = transact(&mut connection, &transaction, timeout).await;
+            if connection.broken {
+                // Out of the pool at once: the slot is freed and the socket closed.
+                drop(Object::take(connection));
+            }
+            if result.stale {
+                continue;
+            }
+            return result.outcome;
+        }
+        AttemptOutcome::whole(OutcomeClass::Transient, Reply::none("the upstream closed the connection"))
+    }
+
+    async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {
+        let wait = self.provider.upstream.timeout * 2;
+        match tokio::time::timeout(wait, self.provider.pool.get()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(PoolError::Backend(error))) => Err(error.0),
+            Ok(Err(error)) => Err(Reply::none(format!("no SMTP connection: {error}"))),
+            Err(_) => Err(Reply::none("timed out waiting for an SMTP connection")),
+        }
+    }
+}
+
+/// The first recipient's domain: logs name domains, never addresses.
+fn first_domain(job: &ClaimedJob) -> String {
+    job.content
+        .to
+        .iter()
+        .chain(&job.content.cc)
+        .chain(&job.content.bcc)
+        .next()
+        .map(|mailbox| mailbox.address.domain().to_owned())
+        .unwrap_or_default()
+}
