@@ -60,8 +60,9 @@ impl Application {
             .into_iter()
             .map(|upstream| {
                 let name = upstream.name.clone();
-                Delivery::provider(upstream)
-                    .map_err(|error| anyhow::anyhow!("invalid configuration: upstream {name}: {error}"))
+                Delivery::provider(upstream).map_err(|error| {
+                    anyhow::anyhow!("invalid configuration: upstream {name}: {error}")
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let state = web::Data::new(AppState {

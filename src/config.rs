@@ -269,14 +269,20 @@ impl Config {
             ("POSTHORN_SMTP_MAX_CONNECTIONS", self.smtp_max_connections),
             ("POSTHORN_WORKERS", self.workers),
             ("POSTHORN_CLAIM_BATCH_SIZE", self.claim_batch_size as usize),
-            ("POSTHORN_RETRY_MAX_ATTEMPTS", self.retry_max_attempts as usize),
+            (
+                "POSTHORN_RETRY_MAX_ATTEMPTS",
+                self.retry_max_attempts as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
         if self.smtp_timeout.is_zero() {
-            return Err(ConfigError::invalid("POSTHORN_SMTP_TIMEOUT", "must be longer than 0s"));
+            return Err(ConfigError::invalid(
+                "POSTHORN_SMTP_TIMEOUT",
+                "must be longer than 0s",
+            ));
         }
         // A send (connect, commands, data) must fit in a lease, or a second worker could take the job
         // over while the first still talks to the upstream.
@@ -290,7 +296,10 @@ impl Config {
             ));
         }
         if self.poll_interval.is_zero() {
-            return Err(ConfigError::invalid("POSTHORN_POLL_INTERVAL", "must be longer than 0s"));
+            return Err(ConfigError::invalid(
+                "POSTHORN_POLL_INTERVAL",
+                "must be longer than 0s",
+            ));
         }
         for (key, value) in [
             ("POSTHORN_MAX_BODY_SIZE", self.max_body_size),
@@ -337,7 +346,9 @@ impl Config {
             let mut upstream = Upstream::parse(
                 name,
                 provider.url.expose(),
-                provider.max_connections.unwrap_or(self.smtp_max_connections),
+                provider
+                    .max_connections
+                    .unwrap_or(self.smtp_max_connections),
                 provider.timeout.unwrap_or(self.smtp_timeout),
             )
             .map_err(|error| ConfigError::Invalid {

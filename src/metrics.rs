@@ -2,7 +2,8 @@
 //! `_total`, durations in `_seconds`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric posthorn exports, registered in one registry.
@@ -44,24 +45,26 @@ impl Metrics {
             registry.register(Box::new(counter.clone()))?;
             Ok(counter)
         };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(counter.clone()))?;
-            Ok(counter)
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(gauge.clone()))?;
-            Ok(gauge)
-        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(counter.clone()))?;
+                Ok(counter)
+            };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(gauge.clone()))?;
+                Ok(gauge)
+            };
         let delivery_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "posthorn_delivery_duration_seconds",
                 "Time from acceptance by the API to acceptance by the upstream.",
             )
             .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-                14400.0, 86400.0,
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                3600.0, 14400.0, 86400.0,
             ]),
         )?;
         registry.register(Box::new(delivery_duration.clone()))?;
@@ -74,7 +77,10 @@ impl Metrics {
                 "posthorn_idempotent_replays_total",
                 "Send requests answered by replaying an earlier response for the same Idempotency-Key.",
             )?,
-            messages_sent: counter("posthorn_messages_sent_total", "Messages accepted by the upstream.")?,
+            messages_sent: counter(
+                "posthorn_messages_sent_total",
+                "Messages accepted by the upstream.",
+            )?,
             messages_failed: counter(
                 "posthorn_messages_failed_total",
                 "Messages that failed permanently or ran out of attempts.",

@@ -24,7 +24,11 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     match state.store.queue_depth().await {
         Ok(depths) => {
             for (status, count) in depths {
-                state.metrics.queue_depth.with_label_values(&[status]).set(count);
+                state
+                    .metrics
+                    .queue_depth
+                    .with_label_values(&[status])
+                    .set(count);
             }
         }
         // A scrape during a database outage still reports everything else.
@@ -32,9 +36,15 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     }
     for pool in crate::delivery::pool_status(&state.providers) {
         let gauge = &state.metrics.smtp_connections;
-        gauge.with_label_values(&[pool.provider.as_str(), "open"]).set(pool.open as i64);
-        gauge.with_label_values(&[pool.provider.as_str(), "in_use"]).set(pool.in_use as i64);
-        gauge.with_label_values(&[pool.provider.as_str(), "max"]).set(pool.max as i64);
+        gauge
+            .with_label_values(&[pool.provider.as_str(), "open"])
+            .set(pool.open as i64);
+        gauge
+            .with_label_values(&[pool.provider.as_str(), "in_use"])
+            .set(pool.in_use as i64);
+        gauge
+            .with_label_values(&[pool.provider.as_str(), "max"])
+            .set(pool.max as i64);
     }
     let text = state
         .metrics

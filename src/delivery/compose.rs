@@ -8,7 +8,9 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment as LettreAttachment, Mailbox as LettreMailbox, MultiPart, SinglePart};
+use lettre::message::{
+    Attachment as LettreAttachment, Mailbox as LettreMailbox, MultiPart, SinglePart,
+};
 use lettre::{Address, Message};
 
 use crate::domain::{Mailbox, MessageContent};
@@ -93,7 +95,8 @@ pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
                 .or_else(|_| ContentType::parse("application/octet-stream"))
                 .map_err(|_| ComposeError::Header("Content-Type".into()))?;
             mixed = mixed.singlepart(
-                LettreAttachment::new(safe_filename(&attachment.filename)).body(bytes, content_type),
+                LettreAttachment::new(safe_filename(&attachment.filename))
+                    .body(bytes, content_type),
             );
         }
         builder.multipart(mixed)?
@@ -172,7 +175,13 @@ fn safe_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let cleaned: String = base
         .chars()
-        .map(|c| if c.is_control() || matches!(c, '"' | ':' | '*' | '?' | '<' | '>' | '|') { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '"' | ':' | '*' | '?' | '<' | '>' | '|') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let trimmed = cleaned.trim().trim_start_matches('.');
     if trimmed.is_empty() {
@@ -246,9 +255,15 @@ mod tests {
             assert!(line.len() <= 999, "line of {} octets", line.len());
         }
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.to_ascii_lowercase().contains("\nbcc:"), "Bcc must not be a header");
+        assert!(
+            !text.to_ascii_lowercase().contains("\nbcc:"),
+            "Bcc must not be a header"
+        );
         assert!(text.contains("Message-ID: <id@example.com>"));
         assert!(text.contains("multipart/alternative"));
-        assert!(!text.contains("../"), "attachment names lose their directories");
+        assert!(
+            !text.contains("../"),
+            "attachment names lose their directories"
+        );
     }
 }

@@ -138,7 +138,9 @@ impl Delivery {
         if !leftover.is_empty() {
             match self.store.release_jobs(&leftover).await {
                 Ok(released) => tracing::info!(released, "released claimed jobs"),
-                Err(error) => tracing::warn!(error = %error, "releasing jobs failed; their leases will expire"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "releasing jobs failed; their leases will expire")
+                }
             }
         }
         for provider in &self.providers {

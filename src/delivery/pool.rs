@@ -58,7 +58,11 @@ impl SmtpManager {
                         .map_err(|_| format!("{} is not a PEM certificate", path.display()))?;
                     builder = builder.add_root_certificate(certificate);
                 }
-                Some(builder.build().map_err(|error| format!("TLS setup: {error}"))?)
+                Some(
+                    builder
+                        .build()
+                        .map_err(|error| format!("TLS setup: {error}"))?,
+                )
             }
         };
         let hello = match &upstream.hello_name {
@@ -75,7 +79,9 @@ impl SmtpManager {
 
     async fn open(&self) -> Result<SmtpConnection, ConnectError> {
         let upstream = &self.upstream;
-        let implicit = (upstream.tls == TlsMode::Implicit).then(|| self.tls.clone()).flatten();
+        let implicit = (upstream.tls == TlsMode::Implicit)
+            .then(|| self.tls.clone())
+            .flatten();
         let mut inner = AsyncSmtpConnection::connect_tokio1(
             (upstream.host.as_str(), upstream.port),
             Some(upstream.timeout),
@@ -131,11 +137,17 @@ impl managed::Manager for SmtpManager {
         let deadline = self.upstream.timeout * 2;
         match tokio::time::timeout(deadline, self.open()).await {
             Ok(result) => result,
-            Err(_) => Err(ConnectError(Reply::none("timed out opening the SMTP session"))),
+            Err(_) => Err(ConnectError(Reply::none(
+                "timed out opening the SMTP session",
+            ))),
         }
     }
 
-    async fn recycle(&self, connection: &mut SmtpConnection, _: &Metrics) -> RecycleResult<ConnectError> {
+    async fn recycle(
+        &self,
+        connection: &mut SmtpConnection,
+        _: &Metrics,
+    ) -> RecycleResult<ConnectError> {
         if connection.broken || connection.inner.has_broken() {
             return Err(RecycleError::message("connection is broken"));
         }

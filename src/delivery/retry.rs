@@ -70,8 +70,18 @@ mod tests {
             max_delay: Duration::from_secs(100),
             ..RetryPolicy::default()
         };
-        for (attempt, expected) in [(1, 10.0), (2, 20.0), (3, 40.0), (4, 80.0), (5, 100.0), (9, 100.0)] {
-            let delay = policy.next_delay(attempt, Duration::ZERO).unwrap().as_secs_f64();
+        for (attempt, expected) in [
+            (1, 10.0),
+            (2, 20.0),
+            (3, 40.0),
+            (4, 80.0),
+            (5, 100.0),
+            (9, 100.0),
+        ] {
+            let delay = policy
+                .next_delay(attempt, Duration::ZERO)
+                .unwrap()
+                .as_secs_f64();
             assert!(
                 delay >= expected * 0.8 - 1e-9 && delay <= expected * 1.2 + 1e-9,
                 "attempt {attempt}: {delay}"
@@ -83,7 +93,11 @@ mod tests {
     fn stops_at_max_attempts_and_max_age() {
         let policy = RetryPolicy::default();
         assert!(policy.next_delay(10, Duration::ZERO).is_none());
-        assert!(policy.next_delay(1, Duration::from_secs(3 * 24 * 3600)).is_none());
+        assert!(
+            policy
+                .next_delay(1, Duration::from_secs(3 * 24 * 3600))
+                .is_none()
+        );
         assert!(policy.next_delay(1, Duration::ZERO).is_some());
     }
 }

@@ -79,11 +79,18 @@ fn breaks_session(reply: &Reply) -> bool {
     reply.code.is_none() || reply.code == Some(421)
 }
 
-async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, timeout: Duration) -> Run {
+async fn run(
+    connection: &mut SmtpConnection,
+    transaction: &Transaction<'_>,
+    timeout: Duration,
+) -> Run {
     let info = connection.inner.server_info();
     let mut parameters = Vec::new();
     let needs_utf8 = !transaction.sender.to_string().is_ascii()
-        || transaction.recipients.iter().any(|r| !r.to_string().is_ascii());
+        || transaction
+            .recipients
+            .iter()
+            .any(|r| !r.to_string().is_ascii());
     if needs_utf8 {
         if !info.supports_feature(Extension::SmtpUtfEight) {
             return Run::whole(
@@ -105,14 +112,20 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
 
     let mail = timed(
         timeout,
-        connection.inner.command(Mail::new(Some(transaction.sender.clone()), parameters)),
+        connection
+            .inner
+            .command(Mail::new(Some(transaction.sender.clone()), parameters)),
     )
     .await;
     if let Err(reply) = mail {
         let broken = breaks_session(&reply);
         connection.broken |= broken;
         connection.needs_reset = true;
-        let class = if reply.is_permanent() { OutcomeClass::Permanent } else { OutcomeClass::Transient };
+        let class = if reply.is_permanent() {
+            OutcomeClass::Permanent
+        } else {
+            OutcomeClass::Transient
+        };
         return Run {
             outcome: AttemptOutcome::whole(class, reply),
             stale_candidate: broken,
@@ -121,7 +134,13 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
 
     let mut recipients = Vec::with_capacity(transaction.recipients.len());
     for recipient in transaction.recipients {
-        let reply = timed(timeout, connection.inner.command(Rcpt::new(recipient.clone(), vec![]))).await;
+        let reply = timed(
+            timeout,
+            connection
+                .inner
+                .command(Rcpt::new(recipient.clone(), vec![])),
+        )
+        .await;
         let (class, reply) = match reply {
             Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
             Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
@@ -141,7 +160,10 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
     }
     if !recipients.iter().any(|r| r.class == OutcomeClass::Sent) {
         connection.needs_reset = true;
-        let class = if recipients.iter().any(|r| r.class == OutcomeClass::Transient) {
+        let class = if recipients
+            .iter()
+            .any(|r| r.class == OutcomeClass::Transient)
+        {
             OutcomeClass::Transient
         } else {
             OutcomeClass::Permanent
@@ -152,7 +174,11 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
             .map(|r| r.reply.clone())
             .unwrap_or_else(|| Reply::none("no recipients"));
         return Run {
-            outcome: AttemptOutcome { class, reply, recipients },
+            outcome: AttemptOutcome {
+                class,
+                reply,
+                recipients,
+            },
             stale_candidate: false,
         };
     }
@@ -160,9 +186,17 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
     if let Err(reply) = timed(timeout, connection.inner.command(Data)).await {
         connection.broken |= breaks_session(&reply);
         connection.needs_reset = true;
-        let class = if reply.is_permanent() { OutcomeClass::Permanent } else { OutcomeClass::Transient };
+        let class = if reply.is_permanent() {
+            OutcomeClass::Permanent
+        } else {
+            OutcomeClass::Transient
+        };
         return Run {
-            outcome: AttemptOutcome { class, reply, recipients },
+            outcome: AttemptOutcome {
+                class,
+                reply,
+                recipients,
+            },
             stale_candidate: false,
         };
     }
@@ -189,7 +223,11 @@ async fn run(connection: &mut SmtpConnection, transaction: &Transaction<'_>, tim
         }
     }
     Run {
-        outcome: AttemptOutcome { class, reply, recipients },
+        outcome: AttemptOutcome {
+            class,
+            reply,
+            recipients,
+        },
         stale_candidate: false,
     }
 }

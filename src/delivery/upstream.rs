@@ -67,7 +67,12 @@ pub enum UpstreamError {
 
 impl Upstream {
     /// Parses `smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic][&ehlo=name]`.
-    pub fn parse(name: &str, url: &str, max_connections: usize, timeout: Duration) -> Result<Self, UpstreamError> {
+    pub fn parse(
+        name: &str,
+        url: &str,
+        max_connections: usize,
+        timeout: Duration,
+    ) -> Result<Self, UpstreamError> {
         let parsed = url::Url::parse(url).map_err(|_| UpstreamError::NotUrl)?;
         let implicit = match parsed.scheme() {
             "smtp" => false,
@@ -81,7 +86,11 @@ impl Upstream {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let mut tls = if implicit { TlsMode::Implicit } else { TlsMode::None };
+        let mut tls = if implicit {
+            TlsMode::Implicit
+        } else {
+            TlsMode::None
+        };
         let mut hello_name = None;
         for (key, value) in parsed.query_pairs() {
             match (key.as_ref(), value.as_ref(), implicit) {
@@ -100,9 +109,7 @@ impl Upstream {
         let credentials = if parsed.username().is_empty() {
             None
         } else {
-            let decode = |text: &str| {
-                percent_decode(text).ok_or(UpstreamError::Credentials)
-            };
+            let decode = |text: &str| percent_decode(text).ok_or(UpstreamError::Credentials);
             let user = decode(parsed.username())?;
             let password = decode(parsed.password().unwrap_or(""))?;
             Some((user, Secret::new(password)))
@@ -161,8 +168,16 @@ impl fmt::Debug for Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls == TlsMode::Implicit { "smtps" } else { "smtp" };
-        write!(f, "{scheme}://{}:{} ({:?} TLS", self.host, self.port, self.tls)?;
+        let scheme = if self.tls == TlsMode::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        write!(
+            f,
+            "{scheme}://{}:{} ({:?} TLS",
+            self.host, self.port, self.tls
+        )?;
         if let Some((user, _)) = &self.credentials {
             write!(f, ", AUTH as {user}")?;
         }
@@ -182,7 +197,8 @@ mod tests {
     fn tls_modes_and_default_ports() {
         let relay = parse("smtp://relay.internal").unwrap();
         assert_eq!((relay.tls, relay.port), (TlsMode::None, 25));
-        let submission = parse("smtp://u:p@email-smtp.eu-west-1.amazonaws.com?tls=required").unwrap();
+        let submission =
+            parse("smtp://u:p@email-smtp.eu-west-1.amazonaws.com?tls=required").unwrap();
         assert_eq!((submission.tls, submission.port), (TlsMode::Required, 587));
         let implicit = parse("smtps://smtp.gmail.com").unwrap();
         assert_eq!((implicit.tls, implicit.port), (TlsMode::Implicit, 465));

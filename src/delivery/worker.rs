@@ -19,7 +19,9 @@ use super::retry::RetryPolicy;
 use super::session::{Transaction, transact};
 use super::upstream::Upstream;
 use crate::metrics::Metrics;
-use crate::store::{AttemptReport, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore};
+use crate::store::{
+    AttemptReport, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore,
+};
 
 /// An upstream with its connection pool.
 #[derive(Clone)]
@@ -60,7 +62,10 @@ impl HeldLeases {
 
     /// Takes every lease still held.
     pub fn drain(&self) -> Vec<JobLease> {
-        self.0.lock().map(|mut held| held.drain().collect()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut held| held.drain().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -117,8 +122,9 @@ impl Worker {
                 // while this one still talks to the upstream.
                 let worst_case = self.provider.upstream.timeout * 6;
                 if stop.is_cancelled() || claimed_at.elapsed() + worst_case > self.settings.lease {
-                    let rest: Vec<JobLease> =
-                        std::iter::once(job.lease).chain(jobs.map(|job| job.lease)).collect();
+                    let rest: Vec<JobLease> = std::iter::once(job.lease)
+                        .chain(jobs.map(|job| job.lease))
+                        .collect();
                     self.release(&rest).await;
                     break;
                 }
@@ -136,7 +142,9 @@ impl Worker {
                     self.held.remove(lease);
                 }
             }
-            Err(error) => tracing::warn!(error = %error, "releasing jobs failed; their leases will expire"),
+            Err(error) => {
+                tracing::warn!(error = %error, "releasing jobs failed; their leases will expire")
+            }
         }
     }
 
@@ -156,7 +164,10 @@ impl Worker {
             .delivery_attempts
             .with_label_values(&[provider.as_str(), outcome.class.as_str()])
             .inc();
-        let code = outcome.reply.code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let code = outcome
+            .reply
+            .code
+            .map_or_else(|| "none".to_owned(), |c| c.to_string());
         self.metrics
             .smtp_replies
             .with_label_values(&[provider.as_str(), code.as_str()])
@@ -203,11 +214,7 @@ impl Worker {
                 .iter()
                 .map(|r| RecipientResult {
                     address: r.address.clone(),
-                    outcome: match r.class {
-                        OutcomeClass::Sent => "accepted",
-                        other => other.as_str(),
-                    }
-                    .to_owned(),
+                    outcome: r.class.as_str().to_owned(),
                     smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
                     response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
                 })
@@ -239,7 +246,9 @@ impl Worker {
                 }
             }
         }
-        tracing::error!("could not record the outcome; the job will be retried when its lease expires");
+        tracing::error!(
+            "could not record the outcome; the job will be retried when its lease expires"
+        );
     }
 
     fn dispose(&self, job: &ClaimedJob, outcome: &AttemptOutcome) -> Disposition {
@@ -266,7 +275,9 @@ impl Worker {
                     retry(Some(pending))
                 }
             }
-            OutcomeClass::Transient | OutcomeClass::Unknown => retry(job.pending_recipients.clone()),
+            OutcomeClass::Transient | OutcomeClass::Unknown => {
+                retry(job.pending_recipients.clone())
+            }
             OutcomeClass::Permanent => Disposition::Failed {
                 error: outcome.reply.to_string(),
             },
@@ -283,14 +294,23 @@ impl Worker {
         }) {
             Ok(data) => data,
             Err(error) => {
-                return AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()));
+                return AttemptOutcome::whole(
+                    OutcomeClass::Permanent,
+                    Reply::none(error.to_string()),
+                );
             }
         };
         let Ok(sender) = Address::from_str(content.from.address.as_str()) else {
-            return AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none("sender is not encodable"));
+            return AttemptOutcome::whole(
+                OutcomeClass::Permanent,
+                Reply::none("sender is not encodable"),
+            );
         };
         let recipients: Vec<Address> = match &job.pending_recipients {
-            Some(pending) => pending.iter().filter_map(|a| Address::from_str(a).ok()).collect(),
+            Some(pending) => pending
+                .iter()
+                .filter_map(|a| Address::from_str(a).ok())
+                .collect(),
             None => content
                 .envelope_recipients()
                 .into_iter()
@@ -319,7 +339,10 @@ impl Worker {
             }
             return result.outcome;
         }
-        AttemptOutcome::whole(OutcomeClass::Transient, Reply::none("the upstream closed the connection"))
+        AttemptOutcome::whole(
+            OutcomeClass::Transient,
+            Reply::none("the upstream closed the connection"),
+        )
     }
 
     async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {

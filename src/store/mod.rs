@@ -53,7 +53,11 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Claims up to `limit` due jobs in one short statement and commits: each gets a lease of `lease`
     /// on the database clock. Jobs whose lease expired are claimed again.
-    async fn claim_due_jobs(&self, limit: u32, lease: Duration) -> Result<Vec<ClaimedJob>, StoreError>;
+    async fn claim_due_jobs(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
 
     /// Records an attempt and the job's next state in one transaction, only if `lease` still holds
     /// the job; returns whether it did.
@@ -68,7 +72,11 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
 
     /// Cancels a message that is still queued.
-    async fn cancel_message(&self, owner: Option<&str>, id: Uuid) -> Result<CancelOutcome, StoreError>;
+    async fn cancel_message(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<CancelOutcome, StoreError>;
 
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;

@@ -117,7 +117,7 @@ pub struct AttemptRecord {
 pub struct RecipientResult {
     /// The address.
     pub address: String,
-    /// `accepted`, `transient` or `permanent`.
+    /// `sent` (accepted and delivered), `transient`, `permanent` or `unknown`.
     pub outcome: String,
     /// The SMTP reply code.
     pub smtp_code: Option<i16>,

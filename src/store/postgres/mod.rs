@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
-    JobLease, MessageFilter, MessageRecord, Page,
+    Accepted, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
+    EnqueueRequest, JobLease, MessageFilter, MessageRecord, Page,
 };
 use super::{MessageStore, StoreError};
 use crate::config::Secret;
@@ -260,7 +260,11 @@ impl MessageStore for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn claim_due_jobs(&self, limit: u32, lease: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+    async fn claim_due_jobs(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         queue::claim(&self.pool, limit, lease).await
     }
 
@@ -277,7 +281,11 @@ impl MessageStore for PostgresStore {
         queue::release(&self.pool, leases).await
     }
 
-    async fn cancel_message(&self, owner: Option<&str>, id: Uuid) -> Result<CancelOutcome, StoreError> {
+    async fn cancel_message(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<CancelOutcome, StoreError> {
         queue::cancel(&self.pool, owner, id).await
     }
 

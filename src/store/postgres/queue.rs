@@ -19,7 +19,11 @@ use crate::store::records::{AttemptReport, CancelOutcome, ClaimedJob, Dispositio
 /// The channel enqueues notify and workers listen on.
 pub(super) const CHANNEL: &str = "posthorn_jobs";
 
-pub(super) async fn claim(pool: &PgPool, limit: u32, lease: Duration) -> Result<Vec<ClaimedJob>, StoreError> {
+pub(super) async fn claim(
+    pool: &PgPool,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>, StoreError> {
     let token = Uuid::now_v7();
     // One statement: pick due rows through the partial index, skip rows other workers hold, lease them.
     let rows = sqlx::query(
@@ -80,7 +84,12 @@ pub(super) async fn record(
             delay,
             recipients,
             error,
-        } => (MessageStatus::Queued, Some(*delay), recipients.clone(), Some(error.as_str())),
+        } => (
+            MessageStatus::Queued,
+            Some(*delay),
+            recipients.clone(),
+            Some(error.as_str()),
+        ),
         Disposition::Failed { error } => (MessageStatus::Failed, None, None, Some(error.as_str())),
     };
     // The update is fenced by the lease token, and the attempt is inserted only if the update applied:
@@ -146,7 +155,11 @@ pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, S
     Ok(result.rows_affected())
 }
 
-pub(super) async fn cancel(pool: &PgPool, owner: Option<&str>, id: Uuid) -> Result<CancelOutcome, StoreError> {
+pub(super) async fn cancel(
+    pool: &PgPool,
+    owner: Option<&str>,
+    id: Uuid,
+) -> Result<CancelOutcome, StoreError> {
     let cancelled = sqlx::query(
         "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now(),
                 lease_token = NULL
@@ -160,18 +173,18 @@ pub(super) async fn cancel(pool: &PgPool, owner: Option<&str>, id: Uuid) -> Resu
     if cancelled.is_some() {
         return Ok(CancelOutcome::Cancelled);
     }
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM messages WHERE id = $1 AND ($2::text IS NULL OR caller = $2)")
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(pool)
-            .await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM messages WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
     Ok(match status {
         None => CancelOutcome::NotFound,
-        Some(text) => CancelOutcome::TooLate(
-            text.parse()
-                .map_err(|error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()))?,
-        ),
+        Some(text) => CancelOutcome::TooLate(text.parse().map_err(
+            |error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()),
+        )?),
     })
 }
 
@@ -194,7 +207,11 @@ pub(super) async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>, Sto
             _ => sending += count,
         }
     }
-    Ok(vec![("queued", queued), ("scheduled", scheduled), ("sending", sending)])
+    Ok(vec![
+        ("queued", queued),
+        ("scheduled", scheduled),
+        ("sending", sending),
+    ])
 }
 
 pub(super) async fn listen(pool: &PgPool, wake: Arc<Notify>, stop: CancellationToken) {

@@ -1,6 +1,7 @@
 //! Shared test support: a spawned application on a fresh database, token minting and HTTP helpers.
 
 pub mod database;
+pub mod smtp;
 
 use std::time::Duration;
 
@@ -160,6 +161,79 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Spawns an app that delivers to `smtp` with settings that make tests fast: short polls, short
+/// retries, short timeouts.
+pub async fn spawn_delivering_app(
+    smtp: &smtp::SmtpServer,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let url = smtp.url();
+    spawn_app_with(move |config| {
+        fast_delivery(config);
+        config.smtp_url = Some(Secret::new(url));
+        adjust(config);
+    })
+    .await
+}
+
+/// Delivery settings for tests: everything happens within a second or two.
+pub fn fast_delivery(config: &mut Config) {
+    config.poll_interval = Duration::from_millis(100);
+    config.retry_initial_delay = Duration::from_millis(200);
+    config.retry_max_delay = Duration::from_millis(400);
+    config.smtp_timeout = Duration::from_secs(1);
+    config.lease_duration = Duration::from_secs(10);
+    config.workers = 2;
+}
+
+impl TestApp {
+    /// Waits until the message has `status`, returning it; panics after `timeout`.
+    pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = self.message(id).await;
+            if message["status"] == status {
+                return message;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("message {id} did not become {status} in {timeout:?}: {message:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `body`, asserts 202 and returns the id.
+    pub async fn accept(&self, body: &Value) -> String {
+        let response = self.send(body).await;
+        assert_eq!(response.status(), 202, "send was not accepted");
+        let body: Value = response.json().await.expect("JSON body");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The value of an unlabelled metric, or of the series whose labels contain `labels`.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find(|line| {
+                let series = line.split(' ').next().unwrap_or("");
+                (series == name || series.starts_with(&format!("{name}{{")))
+                    && series.contains(labels)
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
     }
 }
 

@@ -1,0 +1,646 @@
+//! Delivery against the scriptable in-test SMTP server: every reply class ends in the right status with
+//! its attempts visible, and the pool never exceeds its cap.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::smtp::{Action, Script, SmtpServer};
+use crate::support::{spawn_delivering_app, valid_message};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn an_accepted_message_is_delivered_with_its_headers() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    body["cc"] = json!("Carbon <cc@example.org>");
+    body["bcc"] = json!("hidden@example.net");
+    body["reply_to"] = json!("support@example.com");
+    body["headers"] = json!({"X-Order": "42"});
+    let id = app.accept(&body).await;
+
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(1, WAIT).await;
+    let mail = &received[0];
+    assert_eq!(mail.from, "shop@example.com");
+    let mut to = mail.to.clone();
+    to.sort();
+    assert_eq!(
+        to,
+        vec![
+            "cc@example.org",
+            "customer@example.org",
+            "hidden@example.net"
+        ]
+    );
+    assert_eq!(
+        mail.header("Message-ID").as_deref(),
+        message["message_id"].as_str()
+    );
+    assert!(mail.header("Date").is_some());
+    assert_eq!(mail.header("Subject").as_deref(), Some("Your order"));
+    assert_eq!(mail.header("X-Order").as_deref(), Some("42"));
+    assert_eq!(
+        mail.header("Reply-To").as_deref(),
+        Some("support@example.com")
+    );
+    assert!(mail.header("Bcc").is_none(), "Bcc must never be a header");
+    assert!(
+        !mail.data().contains("hidden@example.net"),
+        "a Bcc address leaked into the data"
+    );
+
+    assert!(message["sent_at"].is_string());
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "sent");
+    assert_eq!(attempts[0]["smtp_code"], 250);
+    assert_eq!(attempts[0]["enhanced_code"], "2.0.0");
+    assert_eq!(attempts[0]["provider"], "default");
+    assert_eq!(attempts[0]["recipients"].as_array().unwrap().len(), 3);
+    assert_eq!(app.metric("posthorn_messages_sent_total", "").await, 1.0);
+    assert_eq!(
+        app.metric("posthorn_delivery_attempts_total", "outcome=\"sent\"")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("posthorn_delivery_duration_seconds_count", "")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_4xx_after_data_is_retried_then_sent() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::reply("451 4.3.0 try again later")].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{message:#}");
+    assert_eq!(attempts[0]["outcome"], "transient");
+    assert_eq!(attempts[0]["smtp_code"], 451);
+    assert_eq!(attempts[0]["enhanced_code"], "4.3.0");
+    assert!(
+        attempts[0]["response"]
+            .as_str()
+            .unwrap()
+            .contains("try again later")
+    );
+    assert_eq!(attempts[1]["outcome"], "sent");
+    assert_eq!(smtp.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_5xx_after_data_fails_at_once() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::reply("554 5.7.1 rejected as spam")].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "permanent");
+    assert_eq!(attempts[0]["smtp_code"], 554);
+    assert!(
+        message["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rejected as spam")
+    );
+    assert_eq!(app.metric("posthorn_messages_failed_total", "").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_recipient_refused_at_rcpt_does_not_block_the_others() {
+    let smtp = SmtpServer::start_with(Script {
+        rcpt: [(
+            "gone@example.org".to_owned(),
+            Action::reply("550 5.1.1 no such user"),
+        )]
+        .into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    body["to"] = json!(["gone@example.org", "here@example.org"]);
+    let id = app.accept(&body).await;
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(1, WAIT).await;
+    assert_eq!(received[0].to, vec!["here@example.org"]);
+    let recipients = message["attempts"][0]["recipients"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let outcome = |address: &str| {
+        recipients
+            .iter()
+            .find(|r| r["address"] == address)
+            .map(|r| (r["outcome"].clone(), r["smtp_code"].clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        outcome("gone@example.org"),
+        (json!("permanent"), json!(550))
+    );
+    assert_eq!(outcome("here@example.org"), (json!("sent"), json!(250)));
+}
+
+#[tokio::test]
+async fn every_recipient_refused_permanently_fails_the_message() {
+    let smtp = SmtpServer::start_with(Script {
+        rcpt: [(
+            "gone@example.org".to_owned(),
+            Action::reply("550 5.1.1 no such user"),
+        )]
+        .into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    body["to"] = json!("gone@example.org");
+    let id = app.accept(&body).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(message["attempts"][0]["smtp_code"], 550);
+    // The aborted transaction left the connection usable: the next message goes through it.
+    let id = app.accept(&valid_message()).await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    assert!(
+        smtp.commands().contains(&"RSET".to_owned()),
+        "an aborted transaction is reset"
+    );
+}
+
+#[tokio::test]
+async fn a_recipient_deferred_at_rcpt_is_retried_alone() {
+    let smtp = SmtpServer::start_with(Script {
+        rcpt: [(
+            "busy@example.org".to_owned(),
+            Action::reply("452 4.2.2 mailbox full"),
+        )]
+        .into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    body["to"] = json!(["busy@example.org", "here@example.org"]);
+    let id = app.accept(&body).await;
+    smtp.wait_for(1, WAIT).await;
+    smtp.script(|script| {
+        script.rcpt.clear();
+    });
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(2, WAIT).await;
+    assert_eq!(received[0].to, vec!["here@example.org"]);
+    assert_eq!(
+        received[1].to,
+        vec!["busy@example.org"],
+        "only the deferred recipient is retried"
+    );
+    assert_eq!(
+        received.len(),
+        2,
+        "the accepted recipient does not get a second copy"
+    );
+    assert!(message["attempts"].as_array().unwrap().len() >= 2);
+}
+
+#[tokio::test]
+async fn replies_at_mail_from_are_classified() {
+    let smtp = SmtpServer::start_with(Script {
+        mail: Action::reply("421 4.3.2 service shutting down"),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    // 421 is transient: retried until the server recovers.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    smtp.script(|script| script.mail = Action::reply("250 2.1.0 OK"));
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(message["attempts"][0]["smtp_code"], 421);
+
+    smtp.script(|script| script.mail = Action::reply("553 5.7.1 sender not allowed"));
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(message["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(message["attempts"][0]["smtp_code"], 553);
+}
+
+#[tokio::test]
+async fn transient_failures_end_in_failed_after_max_attempts() {
+    let smtp = SmtpServer::start_with(Script {
+        data: Action::reply("451 4.3.0 queue full"),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| config.retry_max_attempts = 3).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["outcome"] == "transient" && a["smtp_code"] == 451)
+    );
+    assert!(
+        message["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
+    assert!(smtp.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_stall_after_data_is_an_unknown_outcome_retried_and_counted() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::Stall].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "unknown");
+    assert_eq!(attempts[0]["smtp_code"], Value::Null);
+    assert!(
+        attempts[0]["response"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    assert_eq!(attempts[1]["outcome"], "sent");
+    let received = smtp.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "the server got it twice: the duplicate window"
+    );
+    assert_eq!(
+        received[0].header("Message-ID"),
+        received[1].header("Message-ID"),
+        "duplicates are recognisable"
+    );
+    assert_eq!(
+        app.metric("posthorn_possible_duplicates_total", "").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_after_data_is_an_unknown_outcome() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::Drop].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(message["attempts"][0]["outcome"], "unknown");
+    assert_eq!(
+        app.metric("posthorn_possible_duplicates_total", "").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_greets_times_out_and_frees_the_worker() {
+    let smtp = SmtpServer::start_with(Script {
+        greeting: Action::Stall,
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let message = app.message(&id).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert!(
+        !attempts.is_empty(),
+        "the timeout is recorded as an attempt: {message:#}"
+    );
+    assert_eq!(attempts[0]["outcome"], "transient");
+    assert!(
+        attempts[0]["response"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    smtp.script(|script| script.greeting = Action::reply("220 ready"));
+    app.wait_for_status(&id, "sent", WAIT).await;
+}
+
+#[tokio::test]
+async fn connections_never_exceed_the_cap_and_are_reused() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(20),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 2;
+        config.workers = 6;
+        config.claim_batch_size = 2;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut body = valid_message();
+        body["subject"] = json!(format!("message {i}"));
+        ids.push(app.accept(&body).await);
+    }
+    smtp.wait_for(30, Duration::from_secs(30)).await;
+    for id in &ids {
+        app.wait_for_status(id, "sent", WAIT).await;
+    }
+    assert!(
+        smtp.max_open_connections() <= 2,
+        "cap exceeded: {}",
+        smtp.max_open_connections()
+    );
+    assert!(
+        smtp.connections() <= 4,
+        "connections are reused, not opened per message: {}",
+        smtp.connections()
+    );
+    let commands = smtp.commands();
+    assert_eq!(
+        commands.iter().filter(|c| *c == "RSET").count(),
+        0,
+        "no RSET after clean transactions"
+    );
+    assert_eq!(
+        commands.iter().filter(|c| *c == "NOOP").count(),
+        0,
+        "no NOOP before a quick reuse"
+    );
+    assert_eq!(
+        app.metric("posthorn_smtp_connections", "state=\"max\"")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_server_is_replaced_without_a_failed_attempt() {
+    let smtp = SmtpServer::start_with(Script {
+        idle_close: Some(Duration::from_millis(300)),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| config.workers = 1).await;
+    let first = app.accept(&valid_message()).await;
+    app.wait_for_status(&first, "sent", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&second, "sent", WAIT).await;
+    assert_eq!(
+        message["attempts"].as_array().unwrap().len(),
+        1,
+        "{message:#}"
+    );
+    assert_eq!(smtp.connections(), 2);
+}
+
+#[tokio::test]
+async fn bodies_arrive_intact_with_only_crlf_and_short_lines() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let long_line = "x".repeat(5000);
+    let cases = [
+        "line one\n.\nline after a lone dot".to_owned(),
+        "crlf\r\n.\r\nafter".to_owned(),
+        "bare\rcarriage\rreturns".to_owned(),
+        "lf then dot-crlf\n.\r\nend".to_owned(),
+        "cr dot cr\r.\rend".to_owned(),
+        format!("long\n{long_line}\nend"),
+        "non-ASCII: Grüße, 日本語, emoji 🎉".to_owned(),
+        ".leading dot\n..two dots".to_owned(),
+    ];
+    for (index, text) in cases.iter().enumerate() {
+        let mut body = valid_message();
+        body["subject"] = json!(format!("case {index}"));
+        body["text"] = json!(text);
+        body["html"] = json!(format!("<pre>{text}</pre>"));
+        let id = app.accept(&body).await;
+        app.wait_for_status(&id, "sent", WAIT).await;
+    }
+    let received = smtp.wait_for(cases.len(), WAIT).await;
+    assert_eq!(
+        received.len(),
+        cases.len(),
+        "each body arrived as exactly one message"
+    );
+    for (mail, text) in received.iter().zip(&cases) {
+        let raw = &mail.raw;
+        for (index, byte) in raw.iter().enumerate() {
+            if *byte == b'\n' {
+                assert!(index > 0 && raw[index - 1] == b'\r', "bare LF on the wire");
+            }
+            if *byte == b'\r' {
+                assert_eq!(raw.get(index + 1), Some(&b'\n'), "bare CR on the wire");
+            }
+        }
+        for line in raw.split(|b| *b == b'\n') {
+            assert!(line.len() <= 999, "a line of {} octets", line.len());
+        }
+        let decoded = decode_text_part(&mail.data());
+        let expected = text
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .replace('\n', "\r\n");
+        assert_eq!(decoded, expected, "text part differs");
+    }
+}
+
+/// The text/plain part of a multipart/alternative message, transfer decoding undone.
+fn decode_text_part(data: &str) -> String {
+    let start = data.find("Content-Type: text/plain").expect("a text part");
+    let part = &data[start..];
+    let (head, rest) = part.split_once("\r\n\r\n").expect("part body");
+    let body = rest.split("\r\n--").next().expect("part end");
+    if head.contains("quoted-printable") {
+        decode_quoted_printable(body)
+    } else if head.contains("base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        body.to_owned()
+    }
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'=' if bytes.get(index + 1) == Some(&b'\r')
+                && bytes.get(index + 2) == Some(&b'\n') =>
+            {
+                index += 3
+            }
+            b'=' => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                index += 3;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn a_scheduled_message_waits_until_due() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    body["send_at"] = json!(
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let id = app.accept(&body).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(smtp.received().is_empty(), "sent before its time");
+    assert_eq!(
+        app.metric("posthorn_queue_depth", "status=\"scheduled\"")
+            .await,
+        1.0
+    );
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let sent_at = time::OffsetDateTime::now_utc();
+    assert!(sent_at >= at, "sent at {sent_at}, due at {at}");
+}
+
+#[tokio::test]
+async fn a_queued_message_can_be_cancelled_and_a_sent_one_cannot() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let mut body = valid_message();
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    body["send_at"] = json!(
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let scheduled = app.accept(&body).await;
+    let cancel = |id: String| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/messages/{id}/cancel", app.address);
+        let token = app.default_token();
+        async move { client.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let response = cancel(scheduled.clone()).await;
+    assert_eq!(response.status(), 200);
+    let cancelled: Value = response.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+
+    let now = app.accept(&valid_message()).await;
+    app.wait_for_status(&now, "sent", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        smtp.received().len(),
+        1,
+        "the cancelled message was not sent"
+    );
+    assert_eq!(app.message(&scheduled).await["status"], "cancelled");
+    crate::support::assert_problem(cancel(now).await, 409, "conflict").await;
+    crate::support::assert_problem(
+        cancel(uuid::Uuid::now_v7().to_string()).await,
+        404,
+        "not-found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_notification_wakes_idle_workers_long_before_the_next_poll() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.poll_interval = Duration::from_secs(30)
+    })
+    .await;
+    // Let the workers go idle and the listener connect.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = app.accept(&valid_message()).await;
+    app.wait_for_status(&id, "sent", Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_or_releases_every_claimed_job() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(300),
+        ..Script::default()
+    })
+    .await;
+    let mut app = spawn_delivering_app(&smtp, |config| {
+        config.workers = 2;
+        config.claim_batch_size = 5;
+    })
+    .await;
+    for _ in 0..20 {
+        app.accept(&valid_message()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.stop().await;
+    let mut db = app.database.connect().await;
+    let sending: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sending'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(sending, 0, "no job stays claimed after shutdown");
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        sent >= 1 && sent < 20,
+        "some finished in the grace period, the rest were released: {sent}"
+    );
+    assert_eq!(sent as usize, smtp.received().len());
+
+    let app = app.restart().await;
+    let mut remaining = 20;
+    for _ in 0..100 {
+        remaining =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messages WHERE status <> 'sent'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(remaining, 0, "everything is sent after the restart");
+    assert_eq!(smtp.received().len(), 20, "and nothing twice");
+    drop(app);
+}
