@@ -4,4 +4,5 @@ mod support;
 
 mod auth;
 mod delivery;
+mod interop;
 mod send;

@@ -1,6 +1,7 @@
 //! Shared test support: a spawned application on a fresh database, token minting and HTTP helpers.
 
 pub mod database;
+pub mod peers;
 pub mod smtp;
 
 use std::time::Duration;
