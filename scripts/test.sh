@@ -29,6 +29,11 @@ on_exit drop_test_databases_at_exit
 ensure_python_tools
 ensure_smtp_sink
 
+# The TLS tests generate a private CA and server certificate with openssl.
+if ! command -v openssl >/dev/null; then
+  apt_install openssl
+fi
+
 step "cargo-nextest"
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 if ! cargo nextest --version >/dev/null 2>&1; then

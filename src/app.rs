@@ -47,6 +47,9 @@ impl Application {
 
     /// Builds around an existing store (already migrated).
     pub fn build_with_store(config: Config, store: SharedStore) -> anyhow::Result<Self> {
+        for name in &config.ignored_env {
+            tracing::warn!(variable = %name, "ignoring an environment variable that names no setting");
+        }
         let authenticator = Authenticator::from_config(&config)?;
         if !authenticator.has_keys() {
             anyhow::bail!(

@@ -101,6 +101,9 @@ pub struct Config {
     /// How long in-flight work may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `POSTHORN_*` variables that name no setting; logged at start.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 /// A key that verifies caller tokens.
@@ -195,7 +198,25 @@ impl Default for Config {
             idempotency_retention: Duration::from_secs(24 * 3600),
             log_format: LogFormat::Auto,
             shutdown_grace: Duration::from_secs(20),
+            ignored_env: Vec::new(),
         }
+    }
+}
+
+/// `POSTHORN_*` variables that are read elsewhere, not by the configuration.
+const NOT_CONFIG_KEYS: &[&str] = &["config", "log"];
+
+/// The top-level key of an unknown field that came from the environment.
+fn unknown_env_key(error: &figment::Error) -> Option<String> {
+    let from_env = error
+        .metadata
+        .as_ref()
+        .is_some_and(|metadata| metadata.name.contains("environment"));
+    match &error.kind {
+        figment::error::Kind::UnknownField(field, _) if from_env && error.path.len() <= 1 => {
+            Some(field.to_ascii_lowercase())
+        }
+        _ => None,
     }
 }
 
@@ -204,7 +225,7 @@ impl Default for Config {
 pub enum ConfigError {
     /// The file or an environment variable could not be read into the typed configuration.
     #[error("invalid configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// A value was read but is not acceptable.
     #[error("invalid configuration: {key}: {reason}")]
     Invalid {
@@ -226,15 +247,37 @@ impl ConfigError {
 
 impl Config {
     /// Loads defaults, then `file` if given, then `POSTHORN_*` variables from the process environment.
+    ///
+    /// Unknown keys in the file are errors (they are typos). Unknown `POSTHORN_*` variables are ignored
+    /// and listed in [`Config::ignored_env`]: the environment also carries variables posthorn does not
+    /// own, such as the `POSTHORN_PORT` that Kubernetes service links inject for a service of that name.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+        let mut base = Figment::new();
         if let Some(path) = file {
-            figment = figment.merge(Toml::file_exact(path));
+            base = base.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("POSTHORN_").split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+        let mut ignored: Vec<String> = Vec::new();
+        loop {
+            let skip = ignored.clone();
+            let env = Env::prefixed("POSTHORN_")
+                .split("__")
+                .filter(move |key| !skip.iter().any(|s| key.as_str().eq_ignore_ascii_case(s)));
+            match base.clone().merge(env).extract::<Config>() {
+                Ok(mut config) => {
+                    ignored.retain(|key| !NOT_CONFIG_KEYS.contains(&key.as_str()));
+                    config.ignored_env = ignored
+                        .into_iter()
+                        .map(|key| format!("POSTHORN_{}", key.to_ascii_uppercase()))
+                        .collect();
+                    config.validate()?;
+                    return Ok(config);
+                }
+                Err(error) => match unknown_env_key(&error) {
+                    Some(key) if !ignored.contains(&key) => ignored.push(key),
+                    _ => return Err(ConfigError::Load(Box::new(error))),
+                },
+            }
+        }
     }
 
     /// Checks every value that has a rule beyond its type.

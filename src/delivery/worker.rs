@@ -116,15 +116,19 @@ impl Worker {
             }
             self.held.add(jobs.iter().map(|job| job.lease));
             let claimed_at = Instant::now();
-            let mut jobs = jobs.into_iter();
-            while let Some(job) = jobs.next() {
-                // A send must finish inside the lease; otherwise another worker could take the job over
-                // while this one still talks to the upstream.
-                let worst_case = self.provider.upstream.timeout * 6;
-                if stop.is_cancelled() || claimed_at.elapsed() + worst_case > self.settings.lease {
+            let mut jobs = jobs.into_iter().enumerate();
+            while let Some((index, job)) = jobs.next() {
+                // Each send must finish inside its lease, or another worker could take the job over
+                // while this one still talks to the upstream. The first job always fits (the
+                // configuration demands a lease of at least six timeouts); later ones are given back
+                // when too little of the lease is left.
+                let needed = self.provider.upstream.timeout * 3;
+                let out_of_lease = index > 0 && claimed_at.elapsed() + needed > self.settings.lease;
+                if stop.is_cancelled() || out_of_lease {
                     let rest: Vec<JobLease> = std::iter::once(job.lease)
-                        .chain(jobs.map(|job| job.lease))
+                        .chain(jobs.map(|(_, job)| job.lease))
                         .collect();
+                    tracing::debug!(jobs = rest.len(), "releasing the rest of the batch");
                     self.release(&rest).await;
                     break;
                 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod auth;
+mod crash;
 mod delivery;
 mod interop;
 mod send;
