@@ -5,4 +5,5 @@ mod support;
 mod auth;
 mod idempotency;
 mod messages;
+mod ops;
 mod send;
