@@ -3,6 +3,7 @@
 mod support;
 
 mod auth;
+mod durability;
 mod idempotency;
 mod messages;
 mod ops;
