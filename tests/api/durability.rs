@@ -163,3 +163,44 @@ async fn with_the_database_unreachable_send_is_a_prompt_503() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_completed() {
+    let mut app = spawn_app().await;
+    let body = valid_message().to_string().into_bytes();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let request = tokio::spawn(
+        app.client
+            .post(format!("{}/send", app.address))
+            .bearer_auth(app.default_token())
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    sender.send(Ok(head.to_vec())).await.unwrap();
+    // The server is now reading the body when the shutdown begins; the rest arrives during the grace period.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let finish = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sender.send(Ok(tail.to_vec())).await.unwrap();
+        drop(sender);
+    };
+    tokio::join!(app.stop(), finish);
+
+    let response = request
+        .await
+        .unwrap()
+        .expect("the in-flight request gets an answer");
+    let id = accepted_id(response).await;
+    let mut connection = app.database.connect().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the 202 given during shutdown was committed");
+}
