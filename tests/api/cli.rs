@@ -600,3 +600,48 @@ async fn serve_end_to_end_and_a_clean_stop_on_sigterm() {
         .unwrap();
     assert_eq!(count, 1);
 }
+
+#[tokio::test]
+async fn serve_fails_naming_posthorn_listen_when_the_port_is_taken() {
+    let database = TestDatabase::create_empty().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let outcome = run(posthorn()
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", &address)
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("POSTHORN_LISTEN");
+    assert!(outcome.stderr.contains(&address), "{}", outcome.stderr);
+}
+
+#[test]
+fn serve_fails_promptly_when_the_database_is_unreachable() {
+    let started = Instant::now();
+    let outcome = run(posthorn()
+        // Nothing listens on port 1.
+        .env(
+            "POSTHORN_DATABASE_URL",
+            "postgres://posthorn:dbs3cretpw@127.0.0.1:1/posthorn",
+        )
+        .env("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "1s")
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("migrations");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!outcome.all().contains("dbs3cretpw"), "{}", outcome.all());
+}
+
+#[tokio::test]
+async fn serve_without_a_token_key_refuses_to_start() {
+    let database = TestDatabase::create_empty().await;
+    let outcome = run(posthorn()
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("POSTHORN_JWT_SECRET");
+}
