@@ -424,3 +424,32 @@ async fn an_app_starts_on_a_database_migrated_by_a_newer_release() {
     let app = Application::build(config).await;
     assert!(app.is_ok(), "{:#}", app.err().unwrap());
 }
+
+#[tokio::test]
+#[ignore = "contract doubt: while /readyz says 503 unavailable, POST /send answers 500 internal when the database does not exist (SQLSTATE 3D000 is not mapped to unavailable)"]
+async fn send_agrees_with_readyz_when_the_database_does_not_exist() {
+    let name = format!("posthorn_test_missing_{}", uuid::Uuid::new_v4().simple());
+    let config = config_for_database(&name);
+    let token = posthorn::auth::Authenticator::from_config(&config)
+        .unwrap()
+        .mint(
+            "tester",
+            &[posthorn::auth::Scope::Send],
+            Duration::from_secs(600),
+            None,
+        )
+        .unwrap();
+    let app = BareApp::start(config, None);
+    assert_not_ready(app.get("/readyz").await).await;
+    let response = app
+        .client
+        .post(format!("{}/send", app.address))
+        .bearer_auth(token)
+        .json(&valid_message())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "POST /send");
+    assert_not_ready(response).await;
+    app.stop().await;
+}
