@@ -1,9 +1,15 @@
-//! Black-box tests of the HTTP API against a spawned application and a real PostgreSQL database.
+//! Black-box tests of posthorn against a spawned application, a real PostgreSQL database and real SMTP
+//! servers.
 
 mod support;
 
 mod auth;
+mod cli;
 mod crash;
 mod delivery;
+mod durability;
+mod idempotency;
 mod interop;
+mod messages;
+mod ops;
 mod send;

@@ -1,0 +1,647 @@
+//! The `posthorn` binary: `token`, `check-config`, `migrate` and `serve`, driven as an operator would.
+
+use std::io::Write;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde_json::Value;
+
+use crate::support::{JWT_SECRET, TestDatabase, valid_message};
+
+/// The binary, with every inherited `POSTHORN_*` variable removed.
+fn posthorn() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_posthorn"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("POSTHORN_") {
+            command.env_remove(name);
+        }
+    }
+    command.env_remove("RUST_LOG");
+    command.stdin(Stdio::null());
+    command
+}
+
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn assert_failure_naming(&self, name: &str) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected exit 1\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(name),
+            "stderr names `{name}`: {}",
+            self.stderr
+        );
+        self
+    }
+}
+
+fn run(command: &mut Command) -> Outcome {
+    let output = command.output().expect("posthorn runs");
+    Outcome {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The minimum for `check-config` to pass.
+fn configured(command: &mut Command) -> &mut Command {
+    command.env("POSTHORN_JWT_SECRET", JWT_SECRET).env(
+        "POSTHORN_DATABASE_URL",
+        "postgres://posthorn:dbs3cretpw@db.internal:5432/posthorn",
+    )
+}
+
+fn toml_file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
+    file.flush().unwrap();
+    file
+}
+
+#[test]
+fn token_refuses_a_secret_shorter_than_32_bytes() {
+    let outcome = run(posthorn()
+        .env("POSTHORN_JWT_SECRET", "0123456789abcdef0123456789abcde") // 31 bytes
+        .args(["token", "--sub", "x"]));
+    outcome.assert_failure_naming("POSTHORN_JWT_SECRET");
+    assert!(outcome.stdout.is_empty(), "no token is printed");
+    assert!(!outcome.all().contains("0123456789abcdef0123456789abcde"));
+}
+
+#[test]
+fn token_without_any_secret_fails_naming_the_variable() {
+    let outcome = run(posthorn().args(["token", "--sub", "x"]));
+    outcome.assert_failure_naming("POSTHORN_JWT_SECRET");
+    assert!(outcome.stdout.is_empty());
+}
+
+#[test]
+fn token_prints_a_jwt_with_the_requested_claims() {
+    let outcome = run(posthorn().env("POSTHORN_JWT_SECRET", JWT_SECRET).args([
+        "token",
+        "--sub",
+        "x",
+        "--scope",
+        "send,read",
+        "--ttl",
+        "1h",
+    ]));
+    outcome.assert_success();
+    let token = outcome.stdout.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert_eq!(
+        outcome.stdout.lines().count(),
+        1,
+        "only the token on stdout"
+    );
+
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let claims = decode::<Value>(
+        token,
+        &DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("the token verifies with the configured secret")
+    .claims;
+    assert_eq!(claims["sub"], "x");
+    assert_eq!(claims["scope"], "send read");
+    let exp = claims["exp"].as_u64().unwrap();
+    let expected = now() + 3600;
+    assert!(
+        exp.abs_diff(expected) <= 60,
+        "exp {exp} is about an hour ahead ({expected})"
+    );
+    assert!(claims.get("sender_domains").is_none());
+
+    // Signed with another secret, it does not verify.
+    assert!(
+        decode::<Value>(
+            token,
+            &DecodingKey::from_secret(b"another-secret-another-secret-000000"),
+            &validation,
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn token_defaults_and_sender_domains() {
+    let outcome = run(posthorn().env("POSTHORN_JWT_SECRET", JWT_SECRET).args([
+        "token",
+        "--sub",
+        "shop",
+        "--ttl",
+        "30d",
+        "--sender-domain",
+        "example.com,mail.example.com",
+    ]));
+    outcome.assert_success();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    let claims = decode::<Value>(
+        outcome.stdout.trim(),
+        &DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["scope"], "send", "the default scope");
+    assert_eq!(
+        claims["sender_domains"],
+        serde_json::json!(["example.com", "mail.example.com"])
+    );
+    let exp = claims["exp"].as_u64().unwrap();
+    assert!(exp.abs_diff(now() + 30 * 86400) <= 60);
+}
+
+#[test]
+fn token_refuses_an_unknown_scope() {
+    let outcome = run(posthorn().env("POSTHORN_JWT_SECRET", JWT_SECRET).args([
+        "token",
+        "--sub",
+        "x",
+        "--scope",
+        "send,superuser",
+    ]));
+    outcome.assert_failure_naming("superuser");
+    assert!(outcome.stdout.is_empty(), "no token is printed");
+}
+
+#[test]
+#[ignore = "server bug: `token --sub ''` prints a token (exit 0) that the API always refuses (sub must be 1-255 printable characters)"]
+fn token_refuses_a_sub_the_api_would_refuse() {
+    for sub in ["", "tab\tsub"] {
+        let outcome = run(posthorn()
+            .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+            .args(["token", "--sub", sub]));
+        assert_eq!(
+            outcome.status.code(),
+            Some(1),
+            "--sub {sub:?}: {}",
+            outcome.all()
+        );
+        assert!(outcome.stdout.is_empty());
+    }
+}
+
+#[test]
+fn token_refuses_a_bad_ttl() {
+    let outcome = run(posthorn()
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .args(["token", "--sub", "x", "--ttl", "forever"]));
+    assert!(!outcome.status.success());
+    assert!(outcome.stderr.contains("--ttl"), "{}", outcome.stderr);
+    assert!(outcome.stdout.is_empty());
+}
+
+#[test]
+fn check_config_refuses_a_bad_smtp_url_without_printing_its_password() {
+    for url in [
+        "ftp://user:s3cretpass@host",
+        "smtp://user:s3cretpass@host:99999",
+        "smtp://user:s3cretpass@host?tls=bogus",
+        "user:s3cretpass@host",
+    ] {
+        let outcome = run(configured(&mut posthorn())
+            .env("POSTHORN_SMTP_URL", url)
+            .arg("check-config"));
+        outcome.assert_failure_naming("POSTHORN_SMTP_URL");
+        assert!(
+            !outcome.all().contains("s3cretpass"),
+            "{url}: the password leaked: {}",
+            outcome.all()
+        );
+    }
+}
+
+#[test]
+fn check_config_reports_a_valid_configuration_without_secrets() {
+    let outcome = run(configured(&mut posthorn())
+        .env(
+            "POSTHORN_SMTP_URL",
+            "smtp://user:s3cretpass@mail.example.com:587?tls=required",
+        )
+        .env("POSTHORN_LISTEN", "127.0.0.1:9025")
+        .arg("check-config"));
+    outcome.assert_success();
+    let all = outcome.all();
+    assert!(outcome.stdout.contains("configuration is valid"), "{all}");
+    assert!(outcome.stdout.contains("127.0.0.1:9025"), "{all}");
+    assert!(
+        outcome.stdout.contains("smtp upstream:   configured"),
+        "{all}"
+    );
+    for secret in ["s3cretpass", "dbs3cretpw", JWT_SECRET] {
+        assert!(!all.contains(secret), "`{secret}` was printed: {all}");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_non_postgres_database_url_without_printing_it() {
+    let outcome = run(posthorn()
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env(
+            "POSTHORN_DATABASE_URL",
+            "mysql://root:dbs3cretpw@db/posthorn",
+        )
+        .arg("check-config"));
+    outcome.assert_failure_naming("POSTHORN_DATABASE_URL");
+    assert!(!outcome.all().contains("dbs3cretpw"));
+}
+
+#[test]
+fn check_config_reads_a_toml_file_and_the_environment_overrides_it() {
+    let file = toml_file(&format!(
+        "max_recipients = 2\njwt_secret = \"{JWT_SECRET}\"\ndatabase_url = \"postgres://localhost/posthorn\"\n"
+    ));
+    let path = file.path().to_str().unwrap();
+    let outcome = run(posthorn().args(["--config", path, "check-config"]));
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains("max recipients:  2 per field"),
+        "{}",
+        outcome.stdout
+    );
+
+    let outcome = run(posthorn().env("POSTHORN_MAX_RECIPIENTS", "7").args([
+        "--config",
+        path,
+        "check-config",
+    ]));
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains("max recipients:  7 per field"),
+        "the environment wins: {}",
+        outcome.stdout
+    );
+
+    // `--config` is global: it may follow the subcommand too.
+    let outcome = run(posthorn().args(["check-config", "--config", path]));
+    outcome.assert_success();
+    assert!(outcome.stdout.contains("max recipients:  2 per field"));
+}
+
+#[test]
+fn check_config_refuses_an_unknown_key_in_the_file_by_name() {
+    let file = toml_file(&format!(
+        "jwt_secret = \"{JWT_SECRET}\"\ndatabase_url = \"postgres://localhost/posthorn\"\nmax_recipient = 2\n"
+    ));
+    let outcome = run(posthorn().args(["--config", file.path().to_str().unwrap(), "check-config"]));
+    outcome.assert_failure_naming("`max_recipient`");
+}
+
+#[test]
+fn check_config_refuses_a_missing_file() {
+    let outcome = run(configured(&mut posthorn()).args([
+        "--config",
+        "/nonexistent/posthorn.toml",
+        "check-config",
+    ]));
+    outcome.assert_failure_naming("/nonexistent/posthorn.toml");
+}
+
+#[test]
+fn check_config_refuses_a_listen_value_that_is_not_an_address() {
+    let outcome = run(configured(&mut posthorn())
+        .env("POSTHORN_LISTEN", "not-an-address")
+        .arg("check-config"));
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.to_lowercase().contains("listen"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn check_config_requires_a_database_url() {
+    let outcome = run(posthorn()
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .arg("check-config"));
+    outcome.assert_failure_naming("POSTHORN_DATABASE_URL");
+}
+
+#[test]
+#[ignore = "server bug: POSTHORN_CONFIG (the documented env form of --config) is also read as a config key and refused: `unknown field: found config`"]
+fn the_config_file_can_be_named_by_posthorn_config() {
+    let file = toml_file(&format!(
+        "max_recipients = 2\njwt_secret = \"{JWT_SECRET}\"\ndatabase_url = \"postgres://localhost/posthorn\"\n"
+    ));
+    let outcome = run(posthorn()
+        .env("POSTHORN_CONFIG", file.path())
+        .arg("check-config"));
+    outcome.assert_success();
+    assert!(outcome.stdout.contains("max recipients:  2 per field"));
+}
+
+#[test]
+#[ignore = "server bug: POSTHORN_LOG (the documented log filter variable) is read as a config key and refused: `unknown field: found log`"]
+fn posthorn_log_sets_the_log_level_without_breaking_the_configuration() {
+    let outcome = run(configured(&mut posthorn())
+        .env("POSTHORN_LOG", "debug")
+        .arg("check-config"));
+    outcome.assert_success();
+}
+
+#[test]
+#[ignore = "server bug (or contract doubt): any unrelated POSTHORN_* variable, e.g. POSTHORN_TEST_DATABASE_URL that scripts/lib/postgres.sh exports before contract-test.sh runs `posthorn serve`, makes every command fail with `unknown field`"]
+fn unrelated_posthorn_variables_do_not_break_the_configuration() {
+    let outcome = run(configured(&mut posthorn())
+        .env(
+            "POSTHORN_TEST_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        )
+        .arg("check-config"));
+    outcome.assert_success();
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_on_an_empty_database() {
+    let database = TestDatabase::create_empty().await;
+    let migrate = || {
+        run(posthorn()
+            .env("POSTHORN_DATABASE_URL", database.url())
+            .arg("migrate"))
+    };
+    let outcome = migrate();
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains("migrations applied"),
+        "{}",
+        outcome.stdout
+    );
+
+    let mut connection = database.connect().await;
+    for table in [
+        "messages",
+        "delivery_attempts",
+        "idempotency_keys",
+        "_sqlx_migrations",
+    ] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("public.{table}"))
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        assert!(exists, "table {table} exists after migrate");
+    }
+    // Running it again is harmless.
+    migrate().assert_success();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(applied, files as i64);
+}
+
+#[test]
+fn migrate_without_a_database_url_fails_naming_it() {
+    let outcome = run(posthorn().arg("migrate"));
+    outcome.assert_failure_naming("POSTHORN_DATABASE_URL");
+}
+
+#[tokio::test]
+async fn migrate_against_a_database_that_does_not_exist_fails() {
+    let database = TestDatabase::create_empty().await;
+    let mut url = url::Url::parse(&database.url()).unwrap();
+    url.set_path(&format!(
+        "/posthorn_test_missing_{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let outcome = run(posthorn()
+        .env("POSTHORN_DATABASE_URL", url.to_string())
+        .env("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "2s")
+        .arg("migrate"));
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.all());
+    assert!(outcome.stderr.contains("migrations"), "{}", outcome.stderr);
+}
+
+/// A `posthorn serve` child process, killed if the test ends before it stops.
+struct Server {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Server {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_end_to_end_and_a_clean_stop_on_sigterm() {
+    // An empty database: `serve` applies the migrations itself.
+    let database = TestDatabase::create_empty().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = posthorn()
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_SHUTDOWN_GRACE", "2s")
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child, log };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("serve exited early with {status}: {}", server.log());
+        }
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status() == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 30 s: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let minted = run(posthorn().env("POSTHORN_JWT_SECRET", JWT_SECRET).args([
+        "token",
+        "--sub",
+        "e2e",
+        "--scope",
+        "send,read",
+        "--ttl",
+        "10m",
+    ]));
+    minted.assert_success();
+    let token = minted.stdout.trim().to_owned();
+
+    let response = client
+        .post(format!("{base}/send"))
+        .bearer_auth(&token)
+        .json(&valid_message())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", server.log());
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = client
+        .get(format!("{base}/v1/messages/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(message["id"], id);
+    assert_eq!(message["subject"], "Your order");
+    assert_eq!(message["status"], "queued");
+
+    let pid = server.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let stopped_by = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < stopped_by,
+            "serve still running 10 s after SIGTERM: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(log.contains("posthorn stopped"), "{log}");
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "the port is closed"
+    );
+
+    // What it accepted is in the database.
+    let mut connection = database.connect().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn serve_fails_naming_posthorn_listen_when_the_port_is_taken() {
+    let database = TestDatabase::create_empty().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let outcome = run(posthorn()
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", &address)
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("POSTHORN_LISTEN");
+    assert!(outcome.stderr.contains(&address), "{}", outcome.stderr);
+}
+
+#[test]
+fn serve_fails_promptly_when_the_database_is_unreachable() {
+    let started = Instant::now();
+    let outcome = run(posthorn()
+        // Nothing listens on port 1.
+        .env(
+            "POSTHORN_DATABASE_URL",
+            "postgres://posthorn:dbs3cretpw@127.0.0.1:1/posthorn",
+        )
+        .env("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "1s")
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("migrations");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!outcome.all().contains("dbs3cretpw"), "{}", outcome.all());
+}
+
+#[tokio::test]
+async fn serve_without_a_token_key_refuses_to_start() {
+    let database = TestDatabase::create_empty().await;
+    let outcome = run(posthorn()
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("POSTHORN_LOG_FORMAT", "json")
+        .arg("serve"));
+    outcome.assert_failure_naming("POSTHORN_JWT_SECRET");
+}
