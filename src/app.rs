@@ -16,8 +16,11 @@ use crate::config::Config;
 use crate::delivery::{Delivery, DeliverySettings, Provider, WorkerSettings};
 use crate::domain::Limits;
 use crate::metrics::Metrics;
-use crate::store::SharedStore;
 use crate::store::postgres::{PoolSettings, PostgresStore};
+use crate::store::{SharedStore, StoreError};
+
+/// How often migrations are retried while the database is unreachable at start.
+const MIGRATION_RETRY: Duration = Duration::from_secs(2);
 
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -30,19 +33,31 @@ pub struct Application {
     config: Config,
     metrics: Metrics,
     providers: Vec<Provider>,
+    migrated: bool,
     shutdown: CancellationToken,
 }
 
 impl Application {
     /// Connects the store, applies migrations and binds the listener (`POSTHORN_LISTEN`; port 0 picks a
     /// free port, which tests use).
+    ///
+    /// A database that cannot be reached yet does not stop the start: the API serves (`/readyz` says
+    /// 503) while migrations are retried in the background, and workers start once they are applied.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store = open_store(&config)?;
-        store
-            .migrate()
-            .await
-            .context("applying database migrations")?;
-        Self::build_with_store(config, store)
+        let mut app = Self::build_with_store(config, store)?;
+        match app.store.migrate().await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(error)) => {
+                tracing::warn!(
+                    error = %error,
+                    "the database is not reachable yet; serving and retrying the migrations until it is"
+                );
+                app.migrated = false;
+            }
+            Err(error) => return Err(error).context("applying database migrations"),
+        }
+        Ok(app)
     }
 
     /// Builds around an existing store (already migrated).
@@ -97,6 +112,7 @@ impl Application {
             config,
             metrics,
             providers,
+            migrated: true,
             shutdown: CancellationToken::new(),
         })
     }
@@ -121,48 +137,79 @@ impl Application {
             self.config.idempotency_retention,
             self.shutdown.clone(),
         ));
-        let delivery = match self.providers.first() {
-            Some(provider) => Some(Delivery::start(
-                self.store.clone(),
-                provider.clone(),
-                DeliverySettings {
-                    workers: self.config.workers,
-                    worker: WorkerSettings {
-                        batch_size: self.config.claim_batch_size,
-                        lease: self.config.lease_duration,
-                        poll_interval: self.config.poll_interval,
-                    },
-                    retry: self.config.retry_policy(),
+        if self.providers.is_empty() {
+            tracing::warn!(
+                "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and stay queued"
+            );
+        }
+        let grace = self.config.shutdown_grace;
+        let delivery = tokio::spawn(run_delivery(
+            self.store.clone(),
+            self.providers.first().cloned(),
+            DeliverySettings {
+                workers: self.config.workers,
+                worker: WorkerSettings {
+                    batch_size: self.config.claim_batch_size,
+                    lease: self.config.lease_duration,
+                    poll_interval: self.config.poll_interval,
                 },
-                self.metrics.clone(),
-            )),
-            None => {
-                tracing::warn!(
-                    "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and stay queued"
-                );
-                None
-            }
-        };
+                retry: self.config.retry_policy(),
+            },
+            self.metrics.clone(),
+            !self.migrated,
+            self.shutdown.clone(),
+            grace,
+        ));
         tracing::info!(listen = %self.config.listen, port = self.port, "posthorn is serving");
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutdown signal received"),
             () = self.shutdown.cancelled() => {}
         }
         self.shutdown.cancel();
-        // Stop accepting first, then let workers finish or release what they hold.
-        let grace = self.config.shutdown_grace;
-        let http = stop(handle);
-        let workers = async {
-            if let Some(delivery) = delivery {
-                delivery.shutdown(grace).await;
-            }
-        };
-        tokio::join!(http, workers);
+        // Stop accepting and stop claiming together; workers finish or release what they hold.
+        let (_, delivered) = tokio::join!(stop(handle), delivery);
+        if let Err(error) = delivered {
+            tracing::error!(error = %error, "delivery task failed");
+        }
         purge.abort();
         server.await.context("HTTP server task")??;
         tracing::info!("posthorn stopped");
         Ok(())
     }
+}
+
+/// Applies migrations if they are still pending, then runs the workers until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn run_delivery(
+    store: SharedStore,
+    provider: Option<Provider>,
+    settings: DeliverySettings,
+    metrics: Metrics,
+    needs_migration: bool,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    if needs_migration {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(MIGRATION_RETRY) => {}
+                () = stop.cancelled() => return,
+            }
+            match store.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database reachable; migrations applied");
+                    break;
+                }
+                Err(error) => tracing::warn!(error = %error, "waiting for the database"),
+            }
+        }
+    }
+    let Some(provider) = provider else {
+        return;
+    };
+    let delivery = Delivery::start(store, provider, settings, metrics);
+    stop.cancelled().await;
+    delivery.shutdown(grace).await;
 }
 
 async fn stop(handle: ServerHandle) {

@@ -77,6 +77,11 @@ impl ListQuery {
             .map(|text| Uuid::parse_str(&text))
             .transpose()
             .map_err(|_| ApiError::InvalidQuery("cursor is not one this API returned".into()))?;
+        if self.tag.as_deref().is_some_and(|tag| tag.contains('\0')) {
+            return Err(ApiError::InvalidQuery(
+                "tag contains a NUL character".into(),
+            ));
+        }
         Ok(MessageFilter {
             status,
             tag: self.tag,
@@ -97,9 +102,9 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime
 
 /// A page of messages, newest first.
 pub async fn list_messages(
+    auth: Authenticated,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
-    auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require(Scope::Read)?;
     let filter = query.into_inner().into_filter()?;

@@ -9,47 +9,64 @@ mod send;
 mod state;
 mod views;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, guard, web};
 
 pub use problem::{ApiError, PROBLEM_TYPE_PREFIX};
 pub use send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::AppState;
 
-/// Registers every route.
+/// Registers every route. Each resource answers other methods with 405 and an `Allow` header; every
+/// GET resource answers HEAD too.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::QueryConfig::default()
             .error_handler(|error, _| ApiError::InvalidQuery(error.to_string()).into()),
     )
     .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
-    .route("/healthz", web::get().to(ops::healthz))
-    .route("/readyz", web::get().to(ops::readyz))
-    .route("/metrics", web::get().to(ops::metrics))
-    .route("/openapi.yaml", web::get().to(ops::openapi))
+    .service(readable("/healthz").to(ops::healthz))
+    .service(readable("/readyz").to(ops::readyz))
+    .service(readable("/metrics").to(ops::metrics))
+    .service(readable("/openapi.yaml").to(ops::openapi))
     .service(
         web::resource(["/send", "/v1/send"])
             .route(web::post().to(send::send))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(|| not_allowed("POST"))),
     )
-    .service(
-        web::resource("/v1/messages")
-            .route(web::get().to(messages::list_messages))
-            .default_service(web::to(method_not_allowed)),
-    )
+    .service(readable("/v1/messages").to(messages::list_messages))
     .service(
         web::resource("/v1/messages/{id}/cancel")
             .route(web::post().to(messages::cancel_message))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(|| not_allowed("POST"))),
     )
-    .service(
-        web::resource("/v1/messages/{id}")
-            .route(web::get().to(messages::get_message))
-            .default_service(web::to(method_not_allowed)),
-    );
+    .service(readable("/v1/messages/{id}").to(messages::get_message));
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource served by GET and HEAD; the handler is attached with `.to(...)`.
+fn readable(path: &str) -> ReadableResource {
+    ReadableResource(path.to_owned())
+}
+
+struct ReadableResource(String);
+
+impl ReadableResource {
+    fn to<F, Args>(self, handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        web::resource(self.0)
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(handler),
+            )
+            .default_service(web::to(|| not_allowed("GET, HEAD")))
+    }
+}
+
+async fn not_allowed(allow: &'static str) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(allow))
 }
 
 /// The answer for any path that matches no route.

@@ -36,6 +36,12 @@ pub async fn send(
     tracing::Span::current().record("caller", caller.sub.as_str());
     let key = idempotency_key(&req)?;
     let body = read_json(&req, payload, state.max_body_size).await?;
+    if !body.is_object() {
+        return Err(ApiError::InvalidRequest {
+            message: "the body must be a JSON object".into(),
+            field: None,
+        });
+    }
     let idempotency = key.map(|key| (key, RequestFingerprint::of(&body)));
     let draft: MessageDraft = serde_json::from_value(body).map_err(shape_error)?;
     let message = NewMessage::parse(draft, &state.limits, OffsetDateTime::now_utc())?;

@@ -219,6 +219,11 @@ impl Authenticator {
     }
 }
 
+/// A caller name: 1-255 characters, none of them control characters.
+fn valid_sub(sub: &str) -> bool {
+    !sub.trim().is_empty() && sub.len() <= 255 && !sub.chars().any(char::is_control)
+}
+
 fn lowercase_all(domains: Vec<String>) -> Vec<String> {
     domains
         .into_iter()

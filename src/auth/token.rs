@@ -40,7 +40,7 @@ impl ScopeClaim {
     pub fn scopes(&self) -> Vec<Scope> {
         let names: Vec<&str> = match self {
             ScopeClaim::Text(text) => text
-                .split(|c: char| c == ' ' || c == ',')
+                .split([' ', ','])
                 .filter(|name| !name.is_empty())
                 .collect(),
             ScopeClaim::List(list) => list.iter().map(String::as_str).collect(),
@@ -74,6 +74,9 @@ pub enum MintError {
     /// Only shared-secret keys can sign; public keys only verify.
     #[error("no signing key: set POSTHORN_JWT_SECRET (or a jwt_keys entry with a secret)")]
     NoSigningKey,
+    /// The subject is not one the API would accept.
+    #[error("--sub must be 1-255 printable characters")]
+    InvalidSub,
     /// The signing library failed.
     #[error("could not sign the token")]
     Sign(#[source] Error),
@@ -103,6 +106,9 @@ struct MintedClaims<'a> {
 }
 
 pub(super) fn mint(keys: &KeySet, request: MintRequest<'_>) -> Result<String, MintError> {
+    if !super::valid_sub(request.sub) {
+        return Err(MintError::InvalidSub);
+    }
     let key = keys.signing_key().ok_or(MintError::NoSigningKey)?;
     let encoding = key.encoding.as_ref().ok_or(MintError::NoSigningKey)?;
     let now = get_current_timestamp();

@@ -343,6 +343,12 @@ fn metadata(input: BTreeMap<String, String>) -> Result<BTreeMap<String, String>,
                 format!("keys must be 1-{MAX_METADATA_KEY} characters without control characters"),
             ));
         }
+        if value.contains('\0') {
+            return Err(DomainError::invalid(
+                format!("metadata.{key}"),
+                "contains a NUL character",
+            ));
+        }
         if value.chars().count() > MAX_METADATA_VALUE {
             return Err(DomainError::invalid(
                 format!("metadata.{key}"),
@@ -361,10 +367,25 @@ fn send_at(
     let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| DomainError::InvalidSendAt)?;
     if at - now > max_ahead {
         return Err(DomainError::SendAtTooFar {
-            max: humantime::format_duration(max_ahead).to_string(),
+            max: describe_duration(max_ahead),
         });
     }
     Ok(at)
+}
+
+/// "30 days", "12 hours", "90 minutes": a window as a caller reads it.
+fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (value, unit) = if seconds % 86_400 == 0 {
+        (seconds / 86_400, "day")
+    } else if seconds % 3600 == 0 {
+        (seconds / 3600, "hour")
+    } else if seconds % 60 == 0 {
+        (seconds / 60, "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{value} {unit}{}", if value == 1 { "" } else { "s" })
 }
 
 /// `<uuid@sender-domain>`: unique per message, and shows which system made it.

@@ -31,8 +31,15 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
             sqlx::Error::Database(ref db)
                 if db.code().is_some_and(|code| {
-                    // 57P01-03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection exceptions.
-                    code.starts_with("57P") || code.starts_with("08")
+                    // 57P01-03: admin shutdown, crash shutdown, cannot connect now; 08xxx: connection
+                    // exceptions; 3D000: no such database; 28xxx: authentication; 53xxx: out of resources
+                    // (too many connections); 42P01: a table is missing (not migrated yet).
+                    code.starts_with("57P")
+                        || code.starts_with("08")
+                        || code.starts_with("28")
+                        || code.starts_with("53")
+                        || code == "3D000"
+                        || code == "42P01"
                 }) =>
             {
                 StoreError::Unavailable(error)

@@ -445,3 +445,27 @@ async fn tags_and_metadata_are_bounded() {
     body["metadata"] = json!({"k": 1});
     assert_problem(app.send(&body).await, 422, "invalid-request").await;
 }
+
+#[tokio::test]
+async fn nul_characters_and_non_object_bodies_are_refused() {
+    let app = spawn_app().await;
+    let mut body = valid_message();
+    body["metadata"] = json!({"k": "a\u{0}b"});
+    let problem = assert_problem(app.send(&body).await, 422, "invalid-field").await;
+    assert_eq!(problem["field"], "metadata.k");
+    let mut body = valid_message();
+    body["tags"] = json!(["a\u{0}b"]);
+    assert_problem(app.send(&body).await, 422, "invalid-field").await;
+    let positional = json!([
+        "a@example.com",
+        "b@example.com",
+        null,
+        null,
+        null,
+        null,
+        "hi"
+    ]);
+    assert_problem(app.send(&positional).await, 422, "invalid-request").await;
+    assert_problem(app.get("/v1/messages?tag=%00").await, 400, "invalid-query").await;
+    assert_eq!(app.message_count().await, 0);
+}

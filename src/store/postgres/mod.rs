@@ -22,7 +22,13 @@ use super::{MessageStore, StoreError};
 use crate::config::Secret;
 use crate::domain::MessageStatus;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
+/// older replicas keep running during a rolling upgrade (migrations only ever add).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// Pool settings for [`PostgresStore::connect`].
 #[derive(Debug, Clone)]
@@ -121,12 +127,12 @@ fn interval(duration: Duration) -> String {
 impl MessageStore for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx holds a PostgreSQL advisory lock while migrating, so replicas starting together take turns.
-        MIGRATOR.run(&self.pool).await?;
+        migrator().run(&self.pool).await?;
         Ok(())
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
-        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let latest = migrator().iter().map(|m| m.version).max().unwrap_or(0);
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
