@@ -376,11 +376,11 @@ fn send_at(
 /// "30 days", "12 hours", "90 minutes": a window as a caller reads it.
 fn describe_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
-    let (value, unit) = if seconds % 86_400 == 0 {
+    let (value, unit) = if seconds.is_multiple_of(86_400) {
         (seconds / 86_400, "day")
-    } else if seconds % 3600 == 0 {
+    } else if seconds.is_multiple_of(3600) {
         (seconds / 3600, "hour")
-    } else if seconds % 60 == 0 {
+    } else if seconds.is_multiple_of(60) {
         (seconds / 60, "minute")
     } else {
         (seconds, "second")

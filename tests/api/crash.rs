@@ -43,13 +43,20 @@ async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start posthorn");
-    let address = format!("http://127.0.0.1:{port}");
+    // Owned at once, so a failed start still kills and reaps the process.
+    let server = Server {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
     let client = reqwest::Client::new();
     for _ in 0..300 {
-        if let Ok(response) = client.get(format!("{address}/readyz")).send().await
+        if let Ok(response) = client
+            .get(format!("{}/readyz", server.address))
+            .send()
+            .await
             && response.status() == 200
         {
-            return Server { child, address };
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

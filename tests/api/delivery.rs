@@ -622,7 +622,7 @@ async fn shutdown_finishes_or_releases_every_claimed_job() {
         .await
         .unwrap();
     assert!(
-        sent >= 1 && sent < 20,
+        (1..20).contains(&sent),
         "some finished in the grace period, the rest were released: {sent}"
     );
     assert_eq!(sent as usize, smtp.received().len());
@@ -643,4 +643,41 @@ async fn shutdown_finishes_or_releases_every_claimed_job() {
     assert_eq!(remaining, 0, "everything is sent after the restart");
     assert_eq!(smtp.received().len(), 20, "and nothing twice");
     drop(app);
+}
+
+#[tokio::test]
+async fn a_lost_listen_connection_does_not_stall_delivery() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.poll_interval = Duration::from_millis(500)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut db = app.database.connect().await;
+    // Kill the listener's backend, as a database failover or a proxy timeout would.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "a LISTEN connection was open");
+    let id = app.accept(&valid_message()).await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    // And the listener comes back.
+    let mut listening = 0;
+    for _ in 0..100 {
+        listening = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listening, 1, "LISTEN is re-established");
 }
