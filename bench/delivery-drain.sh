@@ -13,6 +13,7 @@ source scripts/lib/postfix.sh
 
 total=${1:-5000}
 connections=${2:-4}
+# Workers record outcomes while their connection serves the next message: twice as many keep the pool busy.
 ensure_postgres
 ensure_smtp_sink
 smtp_source=$(dirname "$POSTHORN_TEST_SMTP_SINK")/smtp-source
@@ -52,7 +53,7 @@ kill "$server"; wait "$server" 2>/dev/null || true
 step "draining into smtp-sink over $connections connections"
 start=$(date +%s.%N)
 POSTHORN_LISTEN=127.0.0.1:$api_port POSTHORN_SMTP_URL="smtp://127.0.0.1:$sink_port" \
-  POSTHORN_SMTP_MAX_CONNECTIONS=$connections POSTHORN_WORKERS=$connections POSTHORN_CLAIM_BATCH_SIZE=50 \
+  POSTHORN_SMTP_MAX_CONNECTIONS=$connections POSTHORN_WORKERS=${WORKERS:-$((connections * 2))} POSTHORN_CLAIM_BATCH_SIZE=50 \
   "$bin" serve &
 server=$!
 while [[ "$(pg_psql -At "$url" -c "SELECT count(*) FROM messages WHERE status <> 'sent'")" != 0 ]]; do

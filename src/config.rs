@@ -181,7 +181,7 @@ impl Default for Config {
             smtp_timeout: Duration::from_secs(30),
             smtp_tls_ca_file: None,
             providers: BTreeMap::new(),
-            workers: 4,
+            workers: 8,
             claim_batch_size: 10,
             lease_duration: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),

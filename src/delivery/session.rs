@@ -203,7 +203,10 @@ async fn run(
 
     // From here on the upstream may have the message even if no reply arrives (RFC 1047).
     let data_timeout = timeout + Duration::from_millis((transaction.data.len() / 1024) as u64);
-    let final_reply = timed(data_timeout, connection.inner.message(transaction.data)).await;
+    let final_reply = match DataBlock::new(transaction.data) {
+        Some(block) => timed(data_timeout, connection.inner.command(block)).await,
+        None => timed(data_timeout, connection.inner.message(transaction.data)).await,
+    };
     let (class, reply) = match final_reply {
         Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
         Err(reply) if reply.code.is_none() => {
@@ -229,5 +232,55 @@ async fn run(
             recipients,
         },
         stale_candidate: false,
+    }
+}
+
+/// The message after DATA, dot-stuffed and terminated, written in one piece.
+///
+/// lettre writes the data and the terminating `.` in two writes; with Nagle's algorithm on, the second
+/// small write waits for the server's delayed ACK of the first (40 ms on Linux), capping a connection at
+/// about 25 messages per second. One write avoids that.
+struct DataBlock(String);
+
+impl DataBlock {
+    /// `None` when the data is not UTF-8 (lettre's own transfer is used then).
+    fn new(data: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut out = String::with_capacity(text.len() + text.len() / 64 + 8);
+        // RFC 5321 §4.5.2: a line that starts with a period gets one more. The data is CRLF-normalised,
+        // so every line starts at the beginning or after a CRLF.
+        for (index, line) in text.split("\r\n").enumerate() {
+            if index > 0 {
+                out.push_str("\r\n");
+            }
+            if line.starts_with('.') {
+                out.push('.');
+            }
+            out.push_str(line);
+        }
+        if !out.ends_with("\r\n") {
+            out.push_str("\r\n");
+        }
+        out.push_str(".\r\n");
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Display for DataBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataBlock;
+
+    #[test]
+    fn data_is_dot_stuffed_and_terminated_once() {
+        let block = DataBlock::new(b".a\r\nb\r\n..c\r\n.").unwrap();
+        assert_eq!(block.0, "..a\r\nb\r\n...c\r\n..\r\n.\r\n");
+        let ended = DataBlock::new(b"x\r\n").unwrap();
+        assert_eq!(ended.0, "x\r\n.\r\n");
     }
 }
