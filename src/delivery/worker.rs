@@ -20,7 +20,7 @@ use super::session::{Transaction, transact};
 use super::upstream::Upstream;
 use crate::metrics::Metrics;
 use crate::store::{
-    AttemptReport, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore,
+    AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore,
 };
 
 /// An upstream with its connection pool.
@@ -204,7 +204,7 @@ impl Worker {
                 tracing::warn!(domain = %first_domain(&job), %error, "delivery failed");
             }
         }
-        let report = AttemptReport {
+        let report = AttemptRecord {
             attempt: job.attempt,
             started_at,
             duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
@@ -229,7 +229,7 @@ impl Worker {
 
     /// Records the outcome, retrying briefly: the message has been handled, and losing the record
     /// would mean sending it again when the lease expires.
-    async fn record(&self, lease: JobLease, report: AttemptReport, disposition: Disposition) {
+    async fn record(&self, lease: JobLease, report: AttemptRecord, disposition: Disposition) {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
             match self

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use records::{
-    Accepted, AttemptRecord, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
+    Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
     EnqueueRequest, JobLease, MessageFilter, MessageRecord, MessageSummary, Page, RecipientResult,
 };
 
@@ -64,7 +64,7 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn record_outcome(
         &self,
         lease: JobLease,
-        attempt: AttemptReport,
+        attempt: AttemptRecord,
         disposition: Disposition,
     ) -> Result<bool, StoreError>;
 

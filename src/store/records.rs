@@ -89,7 +89,7 @@ pub struct MessageRecord {
     pub attempts: Vec<AttemptRecord>,
 }
 
-/// One delivery attempt and the reply that decided it.
+/// One delivery attempt and the reply that decided it, as recorded and as read back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// 1 for the first attempt.
@@ -177,29 +177,6 @@ pub struct ClaimedJob {
     pub pending_recipients: Option<Vec<String>>,
     /// The job was taken over from a lease that expired: an earlier attempt may have delivered it.
     pub reclaimed: bool,
-}
-
-/// One attempt, as recorded.
-#[derive(Debug, Clone)]
-pub struct AttemptReport {
-    /// The attempt number.
-    pub attempt: i32,
-    /// When it started.
-    pub started_at: OffsetDateTime,
-    /// How long it took.
-    pub duration_ms: i32,
-    /// The upstream.
-    pub provider: String,
-    /// `sent`, `transient`, `permanent` or `unknown`.
-    pub outcome: String,
-    /// The deciding reply code.
-    pub smtp_code: Option<i16>,
-    /// The enhanced status code.
-    pub enhanced_code: Option<String>,
-    /// The server's text.
-    pub response: Option<String>,
-    /// Per-recipient results.
-    pub recipients: Vec<RecipientResult>,
 }
 
 /// What becomes of a job after an attempt.

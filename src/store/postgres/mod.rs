@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, AttemptReport, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
+    Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
     EnqueueRequest, JobLease, MessageFilter, MessageRecord, Page,
 };
 use super::{MessageStore, StoreError};
@@ -277,7 +277,7 @@ impl MessageStore for PostgresStore {
     async fn record_outcome(
         &self,
         lease: JobLease,
-        attempt: AttemptReport,
+        attempt: AttemptRecord,
         disposition: Disposition,
     ) -> Result<bool, StoreError> {
         queue::record(&self.pool, lease, attempt, disposition).await

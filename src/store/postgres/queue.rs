@@ -14,7 +14,7 @@ use super::interval;
 use super::rows::{self, Body, Envelope};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
-use crate::store::records::{AttemptReport, CancelOutcome, ClaimedJob, Disposition, JobLease};
+use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
 
 /// The channel enqueues notify and workers listen on.
 pub(super) const CHANNEL: &str = "posthorn_jobs";
@@ -75,7 +75,7 @@ pub(super) async fn claim(
 pub(super) async fn record(
     pool: &PgPool,
     lease: JobLease,
-    attempt: AttemptReport,
+    attempt: AttemptRecord,
     disposition: Disposition,
 ) -> Result<bool, StoreError> {
     let (status, delay, recipients, error) = match &disposition {
