@@ -41,6 +41,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+step "Helm chart and Dockerfile checks (offline)"
+scripts/check-chart.sh
+scripts/check-dockerfile.sh
+
 step "cargo nextest run --workspace --all-targets --profile ci${*:+ $*}"
 cargo nextest run --workspace --all-targets --profile ci "$@"
 
