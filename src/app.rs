@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::config::Config;
-use crate::delivery::{Delivery, DeliverySettings, Provider, WorkerSettings};
+use crate::config::{Config, Profile, TokenSecret};
+use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport, WorkerSettings};
 use crate::domain::Limits;
 use crate::metrics::Metrics;
 use crate::store::postgres::{PoolSettings, PostgresStore};
+use crate::store::sqlite::SqliteStore;
 use crate::store::{SharedStore, StoreError};
 
 /// How often migrations are retried while the database is unreachable at start.
@@ -32,7 +33,7 @@ pub struct Application {
     store: SharedStore,
     config: Config,
     metrics: Metrics,
-    providers: Vec<Provider>,
+    transport: Option<Transport>,
     migrated: bool,
     shutdown: CancellationToken,
 }
@@ -43,7 +44,20 @@ impl Application {
     ///
     /// A database that cannot be reached yet does not stop the start: the API serves (`/readyz` says
     /// 503) while migrations are retried in the background, and workers start once they are applied.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    ///
+    /// In the development profile, a missing token key is taken from (or generated into) the data
+    /// directory, and a missing database URL means the embedded database there.
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        match config.resolve_token_secret()? {
+            TokenSecret::Configured => {}
+            TokenSecret::FromDataDir(path) => {
+                tracing::info!(path = %path.display(), "using the token secret in the data directory");
+            }
+            TokenSecret::Generated(path) => tracing::info!(
+                path = %path.display(),
+                "generated a token secret (mode 0600); `posthorn token` run from this directory signs with it"
+            ),
+        }
         let store = open_store(&config)?;
         let mut app = Self::build_with_store(config, store)?;
         match app.store.migrate().await {
@@ -83,6 +97,7 @@ impl Application {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let transport = choose_transport(&config, &providers);
         let state = web::Data::new(AppState {
             store: store.clone(),
             authenticator: Arc::new(authenticator),
@@ -111,7 +126,7 @@ impl Application {
             store,
             config,
             metrics,
-            providers,
+            transport,
             migrated: true,
             shutdown: CancellationToken::new(),
         })
@@ -137,15 +152,10 @@ impl Application {
             self.config.idempotency_retention,
             self.shutdown.clone(),
         ));
-        if self.providers.is_empty() {
-            tracing::warn!(
-                "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and stay queued"
-            );
-        }
         let grace = self.config.shutdown_grace;
         let delivery = tokio::spawn(run_delivery(
             self.store.clone(),
-            self.providers.first().cloned(),
+            self.transport.clone(),
             DeliverySettings {
                 workers: self.config.workers,
                 worker: WorkerSettings {
@@ -182,7 +192,7 @@ impl Application {
 #[allow(clippy::too_many_arguments)]
 async fn run_delivery(
     store: SharedStore,
-    provider: Option<Provider>,
+    transport: Option<Transport>,
     settings: DeliverySettings,
     metrics: Metrics,
     needs_migration: bool,
@@ -204,10 +214,10 @@ async fn run_delivery(
             }
         }
     }
-    let Some(provider) = provider else {
+    let Some(transport) = transport else {
         return;
     };
-    let delivery = Delivery::start(store, provider, settings, metrics);
+    let delivery = Delivery::start(store, transport, settings, metrics);
     stop.cancelled().await;
     delivery.shutdown(grace).await;
 }
@@ -216,11 +226,28 @@ async fn stop(handle: ServerHandle) {
     handle.stop(true).await;
 }
 
-/// Opens the store the configuration names.
+/// Opens the store the configuration names: PostgreSQL for `postgres://`, SQLite for `sqlite:`, and
+/// without a URL the embedded database in the data directory.
 pub fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    let url = config.require_database_url()?;
+    let url = config.database_url_or_embedded();
+    if url.expose().starts_with("sqlite:") {
+        if config.database_url.is_none() {
+            let data_dir = config.data_dir();
+            data_dir.create()?;
+            tracing::info!(
+                data_dir = %data_dir.display_path().display(),
+                "using the embedded database in the data directory (set POSTHORN_DATABASE_URL=postgres://... for PostgreSQL)"
+            );
+        }
+        let store = SqliteStore::connect(
+            url.expose(),
+            config.idempotency_retention,
+            config.database_acquire_timeout,
+        )?;
+        return Ok(Arc::new(store));
+    }
     let store = PostgresStore::connect(
-        url,
+        &url,
         &PoolSettings {
             max_connections: config.database_max_connections,
             acquire_timeout: config.database_acquire_timeout,
@@ -228,6 +255,30 @@ pub fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
         },
     )?;
     Ok(Arc::new(store))
+}
+
+/// The first configured upstream; without one, the outbox in development and nothing in production.
+fn choose_transport(config: &Config, providers: &[Provider]) -> Option<Transport> {
+    if let Some(provider) = providers.first() {
+        return Some(Transport::Smtp(provider.clone()));
+    }
+    match config.profile {
+        Profile::Development => {
+            let outbox = config.data_dir().outbox();
+            tracing::warn!(
+                outbox = %outbox.display(),
+                "no SMTP upstream configured: messages are written to the outbox as .eml files; set \
+                 POSTHORN_SMTP_URL (e.g. smtp://user:password@smtp.example.com:587?tls=required) to deliver them"
+            );
+            Some(Transport::Outbox(Outbox::new(outbox)))
+        }
+        Profile::Production => {
+            tracing::warn!(
+                "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and wait in the queue"
+            );
+            None
+        }
+    }
 }
 
 fn limits(config: &Config) -> Limits {

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
 use crate::auth::{Authenticator, Scope};
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::telemetry;
 
 /// posthorn: a transactional email HTTP gateway.
@@ -86,6 +86,10 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
+    // The same key `serve` uses: configured, or the data directory's (generated if needed).
+    let mut config = config.clone();
+    config.resolve_token_secret()?;
+    let config = &config;
     let scopes = args
         .scope
         .iter()
@@ -103,13 +107,28 @@ fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
 
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let authenticator = Authenticator::from_config(config)?;
-    config.require_database_url()?;
-    if !authenticator.has_keys() {
-        anyhow::bail!("invalid configuration: POSTHORN_JWT_SECRET: no token key is configured");
-    }
+    let token_key = if authenticator.has_keys() {
+        "configured".to_owned()
+    } else if config.profile == Profile::Production {
+        anyhow::bail!(
+            "invalid configuration: POSTHORN_JWT_SECRET: the production profile needs an explicit token key"
+        );
+    } else {
+        format!("from {}", config.data_dir().secret_path().display())
+    };
     println!("configuration is valid");
+    println!("  profile:         {:?}", config.profile);
+    println!("  token key:       {token_key}");
     println!("  listen:          {}", config.listen);
-    println!("  database:        configured");
+    let database = if config.database_url.is_some() {
+        "configured".to_owned()
+    } else {
+        format!(
+            "embedded, in {}",
+            config.data_dir().display_path().display()
+        )
+    };
+    println!("  database:        {database}");
     println!(
         "  smtp upstream:   {}",
         if config.smtp_url.is_some() {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 pub use secret::Secret;
 
+use crate::data_dir::DataDir;
 use crate::delivery::{RetryPolicy, Upstream};
 
 /// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
@@ -26,7 +27,13 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// `postgres://` URL of the queue database.
+    /// `development` (the default: generated secret, embedded database, local outbox) or `production`
+    /// (every secret must be given explicitly).
+    pub profile: Profile,
+    /// Where the embedded database, a generated token secret and the local outbox live.
+    pub data_dir: PathBuf,
+    /// The queue database: `postgres://...` for PostgreSQL, `sqlite://path` for the embedded engine;
+    /// unset means the embedded database in the data directory.
     pub database_url: Option<Secret>,
     /// Connections in the database pool of this process.
     pub database_max_connections: u32,
@@ -152,6 +159,28 @@ pub struct CallerConfig {
     pub sender_domains: Vec<String>,
 }
 
+/// Where the token key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// `POSTHORN_JWT_SECRET` or `jwt_keys`.
+    Configured,
+    /// Read from this file in the data directory.
+    FromDataDir(PathBuf),
+    /// Generated into this file just now.
+    Generated(PathBuf),
+}
+
+/// How strict the defaults are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Friendly defaults: a token secret is generated, mail goes to a local outbox without an upstream.
+    Development,
+    /// Nothing is generated or assumed: a token key must be configured, and without an upstream
+    /// messages wait in the queue.
+    Production,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +197,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            profile: Profile::Development,
+            data_dir: PathBuf::from("posthorn-data"),
             database_url: None,
             database_max_connections: 10,
             database_acquire_timeout: Duration::from_secs(5),
@@ -284,10 +315,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.database_url {
             let url = url.expose();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
                 return Err(ConfigError::invalid(
                     "POSTHORN_DATABASE_URL",
-                    "must be a postgres:// URL",
+                    "must be a postgres:// or sqlite:// URL",
                 ));
             }
         }
@@ -362,11 +396,42 @@ impl Config {
         Ok(())
     }
 
-    /// The database URL, or an error naming the variable that sets it.
-    pub fn require_database_url(&self) -> Result<&Secret, ConfigError> {
-        self.database_url.as_ref().ok_or_else(|| {
-            ConfigError::invalid("POSTHORN_DATABASE_URL", "is required (a postgres:// URL)")
+    /// The database URL: the configured one, or the embedded database in the data directory.
+    pub fn database_url_or_embedded(&self) -> Secret {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| Secret::new(self.data_dir().database_url()))
+    }
+
+    /// Makes sure a token key is configured. Without an explicit one, the development profile uses the
+    /// secret in the data directory (generated on first use); the production profile refuses.
+    pub fn resolve_token_secret(&mut self) -> Result<TokenSecret, ConfigError> {
+        if self.jwt_secret.is_some() || !self.jwt_keys.is_empty() {
+            return Ok(TokenSecret::Configured);
+        }
+        if self.profile == Profile::Production {
+            return Err(ConfigError::invalid(
+                "POSTHORN_JWT_SECRET",
+                "the production profile needs an explicit token key (POSTHORN_JWT_SECRET or jwt_keys)",
+            ));
+        }
+        let data_dir = self.data_dir();
+        let (secret, generated) = data_dir
+            .token_secret(true)
+            .map_err(|error| ConfigError::invalid("POSTHORN_DATA_DIR", error.to_string()))?
+            .ok_or_else(|| ConfigError::invalid("POSTHORN_DATA_DIR", "no token secret"))?;
+        self.jwt_secret = Some(secret);
+        let path = data_dir.secret_path();
+        Ok(if generated {
+            TokenSecret::Generated(path)
+        } else {
+            TokenSecret::FromDataDir(path)
         })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod delivery;
 pub mod domain;
 pub mod metrics;

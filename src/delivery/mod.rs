@@ -5,6 +5,7 @@ mod outcome;
 mod pool;
 mod retry;
 mod session;
+mod transport;
 mod upstream;
 mod worker;
 
@@ -18,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 pub use compose::{Composition, compose};
 pub use outcome::{OutcomeClass, Reply};
 pub use retry::RetryPolicy;
+pub use transport::{Outbox, Provider, Transport};
 pub use upstream::{TlsMode, Upstream, UpstreamError};
-pub use worker::{HeldLeases, Provider, WorkerSettings};
+pub use worker::{HeldLeases, WorkerSettings};
 
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
@@ -68,10 +70,11 @@ impl Delivery {
     /// Starts the notification listener and the workers.
     pub fn start(
         store: SharedStore,
-        provider: Provider,
+        transport: Transport,
         settings: DeliverySettings,
         metrics: Metrics,
     ) -> Self {
+        let settings_workers = settings.workers.max(1);
         let stop = CancellationToken::new();
         let wake = Arc::new(Notify::new());
         let held = Arc::new(HeldLeases::default());
@@ -83,7 +86,7 @@ impl Delivery {
         });
         let worker = Arc::new(worker::Worker {
             store: store.clone(),
-            provider: provider.clone(),
+            transport: transport.clone(),
             policy: settings.retry,
             settings: settings.worker,
             metrics,
@@ -94,19 +97,32 @@ impl Delivery {
         for _ in 0..settings.workers.max(1) {
             workers.spawn(worker.clone().run(stop.clone()));
         }
-        tracing::info!(
-            workers = settings.workers.max(1),
-            upstream = %provider.upstream,
-            max_connections = provider.upstream.max_connections,
-            "delivery started"
-        );
+        let providers = match &transport {
+            Transport::Smtp(provider) => {
+                tracing::info!(
+                    workers = settings_workers,
+                    upstream = %provider.upstream,
+                    max_connections = provider.upstream.max_connections,
+                    "delivery started"
+                );
+                vec![provider.clone()]
+            }
+            Transport::Outbox(outbox) => {
+                tracing::info!(
+                    workers = settings_workers,
+                    outbox = %outbox.dir().display(),
+                    "delivery started: messages are written to the outbox"
+                );
+                Vec::new()
+            }
+        };
         Self {
             workers,
             listener,
             stop,
             held,
             store,
-            providers: vec![provider],
+            providers,
         }
     }
 

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use deadpool::managed::{Object, PoolError};
 use lettre::Address;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -14,23 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::compose::{Composition, compose};
 use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
-use super::pool::{SmtpManager, SmtpPool};
 use super::retry::RetryPolicy;
-use super::session::{Transaction, transact};
-use super::upstream::Upstream;
+use super::session::Transaction;
+use super::transport::Transport;
 use crate::metrics::Metrics;
 use crate::store::{
     AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore,
 };
-
-/// An upstream with its connection pool.
-#[derive(Clone)]
-pub struct Provider {
-    /// Where and how to connect.
-    pub upstream: Arc<Upstream>,
-    /// Its connections.
-    pub pool: SmtpPool,
-}
 
 /// How workers claim.
 #[derive(Debug, Clone)]
@@ -72,7 +61,7 @@ impl HeldLeases {
 /// Everything a worker needs; shared by all workers of a process.
 pub struct Worker {
     pub(super) store: SharedStore,
-    pub(super) provider: Provider,
+    pub(super) transport: Transport,
     pub(super) policy: RetryPolicy,
     pub(super) settings: WorkerSettings,
     pub(super) metrics: Metrics,
@@ -122,7 +111,7 @@ impl Worker {
                 // while this one still talks to the upstream. The first job always fits (the
                 // configuration demands a lease of at least six timeouts); later ones are given back
                 // when too little of the lease is left.
-                let needed = self.provider.upstream.timeout * 3;
+                let needed = self.transport.timeout() * 3;
                 let out_of_lease = index > 0 && claimed_at.elapsed() + needed > self.settings.lease;
                 if stop.is_cancelled() || out_of_lease {
                     let rest: Vec<JobLease> = std::iter::once(job.lease)
@@ -154,7 +143,7 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(message_id = %job.lease.id, attempt = job.attempt))]
     async fn deliver(&self, job: ClaimedJob) {
-        let provider = self.provider.upstream.name.clone();
+        let provider = self.transport.name().to_owned();
         if job.reclaimed {
             // The previous holder's lease expired mid-attempt: it may have delivered already.
             self.metrics.possible_duplicates.inc();
@@ -326,37 +315,7 @@ impl Worker {
             recipients: &recipients,
             data: &data,
         };
-        let timeout = self.provider.upstream.timeout;
-        // One immediate retry on a fresh connection when a pooled one turns out to be closed.
-        for _ in 0..2 {
-            let mut connection = match self.connection().await {
-                Ok(connection) => connection,
-                Err(reply) => return AttemptOutcome::whole(OutcomeClass::Transient, reply),
-            };
-            let result = transact(&mut connection, &transaction, timeout).await;
-            if connection.broken {
-                // Out of the pool at once: the slot is freed and the socket closed.
-                drop(Object::take(connection));
-            }
-            if result.stale {
-                continue;
-            }
-            return result.outcome;
-        }
-        AttemptOutcome::whole(
-            OutcomeClass::Transient,
-            Reply::none("the upstream closed the connection"),
-        )
-    }
-
-    async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {
-        let wait = self.provider.upstream.timeout * 2;
-        match tokio::time::timeout(wait, self.provider.pool.get()).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(PoolError::Backend(error))) => Err(error.0),
-            Ok(Err(error)) => Err(Reply::none(format!("no SMTP connection: {error}"))),
-            Err(_) => Err(Reply::none("timed out waiting for an SMTP connection")),
-        }
+        self.transport.send(job.lease.id, &transaction).await
     }
 }
 

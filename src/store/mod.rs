@@ -1,9 +1,11 @@
 //! The queue. A [`MessageStore`] is the only place that knows how messages are kept; all SQL lives in
 //! its implementations.
 
+mod content;
 mod error;
 pub mod postgres;
 mod records;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,6 +21,7 @@ use super::records::{
 use super::{MessageStore, StoreError};
 use crate::config::Secret;
 use crate::domain::MessageStatus;
+use crate::store::content;
 
 /// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
 /// older replicas keep running during a rolling upgrade (migrations only ever add).
@@ -156,7 +157,7 @@ impl MessageStore for PostgresStore {
             return Ok(outcome);
         }
         let message = &request.message;
-        let (envelope, body) = rows::split_content(&message.content)?;
+        let (envelope, body) = content::split_content(&message.content)?;
         // Insert and, when the message is due now, notify listening workers; the notification is
         // delivered at commit, so a worker never wakes for a row it cannot see yet.
         sqlx::query(

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::interval;
-use super::rows::{self, Body, Envelope};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
+use crate::store::content::{self, Body, Envelope};
 use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
 
 /// The channel enqueues notify and workers listen on.
@@ -63,7 +63,7 @@ pub(super) async fn claim(
                 },
                 attempt: row.try_get("attempt_count")?,
                 message_id: row.try_get("message_id")?,
-                content: rows::join_content(envelope, body),
+                content: content::join_content(envelope, body),
                 created_at: row.try_get("created_at")?,
                 pending_recipients: row.try_get("pending_recipients")?,
                 reclaimed: prior == MessageStatus::Sending.as_str(),

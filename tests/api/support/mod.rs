@@ -34,9 +34,17 @@ pub struct TestApp {
 }
 
 /// The configuration tests start from: port 0, the test secret, a test database.
+///
+/// The production profile: without an upstream, messages wait in the queue (no outbox), and nothing is
+/// generated into a data directory.
 pub fn test_config(database: &TestDatabase) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("valid address"),
+        profile: posthorn::config::Profile::Production,
+        data_dir: std::env::temp_dir().join(format!(
+            "posthorn-test-data-{}",
+            uuid::Uuid::new_v4().simple()
+        )),
         database_url: Some(Secret::new(database.url())),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         shutdown_grace: Duration::from_secs(2),

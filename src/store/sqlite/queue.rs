@@ -1,0 +1,229 @@
+//! The claim path on SQLite: every statement here runs on the single writer connection.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+use uuid::Uuid;
+
+use super::rows::{self, now, parse_uuid};
+use crate::domain::MessageStatus;
+use crate::store::StoreError;
+use crate::store::content::{self, Body, Envelope};
+use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let token = Uuid::now_v7();
+    let now = now();
+    let mut tx = pool.begin().await?;
+    let due: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, status FROM messages
+          WHERE status IN ('queued', 'sending') AND due_at <= ?
+          ORDER BY due_at
+          LIMIT ?",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut jobs = Vec::with_capacity(due.len());
+    for (id, prior) in due {
+        let row = sqlx::query(
+            "UPDATE messages
+                SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
+                    due_at = ?, updated_at = ?
+              WHERE id = ?
+             RETURNING id, attempt_count, message_id, envelope, body, created_at, pending_recipients",
+        )
+        .bind(token.to_string())
+        .bind(now + micros(lease))
+        .bind(now)
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
+        let body: Body = serde_json::from_str(&row.try_get::<String, _>("body")?)?;
+        let pending: Option<String> = row.try_get("pending_recipients")?;
+        jobs.push(ClaimedJob {
+            lease: JobLease {
+                id: parse_uuid(&id)?,
+                token,
+            },
+            attempt: row.try_get("attempt_count")?,
+            message_id: row.try_get("message_id")?,
+            content: content::join_content(envelope, body),
+            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(row.try_get::<i64, _>("created_at")?) * 1000,
+            )
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            pending_recipients: pending
+                .map(|text| serde_json::from_str(&text))
+                .transpose()?,
+            reclaimed: prior == MessageStatus::Sending.as_str(),
+        });
+    }
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+pub(super) async fn record(
+    pool: &SqlitePool,
+    lease: JobLease,
+    attempt: AttemptRecord,
+    disposition: Disposition,
+) -> Result<bool, StoreError> {
+    let now = now();
+    let (status, due_at, recipients, error) = match &disposition {
+        Disposition::Sent => (MessageStatus::Sent, None, None, None),
+        Disposition::Retry {
+            delay,
+            recipients,
+            error,
+        } => (
+            MessageStatus::Queued,
+            Some(now + micros(*delay)),
+            recipients.as_ref().map(serde_json::to_string).transpose()?,
+            Some(error.as_str()),
+        ),
+        Disposition::Failed { error } => (MessageStatus::Failed, None, None, Some(error.as_str())),
+    };
+    let finished = matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
+    let mut tx = pool.begin().await?;
+    // Fenced by the lease token: a worker whose lease was taken over records nothing.
+    let updated = sqlx::query(
+        "UPDATE messages
+            SET status = ?, lease_token = NULL, updated_at = ?, due_at = COALESCE(?, due_at),
+                pending_recipients = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,
+                finished_at = ?, last_error = ?
+          WHERE id = ? AND lease_token = ?",
+    )
+    .bind(status.as_str())
+    .bind(now)
+    .bind(due_at)
+    .bind(recipients)
+    .bind(status.as_str())
+    .bind(now)
+    .bind(finished)
+    .bind(error)
+    .bind(lease.id.to_string())
+    .bind(lease.token.to_string())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO delivery_attempts
+            (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code,
+             response, recipients)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (message_id, attempt) DO NOTHING",
+    )
+    .bind(lease.id.to_string())
+    .bind(attempt.attempt)
+    .bind(rows::micros(attempt.started_at))
+    .bind(attempt.duration_ms)
+    .bind(&attempt.provider)
+    .bind(&attempt.outcome)
+    .bind(attempt.smtp_code)
+    .bind(&attempt.enhanced_code)
+    .bind(&attempt.response)
+    .bind(serde_json::to_string(&attempt.recipients)?)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn release(pool: &SqlitePool, leases: &[JobLease]) -> Result<u64, StoreError> {
+    let now = now();
+    let mut released = 0;
+    let mut tx = pool.begin().await?;
+    for lease in leases {
+        released += sqlx::query(
+            "UPDATE messages
+                SET status = 'queued', lease_token = NULL, due_at = ?, updated_at = ?,
+                    attempt_count = max(attempt_count - 1, 0)
+              WHERE id = ? AND lease_token = ? AND status = 'sending'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(lease.id.to_string())
+        .bind(lease.token.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(released)
+}
+
+pub(super) async fn cancel(
+    pool: &SqlitePool,
+    owner: Option<&str>,
+    id: Uuid,
+) -> Result<CancelOutcome, StoreError> {
+    let now = now();
+    let cancelled = sqlx::query(
+        "UPDATE messages SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_token = NULL
+          WHERE id = ? AND (? IS NULL OR caller = ?) AND status = 'queued'",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(id.to_string())
+    .bind(owner)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    if cancelled.rows_affected() > 0 {
+        return Ok(CancelOutcome::Cancelled);
+    }
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM messages WHERE id = ? AND (? IS NULL OR caller = ?)",
+    )
+    .bind(id.to_string())
+    .bind(owner)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match status {
+        None => CancelOutcome::NotFound,
+        Some(text) => CancelOutcome::TooLate(text.parse().map_err(
+            |error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()),
+        )?),
+    })
+}
+
+pub(super) async fn depth(pool: &SqlitePool) -> Result<Vec<(&'static str, i64)>, StoreError> {
+    let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+        "SELECT status, due_at > ? AS later, count(*) FROM messages
+          WHERE status IN ('queued', 'sending') GROUP BY 1, 2",
+    )
+    .bind(now())
+    .fetch_all(pool)
+    .await?;
+    let mut queued = 0;
+    let mut scheduled = 0;
+    let mut sending = 0;
+    for (status, later, count) in rows {
+        match (status.as_str(), later) {
+            ("queued", false) => queued += count,
+            ("queued", true) => scheduled += count,
+            _ => sending += count,
+        }
+    }
+    Ok(vec![
+        ("queued", queued),
+        ("scheduled", scheduled),
+        ("sending", sending),
+    ])
+}
