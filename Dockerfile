@@ -45,7 +45,10 @@ LABEL org.opencontainers.image.title="posthorn" \
 COPY --from=build /src/target/release/posthorn /usr/local/bin/posthorn
 
 USER nonroot:nonroot
+# The embedded default (`docker run` with no configuration) keeps its data here: mount a volume on it
+# to keep the queue, the generated token secret and the outbox across containers.
+WORKDIR /home/nonroot
 EXPOSE 8080
-ENV POSTHORN_LISTEN=0.0.0.0:8080 POSTHORN_LOG_FORMAT=json
+ENV POSTHORN_LISTEN=0.0.0.0:8080 POSTHORN_LOG_FORMAT=json POSTHORN_DATA_DIR=/home/nonroot/posthorn-data
 ENTRYPOINT ["/usr/local/bin/posthorn"]
 CMD ["serve"]

@@ -48,6 +48,11 @@ scripts/check-dockerfile.sh
 step "cargo nextest run --workspace --all-targets --profile ci${*:+ $*}"
 cargo nextest run --workspace --all-targets --profile ci "$@"
 
+# The black-box tests again on the embedded store. The store conformance suite already ran against
+# both stores above; tests of PostgreSQL itself end early on this pass.
+step "POSTHORN_TEST_BACKEND=sqlite cargo nextest run --test api --profile ci (the embedded store)"
+POSTHORN_TEST_BACKEND=sqlite cargo nextest run --test api --profile ci -E 'not test(/^store::/)' "$@"
+
 if [[ "${POSTHORN_SKIP_CONTRACT:-0}" == 1 ]]; then
   step "contract test skipped (POSTHORN_SKIP_CONTRACT=1)"
 else

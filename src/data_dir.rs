@@ -93,8 +93,14 @@ impl DataDir {
                 }
                 self.create()?;
                 let secret = random_hex(32);
-                write_private(&path, secret.as_bytes()).map_err(Self::io(&path))?;
-                Ok(Some((Secret::new(secret), true)))
+                match write_private(&path, secret.as_bytes()) {
+                    Ok(()) => Ok(Some((Secret::new(secret), true))),
+                    // Another process (`serve` and `token` started together) wrote it first.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        self.token_secret(false)
+                    }
+                    Err(error) => Err(Self::io(&path)(error)),
+                }
             }
             Err(error) => Err(Self::io(&path)(error)),
         }

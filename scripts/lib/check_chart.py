@@ -277,6 +277,7 @@ def check_deployment(rel: Release) -> str:
     data = rel.configmap()["data"]
     assert data.get("POSTHORN_SHUTDOWN_GRACE") == f"{grace}s", data.get("POSTHORN_SHUTDOWN_GRACE")
     assert data.get("POSTHORN_LISTEN") == "0.0.0.0:8080", data.get("POSTHORN_LISTEN")
+    assert data.get("POSTHORN_PROFILE") == "production", data.get("POSTHORN_PROFILE")
     assert data.get("POSTHORN_LOG_FORMAT") == values["config"].get("POSTHORN_LOG_FORMAT", "json")
     for key, value in values["config"].items():
         if value is not None and value != "":

@@ -39,6 +39,7 @@ async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Server {
         .env("POSTHORN_RETRY_INITIAL_DELAY", "200ms")
         .env("POSTHORN_WORKERS", "2")
         .env("POSTHORN_LOG", "warn")
+        .env("POSTHORN_PROFILE", "production")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -113,13 +114,11 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     );
 
     let server = start(&database, &smtp).await;
-    let mut db = database.connect().await;
     let mut unsent = TOTAL as i64;
     for _ in 0..400 {
-        unsent = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+        unsent = database
+            .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+            .await;
         if unsent == 0 {
             break;
         }
@@ -130,10 +129,32 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
         "every accepted message is delivered after the restart"
     );
 
-    let message_ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM messages")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
+    // Every message's Message-ID as the API shows it.
+    let mut message_ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/messages?limit=200", server.address);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: serde_json::Value = client
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            message_ids.push(item["message_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(message_ids.len(), TOTAL);
     let received = smtp.received();
     for message_id in &message_ids {
         let copies = received

@@ -87,23 +87,62 @@ async fn ensure_template(admin: &mut PgConnection) -> String {
     template
 }
 
-/// A database that exists for one test.
+/// Which store the black-box tests run against: `POSTHORN_TEST_BACKEND=sqlite` selects the embedded
+/// store; anything else (the default) PostgreSQL.
+pub fn is_postgres() -> bool {
+    !matches!(
+        std::env::var("POSTHORN_TEST_BACKEND").as_deref(),
+        Ok("sqlite")
+    )
+}
+
+/// A database that exists for one test: a PostgreSQL database cloned from the migrated template, or
+/// an SQLite file in a temporary directory.
 pub struct TestDatabase {
     name: Option<String>,
+    sqlite: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {
-    /// Creates a migrated database.
+    /// Creates a migrated database on the selected backend.
     pub async fn create() -> Self {
+        if !is_postgres() {
+            let database = Self::create_sqlite();
+            let store = posthorn::store::sqlite::SqliteStore::connect(
+                &database.url(),
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::from_secs(5),
+            )
+            .expect("open SQLite");
+            posthorn::store::MessageStore::migrate(&store)
+                .await
+                .expect("migrate SQLite");
+            return database;
+        }
+        Self::create_postgres().await
+    }
+
+    /// Creates a migrated PostgreSQL database, whatever backend is selected.
+    pub async fn create_postgres() -> Self {
         let mut admin = admin().await;
         let template = ensure_template(&mut admin).await;
         Self::create_from(&mut admin, Some(&template)).await
     }
 
-    /// Creates an empty database (no schema).
+    /// Creates an empty database (no schema) on the selected backend.
     pub async fn create_empty() -> Self {
+        if !is_postgres() {
+            return Self::create_sqlite();
+        }
         let mut admin = admin().await;
         Self::create_from(&mut admin, None).await
+    }
+
+    fn create_sqlite() -> Self {
+        Self {
+            name: None,
+            sqlite: Some(tempfile::tempdir().expect("temp dir")),
+        }
     }
 
     async fn create_from(admin: &mut PgConnection, template: Option<&str>) -> Self {
@@ -117,35 +156,90 @@ impl TestDatabase {
         loop {
             match admin.execute(statement.as_str()).await {
                 Ok(_) => break,
-                Err(error) if attempts < 50 => {
+                Err(_) if attempts < 50 => {
                     attempts += 1;
-                    let _ = error;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 Err(error) => panic!("creating test database: {error}"),
             }
         }
-        Self { name: Some(name) }
+        Self {
+            name: Some(name),
+            sqlite: None,
+        }
     }
 
     /// The database's URL.
     pub fn url(&self) -> String {
-        with_database(&admin_url(), self.name.as_deref().unwrap_or("postgres"))
+        match &self.sqlite {
+            Some(dir) => format!("sqlite://{}", dir.path().join("posthorn.db").display()),
+            None => with_database(&admin_url(), self.name.as_deref().unwrap_or("postgres")),
+        }
     }
 
     /// Moves the database out, so it outlives this handle.
     pub fn take(&mut self) -> TestDatabase {
         TestDatabase {
             name: self.name.take(),
+            sqlite: self.sqlite.take(),
         }
     }
 
-    /// A direct connection, for assertions about what is stored.
+    /// A direct PostgreSQL connection, for tests of PostgreSQL itself (see [`crate::postgres_only`]).
     pub async fn connect(&self) -> PgConnection {
+        assert!(
+            self.sqlite.is_none(),
+            "a PostgreSQL-only test ran on SQLite"
+        );
         PgConnection::connect(&self.url())
             .await
             .expect("connect test database")
     }
+
+    /// The first column of the first row of `sql`, on either backend. Use portable SQL (no parameters).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        match &self.sqlite {
+            Some(_) => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("connect SQLite");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("query")
+            }
+            None => sqlx::query_scalar(sql)
+                .fetch_one(&mut self.connect().await)
+                .await
+                .expect("query"),
+        }
+    }
+
+    /// Runs a portable statement (no parameters) on either backend.
+    pub async fn execute(&self, sql: &str) {
+        match &self.sqlite {
+            Some(_) => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url())
+                    .await
+                    .expect("connect SQLite");
+                connection.execute(sql).await.expect("statement");
+            }
+            None => {
+                self.connect().await.execute(sql).await.expect("statement");
+            }
+        }
+    }
+}
+
+/// Ends a test early on the SQLite pass: it checks something only PostgreSQL has.
+#[macro_export]
+macro_rules! postgres_only {
+    () => {
+        if !$crate::support::database::is_postgres() {
+            eprintln!("checks PostgreSQL itself: not run on the SQLite pass");
+            return;
+        }
+    };
 }
 
 impl Drop for TestDatabase {
