@@ -13,5 +13,6 @@ mod idempotency;
 mod interop;
 mod messages;
 mod ops;
+mod replicas;
 mod send;
 mod store;

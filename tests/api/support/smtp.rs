@@ -38,6 +38,8 @@ pub struct Received {
     pub raw: Vec<u8>,
     /// The MAIL FROM line's parameters (SMTPUTF8, BODY=8BITMIME ...).
     pub mail_parameters: String,
+    /// The name the client gave in EHLO.
+    pub helo: String,
 }
 
 impl Received {
@@ -229,6 +231,7 @@ impl SmtpServer {
             return Ok(());
         }
         let mut from = String::new();
+        let mut helo = String::new();
         let mut parameters = String::new();
         let mut to = Vec::new();
         let mut line = String::new();
@@ -259,6 +262,7 @@ impl SmtpServer {
             let script = self.state.lock().unwrap().script.clone();
             match verb.as_str() {
                 "EHLO" | "HELO" => {
+                    helo = command[4..].trim().to_owned();
                     let mut reply =
                         String::from("250-test.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
                     if script.smtputf8 {
@@ -343,6 +347,7 @@ impl SmtpServer {
                         to: to.clone(),
                         raw,
                         mail_parameters: parameters.clone(),
+                        helo: helo.clone(),
                     };
                     // The server has the message once the dot arrived, whatever it answers or not;
                     // record accepted and unanswered ones (the duplicate window).

@@ -1,0 +1,162 @@
+//! Several replicas on one PostgreSQL database: they start together on an empty database, share the
+//! queue, and deliver every message exactly once between them.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use posthorn::auth::Scope;
+use serde_json::{Value, json};
+
+use crate::support::peers::free_port;
+use crate::support::smtp::{Script, SmtpServer};
+use crate::support::{JWT_SECRET, TestDatabase, valid_message};
+
+struct Replica {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(database: &TestDatabase, smtp: &SmtpServer, name: &str) -> Replica {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("POSTHORN_PROFILE", "production")
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        // The EHLO name tells the SMTP server which replica delivered a message.
+        .env("POSTHORN_SMTP_URL", format!("{}?ehlo={name}", smtp.url()))
+        .env("POSTHORN_SMTP_TIMEOUT", "2s")
+        .env("POSTHORN_POLL_INTERVAL", "200ms")
+        .env("POSTHORN_WORKERS", "2")
+        .env("POSTHORN_CLAIM_BATCH_SIZE", "2")
+        .env("POSTHORN_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start posthorn");
+    Replica {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(replica: &Replica) {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(response) = client
+            .get(format!("{}/readyz", replica.address))
+            .send()
+            .await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica at {} did not become ready", replica.address);
+}
+
+fn token(scopes: &[Scope]) -> String {
+    let config = posthorn::config::Config {
+        jwt_secret: Some(posthorn::config::Secret::new(JWT_SECRET)),
+        ..posthorn::config::Config::default()
+    };
+    posthorn::auth::Authenticator::from_config(&config)
+        .unwrap()
+        .mint("replicas", scopes, Duration::from_secs(600), None)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
+    crate::postgres_only!();
+    // An empty database: the three replicas race to migrate it.
+    let database = TestDatabase::create_empty().await;
+    let smtp = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(20),
+        ..Script::default()
+    })
+    .await;
+    let replicas: Vec<Replica> = ["replica-a", "replica-b", "replica-c"]
+        .iter()
+        .map(|name| start(&database, &smtp, name))
+        .collect();
+    for replica in &replicas {
+        wait_ready(replica).await;
+    }
+    let send = token(&[Scope::Send]);
+    let client = reqwest::Client::new();
+    const TOTAL: usize = 90;
+    let mut posts = Vec::new();
+    for i in 0..TOTAL {
+        let url = format!("{}/send", replicas[i % 3].address);
+        let client = client.clone();
+        let send = send.clone();
+        posts.push(tokio::spawn(async move {
+            let mut body = valid_message();
+            body["subject"] = json!(format!("replicated {i}"));
+            let response = client
+                .post(url)
+                .bearer_auth(send)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+        }));
+    }
+    for post in posts {
+        post.await.unwrap();
+    }
+    let received = smtp.wait_for(TOTAL, Duration::from_secs(60)).await;
+    // Let any stray duplicate arrive before counting.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let received = if smtp.received().len() > received.len() {
+        smtp.received()
+    } else {
+        received
+    };
+    let ids: HashSet<_> = received
+        .iter()
+        .map(|mail| mail.header("Message-ID"))
+        .collect();
+    assert_eq!(received.len(), TOTAL, "every message exactly once");
+    assert_eq!(ids.len(), TOTAL);
+
+    let mut by_replica: HashMap<String, usize> = HashMap::new();
+    for mail in &received {
+        *by_replica.entry(mail.helo.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        by_replica.len(),
+        3,
+        "every replica delivered some: {by_replica:?}"
+    );
+
+    let admin = token(&[Scope::Admin]);
+    let page: Value = client
+        .get(format!(
+            "{}/v1/messages?status=sent&limit=200",
+            replicas[0].address
+        ))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), TOTAL);
+}
