@@ -104,6 +104,7 @@ impl Application {
             limits: limits(&config),
             max_body_size: config.max_body_size,
             metrics: metrics.clone(),
+            rate_limiter: config.rate_limiter(),
             providers: providers.clone(),
         });
         let listener = TcpListener::bind(config.listen)

@@ -17,6 +17,7 @@ pub use secret::Secret;
 
 use crate::data_dir::DataDir;
 use crate::delivery::{RetryPolicy, Upstream};
+use crate::rate_limit::{Quota, RateLimiter};
 
 /// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
@@ -99,6 +100,10 @@ pub struct Config {
     /// How far ahead `send_at` may lie.
     #[serde(with = "humantime_serde")]
     pub max_schedule_ahead: Duration,
+    /// Requests per second each caller may make on average (per process); 0 turns limiting off.
+    pub rate_limit: f64,
+    /// Requests a caller may make at once before the average applies.
+    pub rate_limit_burst: u32,
     /// How long an `Idempotency-Key` is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
@@ -157,6 +162,12 @@ pub struct CallerConfig {
     /// When set, this caller may only send from addresses in these domains.
     #[serde(default)]
     pub sender_domains: Vec<String>,
+    /// This caller's requests per second (overrides `rate_limit`; 0: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// This caller's burst (overrides `rate_limit_burst`).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
 }
 
 /// Where the token key came from.
@@ -227,6 +238,8 @@ impl Default for Config {
             max_headers: 50,
             max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),
             idempotency_retention: Duration::from_secs(24 * 3600),
+            rate_limit: 100.0,
+            rate_limit_burst: 200,
             log_format: LogFormat::Auto,
             shutdown_grace: Duration::from_secs(20),
             ignored_env: Vec::new(),
@@ -387,6 +400,12 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_RATE_LIMIT",
+                "must be a number of requests per second, 0 or more (0 turns limiting off)",
+            ));
+        }
         if self.idempotency_retention < Duration::from_secs(3600) {
             return Err(ConfigError::invalid(
                 "POSTHORN_IDEMPOTENCY_RETENTION",
@@ -470,6 +489,26 @@ impl Config {
             upstreams.push(upstream);
         }
         Ok(upstreams)
+    }
+
+    /// The per-caller rate limiter the configuration describes.
+    pub fn rate_limiter(&self) -> RateLimiter {
+        let default = Quota::new(self.rate_limit, self.rate_limit_burst);
+        let overrides = self
+            .callers
+            .iter()
+            .filter(|caller| caller.rate_limit.is_some() || caller.rate_limit_burst.is_some())
+            .map(|caller| {
+                (
+                    caller.sub.clone(),
+                    Quota::new(
+                        caller.rate_limit.unwrap_or(default.per_second),
+                        caller.rate_limit_burst.unwrap_or(default.burst),
+                    ),
+                )
+            })
+            .collect();
+        RateLimiter::new(default, overrides)
     }
 
     /// The retry schedule.

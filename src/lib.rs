@@ -12,5 +12,6 @@ pub mod data_dir;
 pub mod delivery;
 pub mod domain;
 pub mod metrics;
+pub mod rate_limit;
 pub mod store;
 pub mod telemetry;

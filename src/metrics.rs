@@ -14,6 +14,8 @@ pub struct Metrics {
     pub messages_accepted: IntCounter,
     /// Requests answered from an idempotency record instead of creating a message.
     pub idempotent_replays: IntCounter,
+    /// Requests refused with 429 by the per-caller rate limit.
+    pub rate_limited: IntCounter,
     /// Messages the upstream accepted.
     pub messages_sent: IntCounter,
     /// Messages that failed for good.
@@ -76,6 +78,10 @@ impl Metrics {
             idempotent_replays: counter(
                 "posthorn_idempotent_replays_total",
                 "Send requests answered by replaying an earlier response for the same Idempotency-Key.",
+            )?,
+            rate_limited: counter(
+                "posthorn_rate_limited_total",
+                "Requests refused with 429 by the per-caller rate limit.",
             )?,
             messages_sent: counter(
                 "posthorn_messages_sent_total",

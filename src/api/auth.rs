@@ -49,5 +49,10 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
         return Err(AuthError::Missing.into());
     }
     let caller = state.authenticator.authenticate(token.trim())?;
+    // Limited per caller, after authentication: an unauthenticated flood cannot drain a caller's bucket.
+    if let Err(limited) = state.rate_limiter.check(&caller.sub) {
+        state.metrics.rate_limited.inc();
+        return Err(ApiError::RateLimited(limited));
+    }
     Ok(Authenticated(caller))
 }

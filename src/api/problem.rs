@@ -66,6 +66,9 @@ pub enum ApiError {
     /// The message is past the point where it could be changed.
     #[error("{0}")]
     Conflict(String),
+    /// The caller made too many requests; carries when to retry.
+    #[error("too many requests from this caller; retry after {} s", .0.retry_after)]
+    RateLimited(crate::rate_limit::Limited),
     /// The database cannot be reached right now.
     #[error("the queue is temporarily unavailable; retry shortly")]
     Unavailable(#[source] StoreError),
@@ -118,6 +121,7 @@ impl ApiError {
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -134,6 +138,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable request",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             _ => "Internal error",
         }
@@ -176,6 +181,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -218,6 +224,13 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            ApiError::RateLimited(limited) => {
+                // RFC 9110 Retry-After, and the IETF httpapi RateLimit header fields.
+                response.insert_header((header::RETRY_AFTER, limited.retry_after.to_string()));
+                response.insert_header(("RateLimit-Limit", limited.limit.to_string()));
+                response.insert_header(("RateLimit-Remaining", "0"));
+                response.insert_header(("RateLimit-Reset", limited.retry_after.to_string()));
             }
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));

@@ -6,6 +6,7 @@ use crate::auth::Authenticator;
 use crate::delivery::Provider;
 use crate::domain::Limits;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::store::SharedStore;
 
 /// Shared, read-only application state.
@@ -20,6 +21,8 @@ pub struct AppState {
     pub max_body_size: usize,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// Per-caller request limits.
+    pub rate_limiter: RateLimiter,
     /// SMTP upstreams, for their connection gauges.
     pub providers: Vec<Provider>,
 }

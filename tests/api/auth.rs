@@ -271,6 +271,8 @@ async fn callers_can_be_restricted_to_sender_domains() {
             sub: "shop".into(),
             disabled: false,
             sender_domains: vec!["example.com".into()],
+            rate_limit: None,
+            rate_limit_burst: None,
         }];
     })
     .await;
@@ -303,6 +305,8 @@ async fn a_disabled_caller_is_refused_even_with_a_valid_token() {
             sub: "revoked".into(),
             disabled: true,
             sender_domains: vec![],
+            rate_limit: None,
+            rate_limit_burst: None,
         }];
     })
     .await;

@@ -13,6 +13,7 @@ mod idempotency;
 mod interop;
 mod messages;
 mod ops;
+mod rate_limit;
 mod replicas;
 mod send;
 mod store;

@@ -1,0 +1,179 @@
+//! Per-caller token buckets: each caller may make `rate` requests per second on average, with bursts of
+//! up to `burst`. A small hand-written bucket rather than a crate, because the answer needs the numbers
+//! a client is told (remaining requests, seconds until the next one) and per-caller quotas.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A quota: sustained requests per second and the burst allowed on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// Tokens added per second; 0 means unlimited.
+    pub per_second: f64,
+    /// Bucket size: the most requests allowed at once.
+    pub burst: u32,
+}
+
+impl Quota {
+    fn unlimited(&self) -> bool {
+        self.per_second <= 0.0 || self.burst == 0
+    }
+}
+
+/// The state of a caller's bucket after a request was let through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowed {
+    /// The bucket size.
+    pub limit: u32,
+    /// Requests left right now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+/// A refused request: when to try again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limited {
+    /// The bucket size.
+    pub limit: u32,
+    /// Seconds until one request is allowed again (at least 1).
+    pub retry_after: u64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Buckets for every caller seen recently.
+#[derive(Debug)]
+pub struct RateLimiter {
+    default: Quota,
+    overrides: HashMap<String, Quota>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Buckets kept before full (idle) ones are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    /// A limiter with a default quota and per-caller overrides.
+    pub fn new(default: Quota, overrides: HashMap<String, Quota>) -> Self {
+        Self {
+            default,
+            overrides,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn quota(&self, caller: &str) -> Quota {
+        self.overrides.get(caller).copied().unwrap_or(self.default)
+    }
+
+    /// Takes one token from `caller`'s bucket, or says when one will be there.
+    pub fn check(&self, caller: &str) -> Result<Option<Allowed>, Limited> {
+        self.check_at(caller, Instant::now())
+    }
+
+    fn check_at(&self, caller: &str, now: Instant) -> Result<Option<Allowed>, Limited> {
+        let quota = self.quota(caller);
+        if quota.unlimited() {
+            return Ok(None);
+        }
+        let capacity = f64::from(quota.burst);
+        let Ok(mut buckets) = self.buckets.lock() else {
+            // A poisoned lock means a panic elsewhere; limiting is not worth failing requests over.
+            return Ok(None);
+        };
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(caller) {
+            buckets.retain(|name, bucket| {
+                let quota = self.overrides.get(name).copied().unwrap_or(self.default);
+                refill(bucket, quota, now) < f64::from(quota.burst)
+            });
+        }
+        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let tokens = refill(bucket, quota, now);
+        if tokens < 1.0 {
+            let wait = (1.0 - tokens) / quota.per_second;
+            return Err(Limited {
+                limit: quota.burst,
+                retry_after: (wait.ceil() as u64).max(1),
+            });
+        }
+        bucket.tokens = tokens - 1.0;
+        Ok(Some(Allowed {
+            limit: quota.burst,
+            remaining: bucket.tokens.floor() as u32,
+            reset: ((capacity - bucket.tokens) / quota.per_second).ceil() as u64,
+        }))
+    }
+}
+
+/// Adds the tokens earned since the last update; returns the new count.
+fn refill(bucket: &mut Bucket, quota: Quota, now: Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(bucket.updated);
+    bucket.tokens =
+        (bucket.tokens + elapsed.as_secs_f64() * quota.per_second).min(f64::from(quota.burst));
+    bucket.updated = now;
+    bucket.tokens
+}
+
+impl Quota {
+    /// A quota from configuration values.
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn bursts_then_refills_at_the_rate() {
+        let limiter = RateLimiter::new(Quota::new(2.0, 3), HashMap::new());
+        let start = Instant::now();
+        for remaining in [2, 1, 0] {
+            assert_eq!(
+                limiter.check_at("a", start).unwrap().unwrap().remaining,
+                remaining
+            );
+        }
+        let limited = limiter.check_at("a", start).unwrap_err();
+        assert_eq!(limited.retry_after, 1);
+        assert!(
+            limiter.check_at("b", start).is_ok(),
+            "buckets are per caller"
+        );
+        assert!(
+            limiter
+                .check_at("a", start + Duration::from_millis(500))
+                .is_ok(),
+            "one token after 0.5 s"
+        );
+        assert!(
+            limiter
+                .check_at("a", start + Duration::from_millis(500))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn overrides_and_unlimited() {
+        let limiter = RateLimiter::new(
+            Quota::new(0.0, 0),
+            HashMap::from([("tight".to_owned(), Quota::new(1.0, 1))]),
+        );
+        let now = Instant::now();
+        assert_eq!(limiter.check_at("anyone", now), Ok(None));
+        assert!(limiter.check_at("tight", now).is_ok());
+        assert!(limiter.check_at("tight", now).is_err());
+    }
+}
