@@ -78,3 +78,23 @@ pub(crate) fn join_content(envelope: Envelope, body: Body) -> MessageContent {
         attachments: body.attachments,
     }
 }
+
+/// Folds `(status, due later?, count)` rows into the queue depth by state: `queued` (due now),
+/// `scheduled` (due later) and `sending`.
+pub(crate) fn depth_by_state(rows: Vec<(String, bool, i64)>) -> Vec<(&'static str, i64)> {
+    let mut queued = 0;
+    let mut scheduled = 0;
+    let mut sending = 0;
+    for (status, later, count) in rows {
+        match (status.as_str(), later) {
+            ("queued", false) => queued += count,
+            ("queued", true) => scheduled += count,
+            _ => sending += count,
+        }
+    }
+    vec![
+        ("queued", queued),
+        ("scheduled", scheduled),
+        ("sending", sending),
+    ]
+}

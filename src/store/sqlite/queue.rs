@@ -211,19 +211,5 @@ pub(super) async fn depth(pool: &SqlitePool) -> Result<Vec<(&'static str, i64)>,
     .bind(now())
     .fetch_all(pool)
     .await?;
-    let mut queued = 0;
-    let mut scheduled = 0;
-    let mut sending = 0;
-    for (status, later, count) in rows {
-        match (status.as_str(), later) {
-            ("queued", false) => queued += count,
-            ("queued", true) => scheduled += count,
-            _ => sending += count,
-        }
-    }
-    Ok(vec![
-        ("queued", queued),
-        ("scheduled", scheduled),
-        ("sending", sending),
-    ])
+    Ok(crate::store::content::depth_by_state(rows))
 }
