@@ -21,6 +21,24 @@ pub enum StoreError {
     NotMigrated,
 }
 
+impl StoreError {
+    /// An error of the same kind, for each request of a batch that failed as a whole.
+    pub fn replicate(&self) -> StoreError {
+        let text = || self.to_string();
+        match self {
+            StoreError::Unavailable(error) => {
+                StoreError::Unavailable(sqlx::Error::Protocol(error.to_string()))
+            }
+            StoreError::Database(error) => {
+                StoreError::Database(sqlx::Error::Protocol(error.to_string()))
+            }
+            StoreError::NotMigrated => StoreError::NotMigrated,
+            StoreError::Corrupt(reason) => StoreError::Corrupt(reason.clone()),
+            StoreError::Migrate(_) => StoreError::Corrupt(text()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {

@@ -1,27 +1,27 @@
 //! The PostgreSQL store: the production engine, shared by every replica.
 
+mod committer;
 mod queue;
 mod rows;
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
-    EnqueueRequest, JobLease, MessageFilter, MessageRecord, Page,
+    AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
+    JobLease, MessageFilter, MessageRecord, Page,
 };
 use super::{MessageStore, StoreError};
 use crate::config::Secret;
 use crate::domain::MessageStatus;
-use crate::store::content;
+use committer::Committer;
 
 /// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
 /// older replicas keep running during a rolling upgrade (migrations only ever add).
@@ -43,10 +43,15 @@ pub struct PoolSettings {
 }
 
 /// A [`MessageStore`] on PostgreSQL.
-#[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     idempotency_retention: Duration,
+    committers: usize,
+    /// The runtime the store was opened in: committers run there, not on whichever HTTP worker
+    /// thread happens to enqueue first.
+    runtime: Option<tokio::runtime::Handle>,
+    /// Started on first use.
+    committer: OnceLock<Committer>,
 }
 
 impl PostgresStore {
@@ -63,59 +68,16 @@ impl PostgresStore {
         Ok(Self {
             pool,
             idempotency_retention: settings.idempotency_retention,
+            // Each committer holds one connection while it commits; leave the rest for reads and claims.
+            committers: (settings.max_connections / 3).clamp(1, 4) as usize,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            committer: OnceLock::new(),
         })
     }
 
     /// The pool, for callers in the store's own tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Inserts the idempotency record first: a concurrent request with the same key then waits on the
-    /// unique index until this transaction ends, and afterwards sees its outcome.
-    async fn claim_idempotency_key(
-        tx: &mut Transaction<'_, Postgres>,
-        request: &EnqueueRequest,
-        retention: Duration,
-    ) -> Result<Option<EnqueueOutcome>, StoreError> {
-        let Some((key, fingerprint)) = &request.idempotency else {
-            return Ok(None);
-        };
-        let inserted: Option<(Uuid,)> = sqlx::query_as(
-            "INSERT INTO idempotency_keys (caller, key, fingerprint, message_id)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (caller, key) DO UPDATE
-                SET fingerprint = EXCLUDED.fingerprint,
-                    message_id = EXCLUDED.message_id,
-                    created_at = now()
-                WHERE idempotency_keys.created_at < now() - $5::interval
-             RETURNING message_id",
-        )
-        .bind(&request.caller)
-        .bind(key.as_str())
-        .bind(&fingerprint.0[..])
-        .bind(request.message.id)
-        .bind(interval(retention))
-        .fetch_optional(&mut **tx)
-        .await?;
-        if inserted.is_some() {
-            return Ok(None);
-        }
-        let (stored_fingerprint, message_id): (Vec<u8>, Uuid) = sqlx::query_as(
-            "SELECT fingerprint, message_id FROM idempotency_keys WHERE caller = $1 AND key = $2",
-        )
-        .bind(&request.caller)
-        .bind(key.as_str())
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(Some(if stored_fingerprint == fingerprint.0 {
-            EnqueueOutcome::Replayed(Accepted {
-                id: message_id,
-                status: MessageStatus::Queued,
-            })
-        } else {
-            EnqueueOutcome::KeyReused
-        }))
     }
 }
 
@@ -149,42 +111,21 @@ impl MessageStore for PostgresStore {
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(outcome) =
-            Self::claim_idempotency_key(&mut tx, &request, self.idempotency_retention).await?
-        {
-            tx.rollback().await?;
-            return Ok(outcome);
-        }
-        let message = &request.message;
-        let (envelope, body) = content::split_content(&message.content)?;
-        // Insert and, when the message is due now, notify listening workers; the notification is
-        // delivered at commit, so a worker never wakes for a row it cannot see yet.
-        sqlx::query(
-            "WITH inserted AS (
-                 INSERT INTO messages
-                     (id, caller, message_id, envelope, body, tags, metadata, send_at, due_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($8, now()))
-                 RETURNING due_at
-             )
-             SELECT pg_notify($9, '') FROM inserted WHERE due_at <= now()",
-        )
-        .bind(message.id)
-        .bind(&request.caller)
-        .bind(&message.message_id)
-        .bind(envelope)
-        .bind(body)
-        .bind(&message.tags)
-        .bind(sqlx::types::Json(&message.metadata))
-        .bind(message.send_at)
-        .bind(queue::CHANNEL)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(EnqueueOutcome::Created(Accepted {
-            id: message.id,
-            status: MessageStatus::Queued,
-        }))
+        self.committer
+            .get_or_init(|| {
+                let runtime = self
+                    .runtime
+                    .clone()
+                    .unwrap_or_else(tokio::runtime::Handle::current);
+                Committer::start(
+                    &runtime,
+                    self.pool.clone(),
+                    self.idempotency_retention,
+                    self.committers,
+                )
+            })
+            .submit(request)
+            .await
     }
 
     async fn get_message(
