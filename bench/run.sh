@@ -1,0 +1,773 @@
+#!/usr/bin/env bash
+# posthorn benchmarks. Every figure is printed next to a baseline measured side by side, in the same run,
+# on the same machine, and as a ratio to it. This is a script that prints figures, not a test.
+#
+#   bench/run.sh                   every section: accept delivery e2e depth resources
+#   bench/run.sh accept delivery   only these sections (in the order given)
+#
+# Sections:
+#   accept     sustained durable POST /v1/send rate (wrk, closed loop) against pgbench doing one INSERT of the
+#              same payload per transaction with as many clients; p50/p99 latency at 50 %, 70 % and 100 % of
+#              that maximum (fixed-rate load, bench/openloop.py)
+#   delivery   drain rate of a queued backlog into Postfix's smtp-sink, against smtp-source sending the same
+#              message over as many connections, and against a private Postfix instance relaying the same
+#              backlog to the same sink (bench/postfix/)
+#   e2e        accept-to-arrival latency at an SMTP sink (bench/timing_sink.py) at 50 % of the drain rate
+#   depth      accept and drain rates with 100k (and optionally 1M) rows of sent history and as many
+#              scheduled messages in the table, against the same on an empty table
+#   resources  RSS idle and under load (accept at the maximum rate while delivering), CPU split between
+#              posthorn, PostgreSQL and the load generator
+#
+# Environment (all optional):
+#   BENCH_DURATION=15           seconds of each measured load step
+#   BENCH_CONNECTIONS=64        HTTP connections of the load generators, and pgbench clients
+#   BENCH_SMTP_CONNECTIONS=4    SMTP connections: posthorn's pool, smtp-source -s, Postfix's concurrency limit
+#   BENCH_MESSAGES=20000        backlog of the delivery section (for each of posthorn, smtp-source, Postfix)
+#   BENCH_DEPTH_ROWS=100000     history size of the depth section (sent rows, and as many scheduled ones)
+#   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~5 minutes)
+#   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
+#   BENCH_BUILD=1               0: use target/release/posthorn as it is
+#   BENCH_WAIT_QUIET=900        seconds to wait for running cargo/rustc processes to end before building
+#                               and before measuring (0: do not wait)
+#   BENCH_OUT=target/bench      results (results.tsv, results.md), raw JSON and logs
+#   POSTHORN_TEST_DATABASE_URL  the PostgreSQL server (default: the local one on 5432, else a throwaway one;
+#                               see scripts/lib/postgres.sh); baselines run on the same server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib/postgres.sh
+source scripts/lib/postgres.sh
+# shellcheck source=scripts/lib/postfix.sh
+source scripts/lib/postfix.sh
+
+ALL_SECTIONS=(accept delivery e2e depth resources)
+DURATION=${BENCH_DURATION:-15}
+CONNS=${BENCH_CONNECTIONS:-64}
+SMTP_CONNS=${BENCH_SMTP_CONNECTIONS:-4}
+MESSAGES=${BENCH_MESSAGES:-20000}
+DEPTH_ROWS=${BENCH_DEPTH_ROWS:-100000}
+DEPTH_1M=${BENCH_DEPTH_1M:-0}
+DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
+WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+BIN=$ROOT/target/release/posthorn
+
+sections=("$@")
+((${#sections[@]})) || sections=("${ALL_SECTIONS[@]}")
+for s in "${sections[@]}"; do
+  [[ " ${ALL_SECTIONS[*]} " == *" $s "* ]] || die "unknown section '$s' (one of: ${ALL_SECTIONS[*]})"
+done
+
+# Nothing from the caller's environment configures the posthorn processes started here.
+while read -r name; do
+  [[ "$name" == POSTHORN_TEST_* ]] || unset "$name"
+done < <(compgen -e | grep '^POSTHORN_' || true)
+export POSTHORN_PROFILE=production POSTHORN_RATE_LIMIT=0 POSTHORN_LOG=warn POSTHORN_SHUTDOWN_GRACE=5s
+POSTHORN_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export POSTHORN_JWT_SECRET
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.tsv
+: >"$RESULTS"
+: >"$OUT/posthorn.log"
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+
+calc() { python3 -c "import math; print($1)"; }
+# jget FILE KEY: a value of a JSON object (KEY may be a.b.c).
+jget() {
+  python3 -c 'import json, sys
+value = json.load(open(sys.argv[1]))
+for part in sys.argv[2].split("."):
+    value = value.get(part) if isinstance(value, dict) else None
+print("" if value is None else value)' "$1" "$2"
+}
+now() { date +%s.%N; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+fmt_ratio() { calc "'%.2fx' % ($1 / $2) if $2 else 'n/a'"; }
+# verdict VALUE OP LIMIT: yes or no.
+verdict() { calc "'yes' if $1 $2 $3 else 'no'"; }
+
+# row SECTION FIGURE VALUE BASELINE RATIO TARGET MET: one line of the final table.
+row() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+  printf '    %s | %s | %s | %s | %s | %s | %s\n' "$@"
+}
+
+# wait_until SECONDS WHAT COMMAND...: run COMMAND every 0.1 s until it succeeds; die after SECONDS.
+wait_until() {
+  local limit=$1 what=$2 deadline
+  shift 2
+  deadline=$(calc "$(now) + $limit")
+  until "$@" >/dev/null 2>&1; do
+    [[ "$(calc "int($(now) > $deadline)")" == 0 ]] || die "timed out after ${limit}s waiting for $what"
+    sleep 0.1
+  done
+}
+
+# Background processes: started by bg, stopped by stop_pid or at exit.
+BG_PIDS=()
+alive() {
+  local state
+  state=$(sed -E 's/.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ "$state" != Z ]]
+}
+stop_pid() {
+  local pid=$1 i
+  [[ -n "$pid" ]] || return 0
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+stop_all() {
+  local pid
+  for pid in "${BG_PIDS[@]}"; do stop_pid "$pid"; done
+}
+
+# Databases: one fresh database per section (per step in depth), dropped at the end of it and at exit.
+DBS=()
+new_db() {
+  DB=posthorn_bench_$1_$$
+  pg_psql "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+  DBS+=("$DB")
+  DB_URL=$(pg_url_with_db "$ADMIN_URL" "$DB")
+}
+drop_db() { pg_psql "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" 2>/dev/null || true; }
+drop_all_dbs() {
+  local db
+  for db in "${DBS[@]}"; do drop_db "$db"; done
+}
+# Databases of earlier runs of this script that were killed before their cleanup.
+reap_stale_dbs() {
+  local db pid
+  while read -r db; do
+    pid=${db##*_}
+    [[ "$pid" =~ ^[0-9]+$ && ! -d /proc/$pid ]] || continue
+    note "dropping $db, left by an earlier run"
+    drop_db "$db"
+  done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources)_[0-9]+$'")
+}
+sql() { pg_psql -At "$DB_URL" -c "$1"; }
+reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages CASCADE" -c "VACUUM ANALYZE messages"; }
+
+# start_posthorn [VAR=VALUE...]: posthorn serve on DB_URL and a free port; sets PH_PID and PH_PORT.
+start_posthorn() {
+  PH_PORT=$(free_port)
+  env POSTHORN_DATABASE_URL="$DB_URL" POSTHORN_LISTEN="127.0.0.1:$PH_PORT" "$@" "$BIN" serve \
+    >>"$OUT/posthorn.log" 2>&1 &
+  PH_PID=$!
+  BG_PIDS+=("$PH_PID")
+  wait_until 60 "posthorn to be ready" curl -sf -o /dev/null "http://127.0.0.1:$PH_PORT/readyz"
+}
+stop_posthorn() { stop_pid "$PH_PID"; PH_PID=""; }
+send_one() {
+  curl -sf -o /dev/null -X POST "http://127.0.0.1:$PH_PORT/v1/send" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' --data-binary "@$BODY"
+}
+
+# start_sampler NAME ARGS...: bench/procstat.py in the background until stop_sampler; writes $OUT/NAME.cpu.json.
+start_sampler() {
+  local name=$1
+  shift
+  SAMPLER_OUT=$OUT/$name.cpu.json
+  local pg=()
+  [[ -n "$PG_MASTER" ]] && pg=(--pg-master "$PG_MASTER" --pg-db "$DB")
+  python3 bench/procstat.py --out "$SAMPLER_OUT" "${pg[@]}" "$@" &
+  SAMPLER_PID=$!
+  BG_PIDS+=("$SAMPLER_PID")
+  sleep 0.3
+}
+stop_sampler() { stop_pid "$SAMPLER_PID"; }
+# cpu_split FILE: "posthorn 95%, postgres 60%, wrk 30%, other 10%" (percent of one core).
+cpu_split() {
+  python3 -c 'import json, sys
+data = json.load(open(sys.argv[1]))
+shares = data["cpu_pct_of_one_core"]
+parts = ["%s %.0f%%" % (name, value) for name, value in shares.items() if name != "other" and value >= 0.5]
+parts.append("other %.0f%%" % shares["other"])
+print(", ".join(parts) + " of one core (%d cores)" % data["cores"])' "$1"
+}
+# cpu_per FILE GROUP RATE: CPU microseconds of GROUP per unit of work, at RATE units per second.
+cpu_per() {
+  python3 -c 'import json, sys
+data = json.load(open(sys.argv[1]))
+print(round(data["cpu_s"].get(sys.argv[2], 0) * 1e6 / (float(sys.argv[3]) * data["wall_s"])))' "$@"
+}
+
+# run_wrk PORT SECONDS NAME: closed-loop POSTs over $CONNS connections; $OUT/NAME.json.
+run_wrk() {
+  local port=$1 seconds=$2 name=$3
+  BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$BODY timeout $((seconds + 60)) \
+    wrk -t"$(nproc)" -c"$CONNS" -d"${seconds}s" --timeout 10s -s bench/wrk-post.lua \
+    "http://127.0.0.1:$port/v1/send" >"$OUT/$name.txt" 2>&1 || true
+  sed -n 's/^WRK_JSON //p' "$OUT/$name.txt" >"$OUT/$name.json"
+  [[ -s "$OUT/$name.json" ]] || {
+    cat "$OUT/$name.txt" >&2
+    die "wrk printed no summary"
+  }
+  WRK_RATE=$(calc "round($(jget "$OUT/$name.json" requests) / ($(jget "$OUT/$name.json" duration_us) / 1e6))")
+  WRK_ERRORS=$(python3 -c 'import json, sys
+data = json.load(open(sys.argv[1]))
+print(sum(data[key] for key in ("status_errors", "timeouts", "connect_errors", "read_errors", "write_errors")))' \
+    "$OUT/$name.json")
+}
+
+# run_openloop PORT RATE SECONDS NAME [ARGS...]: fixed-rate POSTs; $OUT/NAME.json.
+run_openloop() {
+  local port=$1 rate=$2 seconds=$3 name=$4
+  shift 4
+  timeout $((seconds + 90)) python3 bench/openloop.py --url "http://127.0.0.1:$port/v1/send" --token "$TOKEN" \
+    --body "$BODY" --rate "$rate" --duration "$seconds" --connections "$CONNS" "$@" >"$OUT/$name.json" || true
+  [[ -s "$OUT/$name.json" ]] || die "openloop.py printed no summary"
+}
+
+# run_pgbench SCRIPT CLIENTS SECONDS NAME: pgbench on DB_URL with the payload of a real row; sets PGB_TPS.
+run_pgbench() {
+  local script=$1 clients=$2 seconds=$3 name=$4
+  timeout $((seconds + 60)) "$PGBENCH" -n -M prepared -c "$clients" -j "$(nproc)" -T "$seconds" -f "$script" \
+    -D "envelope=$PAYLOAD_ENVELOPE" -D "body=$PAYLOAD_BODY" -D "message_id=$PAYLOAD_MESSAGE_ID" \
+    "$DB_URL" >"$OUT/$name.txt" 2>&1 || {
+    cat "$OUT/$name.txt" >&2
+    die "pgbench failed"
+  }
+  PGB_TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/$name.txt" | head -n 1)
+  PGB_TPS=$(calc "round($PGB_TPS)")
+}
+
+# The payload of a real accepted message (the first row), for pgbench and for SQL-made rows.
+load_payload() {
+  TEMPLATE_ID=$(sql "SELECT id FROM messages ORDER BY id LIMIT 1")
+  [[ -n "$TEMPLATE_ID" ]] || die "no message row to copy"
+  PAYLOAD_ENVELOPE=$(sql "SELECT envelope::text FROM messages WHERE id = '$TEMPLATE_ID'")
+  PAYLOAD_BODY=$(sql "SELECT body::text FROM messages WHERE id = '$TEMPLATE_ID'")
+  PAYLOAD_MESSAGE_ID=$(sql "SELECT message_id FROM messages WHERE id = '$TEMPLATE_ID'")
+}
+
+# A UUIDv7 (as posthorn makes) for time TS, in SQL.
+UUID7="(lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0') || '7' || substr(md5(random()::text), 1, 3)
+        || '8' || substr(md5(random()::text), 1, 15))::uuid"
+# copy_rows CALLER COUNT STATUS DUE [AGE]: COUNT copies of the template row; DUE is an SQL expression of ts
+# (the row's creation time, spread over AGE before now).
+copy_rows() {
+  local caller=$1 count=$2 status=$3 due=$4 age=${5:-0 seconds}
+  local sent="NULL" finished="NULL" attempts=0 send_at="NULL"
+  if [[ "$status" == sent ]]; then sent="g.ts + interval '2 seconds'" finished=$sent attempts=1; fi
+  if [[ "$due" == *days* ]]; then send_at=g.due; fi
+  sql "INSERT INTO messages (id, caller, status, message_id, envelope, body, tags, metadata, created_at, updated_at,
+                             send_at, due_at, attempt_count, sent_at, finished_at)
+       SELECT g.id, t.caller || '$caller', '$status', '<' || replace(g.id::text, '-', '') || '@example.com>',
+              t.envelope, t.body, t.tags, t.metadata, g.ts, g.ts, $send_at, g.due, $attempts, $sent, $finished
+         FROM (SELECT $UUID7 AS id, ts, $due AS due
+                 FROM (SELECT now() - interval '$age' * (n::float8 / $count) AS ts
+                         FROM generate_series($count, 1, -1) AS n) AS times) AS g,
+              messages AS t
+        WHERE t.id = '$TEMPLATE_ID'" >/dev/null
+}
+queue_empty() { [[ "$(sql "SELECT count(*) FROM messages WHERE status IN ('queued', 'sending')")" == 0 ]]; }
+pf_queued() { [[ "$(find "$1/queue/deferred" -type f | wc -l)" -ge "$2" ]]; }
+pf_empty() { [[ "$(find "$1/queue/incoming" "$1/queue/active" "$1/queue/deferred" -type f | wc -l)" == 0 ]]; }
+# The backlog rows: caller "bench-backlog".
+backlog_left() { sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status IN ('queued', 'sending')"; }
+backlog_empty() { [[ "$(backlog_left)" == 0 ]]; }
+
+# drain NAME: start posthorn with the sink as upstream, time until the backlog is gone; sets DRAIN_RATE.
+drain() {
+  local name=$1 count start end failed
+  count=$(sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status = 'queued'")
+  start=$(now)
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+    POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+  start_sampler "$name" --pid "posthorn=$PH_PID" --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
+  wait_until 900 "the backlog to drain" backlog_empty
+  end=$(now)
+  stop_sampler
+  stop_posthorn
+  failed=$(sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status <> 'sent'")
+  [[ "$failed" == 0 ]] || warn "$failed backlog messages were not sent"
+  DRAIN_RATE=$(calc "round($count / ($end - $start))")
+  DRAIN_SPAN_RATE=$(sql "SELECT round(($count - 1) / extract(epoch FROM max(sent_at) - min(sent_at)))
+                           FROM messages WHERE caller = 'bench-backlog'")
+  note "$name: $count messages in $(calc "round($end - $start, 2)") s: $DRAIN_RATE msg/s (first to last send: $DRAIN_SPAN_RATE msg/s)"
+}
+
+start_sink() {
+  SINK_PORT=$(free_port)
+  "$POSTHORN_TEST_SMTP_SINK" -u postfix -c "127.0.0.1:$SINK_PORT" 1024 >/dev/null 2>&1 &
+  SINK_PID=$!
+  BG_PIDS+=("$SINK_PID")
+  wait_until 10 "smtp-sink" tcp_open 127.0.0.1 "$SINK_PORT"
+}
+
+# start_timing_sink NAME [--capture FILE]: bench/timing_sink.py; its summary goes to $OUT/NAME.json at stop.
+start_timing_sink() {
+  local name=$1
+  shift
+  TSINK_PORT=$(free_port)
+  TSINK_OUT=$OUT/$name.json
+  rm -f "$TSINK_OUT"
+  python3 bench/timing_sink.py --port "$TSINK_PORT" --out "$TSINK_OUT" --count-file "$OUT/$name.count" "$@" &
+  TSINK_PID=$!
+  BG_PIDS+=("$TSINK_PID")
+  wait_until 10 "the timing sink" tcp_open 127.0.0.1 "$TSINK_PORT"
+}
+stop_timing_sink() {
+  stop_pid "$TSINK_PID"
+  [[ -s "$TSINK_OUT" ]] || die "the timing sink wrote no summary"
+}
+
+mint_token() { TOKEN=$("$BIN" token --sub bench --scope send,read --ttl 6h); }
+
+# Wait until no cargo, rustc or nextest runs: another build or test run would skew every figure. The waits
+# of a whole run share one budget of BENCH_WAIT_QUIET seconds.
+QUIET_LEFT=$WAIT_QUIET
+wait_quiet() {
+  local what=$1 announced=0
+  while pgrep -x cargo >/dev/null || pgrep -x rustc >/dev/null || pgrep -x cargo-nextest >/dev/null; do
+    if ((QUIET_LEFT <= 0)); then
+      warn "cargo/rustc/nextest running ($what); measuring anyway (see the 'other' CPU figures)"
+      return 0
+    fi
+    if ((!announced)); then
+      note "waiting up to ${QUIET_LEFT}s for cargo/rustc/nextest processes to end ($what)"
+      announced=1
+    fi
+    sleep 5
+    QUIET_LEFT=$((QUIET_LEFT - 5))
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections
+
+section_accept() {
+  step "accept: durable POST /v1/send rate and latency; baseline pgbench, one INSERT per transaction"
+  new_db accept
+  start_posthorn
+  mint_token
+  run_wrk "$PH_PORT" 3 accept-warmup
+  stop_posthorn
+  load_payload
+
+  # Baseline before and after posthorn; their mean is the figure.
+  reset_messages
+  start_sampler accept-pgbench --match 'pgbench=^\S*pgbench '
+  run_pgbench bench/pgbench-insert.sql "$CONNS" "$DURATION" accept-pgbench-1
+  stop_sampler
+  local base1=$PGB_TPS pgb_cpu=$SAMPLER_OUT
+  note "pgbench (before): $base1 tx/s"
+
+  reset_messages
+  start_posthorn
+  run_wrk "$PH_PORT" 3 accept-warmup2
+  start_sampler accept-max --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+  local before_rows after_rows
+  before_rows=$(sql "SELECT count(*) FROM messages")
+  run_wrk "$PH_PORT" "$DURATION" accept-max
+  stop_sampler
+  local max=$WRK_RATE max_errors=$WRK_ERRORS max_json=$OUT/accept-max.json max_cpu=$SAMPLER_OUT
+  after_rows=$(sql "SELECT count(*) FROM messages")
+  note "posthorn: $max req/s (errors: $max_errors), p50 $(jget "$max_json" p50_ms) ms, p99 $(jget "$max_json" p99_ms) ms"
+  local answered
+  answered=$(jget "$max_json" requests)
+  # Every 202 is a committed row (the table may hold a few more: requests cut off by wrk's end).
+  local durable=yes
+  [[ $((after_rows - before_rows)) -ge $((answered - max_errors)) ]] || durable=no
+
+  local pct rate name
+  for pct in 50 70 100; do
+    rate=$(calc "max(1, round($max * $pct / 100))")
+    name=accept-open-$pct
+    wait_quiet "accept at $pct %"
+    run_openloop "$PH_PORT" "$rate" "$DURATION" "$name"
+    note "fixed rate $rate req/s: achieved $(jget "$OUT/$name.json" achieved_rate), p50 $(jget "$OUT/$name.json" p50_ms) ms, p99 $(jget "$OUT/$name.json" p99_ms) ms, answers $(jget "$OUT/$name.json" statuses)"
+  done
+  stop_posthorn
+
+  reset_messages
+  run_pgbench bench/pgbench-insert.sql "$CONNS" "$DURATION" accept-pgbench-2
+  local base2=$PGB_TPS
+  note "pgbench (after): $base2 tx/s"
+  # Diagnostic: the statement posthorn runs (INSERT + pg_notify) with posthorn's pool size.
+  reset_messages
+  local pool=10
+  start_sampler accept-pgbench-notify --match 'pgbench=^\S*pgbench '
+  run_pgbench bench/pgbench-insert-notify.sql "$pool" "$DURATION" accept-pgbench-notify
+  stop_sampler
+  local notify_tps=$PGB_TPS notify_cpu=$SAMPLER_OUT
+  note "pgbench INSERT + pg_notify, $pool clients: $notify_tps tx/s"
+  # Diagnostic: posthorn with as many database connections as pgbench has clients.
+  reset_messages
+  start_posthorn POSTHORN_DATABASE_MAX_CONNECTIONS="$CONNS"
+  run_wrk "$PH_PORT" 3 accept-bigpool-warmup
+  run_wrk "$PH_PORT" "$DURATION" accept-bigpool
+  stop_posthorn
+  local bigpool=$WRK_RATE
+  note "posthorn with POSTHORN_DATABASE_MAX_CONNECTIONS=$CONNS: $bigpool req/s"
+
+  local base
+  base=$(calc "round(($base1 + $base2) / 2)")
+  row accept "sustained durable POST /v1/send (wrk, $CONNS conns, closed loop; errors $max_errors; rows >= 202s: $durable)" \
+    "$max req/s" "pgbench 1 INSERT/tx, $CONNS clients: $base tx/s ($base1 / $base2)" \
+    "$(fmt_ratio "$max" "$base")" ">= 1.5x" "$(verdict "$max / $base" '>=' 1.5)"
+  row accept "latency p50 / p99 at 100 %, closed loop (wrk, $CONNS conns)" \
+    "$(calc "round($(jget "$max_json" p50_ms), 2)") / $(calc "round($(jget "$max_json" p99_ms), 2)") ms" "-" "-" "-" "-"
+  for pct in 50 70 100; do
+    name=accept-open-$pct
+    local p99 target="-" met="-"
+    p99=$(jget "$OUT/$name.json" p99_ms)
+    if [[ "$pct" == 70 ]]; then
+      target="p99 <= 50 ms"
+      met=$(verdict "${p99:-1e9}" '<=' 50)
+    fi
+    row accept "latency p50 / p99 at $pct % = $(calc "round($(jget "$OUT/$name.json" target_rate))") req/s fixed rate (achieved $(jget "$OUT/$name.json" achieved_rate); non-202: $(calc "$(jget "$OUT/$name.json" scheduled) - $(jget "$OUT/$name.json" ok)"))" \
+      "$(jget "$OUT/$name.json" p50_ms) / $p99 ms" "-" "-" "$target" "$met"
+  done
+  row accept "diagnostic: posthorn's own statement (INSERT + pg_notify) in pgbench, $pool clients (= posthorn's pool)" \
+    "$max req/s" "$notify_tps tx/s; postgres $(cpu_per "$notify_cpu" postgres "$notify_tps") us/tx" \
+    "$(fmt_ratio "$max" "$notify_tps")" "-" "-"
+  row accept "diagnostic: posthorn with POSTHORN_DATABASE_MAX_CONNECTIONS=$CONNS instead of 10" "$bigpool req/s" \
+    "$base tx/s" "$(fmt_ratio "$bigpool" "$base")" "-" "-"
+  row accept "CPU at max: $(cpu_split "$max_cpu")" \
+    "posthorn $(cpu_per "$max_cpu" posthorn "$max") us/req, postgres $(cpu_per "$max_cpu" postgres "$max") us/req, wrk $(cpu_per "$max_cpu" wrk "$max") us/req" \
+    "pgbench: postgres $(cpu_per "$pgb_cpu" postgres "$base1") us/tx, pgbench $(cpu_per "$pgb_cpu" pgbench "$base1") us/tx ($(cpu_split "$pgb_cpu"))" "-" "-" "-"
+  drop_db "$DB"
+}
+
+section_delivery() {
+  step "delivery: drain a $MESSAGES-message backlog into smtp-sink over $SMTP_CONNS connections"
+  new_db delivery
+  start_sink
+  # One message through posthorn into the timing sink: the exact bytes posthorn sends, for smtp-source -F.
+  start_timing_sink delivery-capture --capture "$OUT/message.eml"
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
+  mint_token
+  send_one
+  wait_until 30 "the first message at the sink" test -s "$OUT/message.eml"
+  stop_posthorn
+  stop_timing_sink
+  tr -d '\r' <"$OUT/message.eml" >"$OUT/message.txt"
+  local size
+  size=$(wc -c <"$OUT/message.eml")
+  note "posthorn's message is $size bytes"
+  load_payload
+
+  copy_rows -backlog "$MESSAGES" queued ts
+  sql "VACUUM ANALYZE messages" >/dev/null
+  wait_quiet "delivery"
+  drain delivery-posthorn
+  local rate=$DRAIN_RATE rate_cpu=$SAMPLER_OUT
+  DELIVERY_MAX=$rate
+
+  # Baseline 1: smtp-source, same message, same sink, same connections.
+  local start end
+  start_sampler delivery-smtp-source --match 'smtp-source=^\S*smtp-source ' --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
+  start=$(now)
+  timeout 900 "$SMTP_SOURCE" -d -s "$SMTP_CONNS" -m "$MESSAGES" -F "$OUT/message.txt" -f bench@example.com \
+    -t sink@example.org "127.0.0.1:$SINK_PORT"
+  end=$(now)
+  stop_sampler
+  local source_rate source_cpu=$SAMPLER_OUT
+  source_rate=$(calc "round($MESSAGES / ($end - $start))")
+  note "smtp-source -d -s $SMTP_CONNS: $source_rate msg/s"
+
+  # Baseline 2: Postfix relaying the same backlog to the same sink.
+  postfix_drain
+  local pf_rate=$PF_RATE pf_cpu=$PF_CPU
+
+  row delivery "drain of $MESSAGES queued messages ($size bytes) into smtp-sink, $SMTP_CONNS conns" \
+    "$rate msg/s" "smtp-source -d -s $SMTP_CONNS: $source_rate msg/s" "$(fmt_ratio "$rate" "$source_rate")" \
+    ">= 0.6x" "$(verdict "$rate / $source_rate" '>=' 0.6)"
+  row delivery "the same backlog, against Postfix $(postconf -d -h mail_version) relaying to the sink (concurrency $SMTP_CONNS)" \
+    "$rate msg/s" "Postfix: $pf_rate msg/s" "$(fmt_ratio "$rate" "$pf_rate")" ">= 3x" \
+    "$(verdict "$rate / $pf_rate" '>=' 3)"
+  row delivery "CPU while posthorn drains: $(cpu_split "$rate_cpu")" \
+    "posthorn $(cpu_per "$rate_cpu" posthorn "$rate") us/msg, postgres $(cpu_per "$rate_cpu" postgres "$rate") us/msg" \
+    "smtp-source: $(cpu_split "$source_cpu"); Postfix: $(cpu_split "$pf_cpu")" "-" "-" "-"
+  stop_pid "$SINK_PID"
+  drop_db "$DB"
+}
+
+# postfix_drain: a private Postfix instance loaded with $MESSAGES messages (delivery deferred), then released;
+# the time until its queue is empty gives PF_RATE. Uses SINK_PORT and $OUT/message.txt.
+postfix_drain() {
+  local dir port start end n queued
+  dir=$(mktemp -d /tmp/posthorn-bench-postfix.XXXXXX)
+  chmod 755 "$dir"
+  mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
+  chown postfix "$dir/data"
+  port=$(free_port)
+  sed -e "s#@DIR@#$dir#g" -e "s#@SMTPD_PORT@#$port#g" -e "s#@SINK_PORT@#$SINK_PORT#g" \
+    -e "s#@CONCURRENCY@#$SMTP_CONNS#g" bench/postfix/main.cf.template >"$dir/etc/main.cf"
+  sed -e "s#@SMTPD_PORT@#$port#g" bench/postfix/master.cf >"$dir/etc/master.cf"
+  # The queue and data directories live outside the configuration directory, which postfix wants root-owned.
+  sed -i -e "s#^queue_directory = .*#queue_directory = $dir/queue#" -e "s#^data_directory = .*#data_directory = $dir/data#" \
+    "$dir/etc/main.cf"
+  postconf -c "$dir/etc" -e 'defer_transports = smtp relay'
+  on_exit postfix_stop "$dir"
+  postfix -c "$dir/etc" start >/dev/null 2>&1 || {
+    cat "$dir/maillog" >&2 || true
+    die "the private Postfix did not start"
+  }
+  wait_until 30 "Postfix's smtpd" tcp_open 127.0.0.1 "$port"
+  note "Postfix: loading $MESSAGES messages (delivery deferred)"
+  timeout 900 "$SMTP_SOURCE" -d -s 8 -m "$MESSAGES" -F "$OUT/message.txt" -f bench@example.com \
+    -t sink@example.org "127.0.0.1:$port"
+  wait_until 300 "Postfix to queue the backlog" pf_queued "$dir" "$MESSAGES"
+  postconf -c "$dir/etc" -e 'defer_transports ='
+  postfix -c "$dir/etc" reload >/dev/null 2>&1
+  sleep 1
+  wait_quiet "Postfix drain"
+  start_sampler delivery-postfix --tree "postfix=$(tr -d ' ' <"$dir/queue/pid/master.pid")" \
+    --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
+  start=$(now)
+  postqueue -c "$dir/etc" -f
+  wait_until 900 "Postfix to empty its queue" pf_empty "$dir"
+  end=$(now)
+  stop_sampler
+  PF_CPU=$SAMPLER_OUT
+  n=$(grep -c 'status=sent' "$dir/maillog" || true)
+  [[ "$n" == "$MESSAGES" ]] || warn "Postfix logged $n deliveries of $MESSAGES"
+  queued=$MESSAGES
+  PF_RATE=$(calc "round($queued / ($end - $start))")
+  note "Postfix: $queued messages in $(calc "round($end - $start, 2)") s: $PF_RATE msg/s"
+  cp "$dir/maillog" "$OUT/postfix-maillog" 2>/dev/null || true
+  postfix_stop "$dir"
+}
+postfix_stop() {
+  local dir=$1
+  [[ -d "$dir" ]] || return 0
+  postfix -c "$dir/etc" stop >/dev/null 2>&1 || true
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -f "$dir/queue/pid/master.pid" ]] || break
+    alive "$(tr -d ' ' <"$dir/queue/pid/master.pid")" || break
+    sleep 0.2
+  done
+  rm -rf "$dir"
+}
+
+# The drain rate into smtp-sink when the delivery section did not run in this invocation.
+measure_delivery_max() {
+  local n=$((MESSAGES / 2))
+  step "e2e: measuring the drain rate first ($n messages into smtp-sink)"
+  new_db delivery
+  start_sink
+  start_posthorn
+  mint_token
+  send_one
+  stop_posthorn
+  load_payload
+  copy_rows -backlog "$n" queued ts
+  drain e2e-drain
+  DELIVERY_MAX=$DRAIN_RATE
+  stop_pid "$SINK_PID"
+  drop_db "$DB"
+}
+
+section_e2e() {
+  [[ -n "${DELIVERY_MAX:-}" ]] || measure_delivery_max
+  local rate
+  rate=$(calc "max(1, round($DELIVERY_MAX / 2))")
+  step "e2e: accept-to-arrival latency at $rate msg/s (50 % of the drain rate, $DELIVERY_MAX msg/s)"
+  new_db e2e
+  start_timing_sink e2e
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+    POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+  mint_token
+  run_openloop "$PH_PORT" "$(calc "max(1, round($rate / 4))")" 3 e2e-warmup
+  wait_quiet "e2e"
+  start_sampler e2e --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'timing_sink=timing_sink\.py'
+  run_openloop "$PH_PORT" "$rate" "$DURATION" e2e-load --stamp-header X-Bench-Sent
+  local accepted
+  accepted=$(jget "$OUT/e2e-load.json" ok)
+  wait_until 300 "every message to arrive" queue_empty
+  stop_sampler
+  stop_posthorn
+  stop_timing_sink
+  local p50 p99
+  p50=$(jget "$TSINK_OUT" p50_ms)
+  p99=$(jget "$TSINK_OUT" p99_ms)
+  note "arrived $(jget "$TSINK_OUT" stamped) stamped of $accepted accepted: p50 $p50 ms, p99 $p99 ms, max $(jget "$TSINK_OUT" max_ms) ms"
+  row e2e "accept-to-arrival at $rate msg/s fixed rate = 50 % of the drain rate ($(jget "$TSINK_OUT" stamped) of $accepted arrived; accept p99 $(jget "$OUT/e2e-load.json" p99_ms) ms)" \
+    "p50 $p50 / p99 $p99 ms" "-" "-" "p99 <= 150 ms" "$(verdict "${p99:-1e9}" '<=' 150)"
+  row e2e "CPU during e2e: $(cpu_split "$SAMPLER_OUT")" "-" "-" "-" "-" "-"
+  drop_db "$DB"
+}
+
+# depth_step ROWS: accept and drain rates with ROWS sent + ROWS scheduled rows in the table.
+depth_step() {
+  local rows=$1
+  new_db "depth$rows"
+  start_posthorn
+  mint_token
+  send_one
+  stop_posthorn
+  load_payload
+  if ((rows > 0)); then
+    local t0
+    t0=$(now)
+    note "depth: inserting $rows sent rows (with their attempts) and $rows scheduled rows"
+    copy_rows -history "$rows" sent "ts + interval '1 second'" "30 days"
+    sql "INSERT INTO delivery_attempts (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
+                                        enhanced_code, response)
+         SELECT id, 1, created_at + interval '1 second', 12, 'smtp://127.0.0.1:25', 'sent', 250, '2.0.0', '250 2.0.0 Ok'
+           FROM messages WHERE caller = 'bench-history'" >/dev/null
+    copy_rows -scheduled "$rows" queued "ts + interval '20 days' + random() * interval '9 days'" "1 day"
+    note "depth: inserted in $(calc "round($(now) - $t0, 1)") s"
+  fi
+  sql "VACUUM ANALYZE" >/dev/null
+  wait_quiet "depth $rows"
+  start_posthorn
+  run_wrk "$PH_PORT" 3 "depth$rows-warmup"
+  run_wrk "$PH_PORT" "$DURATION" "depth$rows-accept"
+  DEPTH_ACCEPT=$WRK_RATE
+  stop_posthorn
+  # The messages just accepted are not part of the history: remove them before the drain.
+  sql "DELETE FROM messages WHERE caller = 'bench' AND id <> '$TEMPLATE_ID'" >/dev/null
+  sql "VACUUM ANALYZE messages" >/dev/null
+  copy_rows -backlog "$((MESSAGES / 2))" queued ts
+  sql "VACUUM ANALYZE messages" >/dev/null
+  drain "depth$rows-drain"
+  DEPTH_DRAIN=$DRAIN_RATE
+  note "depth $rows: accept $DEPTH_ACCEPT req/s, drain $DEPTH_DRAIN msg/s"
+  drop_db "$DB"
+}
+
+section_depth() {
+  local steps=("$DEPTH_ROWS") started
+  [[ "$DEPTH_1M" == 1 ]] && steps+=(1000000)
+  step "depth: accept and drain rates with ${steps[*]} rows of history and of scheduled messages"
+  started=$(now)
+  start_sink
+  depth_step 0
+  local base_accept=$DEPTH_ACCEPT base_drain=$DEPTH_DRAIN rows
+  for rows in "${steps[@]}"; do
+    if [[ "$(calc "int($(now) - $started > $DEPTH_BUDGET)")" == 1 ]]; then
+      warn "depth: ${DEPTH_BUDGET}s budget spent; skipping $rows rows"
+      row depth "$rows sent + $rows scheduled rows" "skipped (BENCH_DEPTH_BUDGET)" "-" "-" "-" "-"
+      continue
+    fi
+    depth_step "$rows"
+    row depth "accept rate with $rows sent + $rows scheduled rows (wrk, $CONNS conns)" "$DEPTH_ACCEPT req/s" \
+      "empty table: $base_accept req/s" "$(fmt_ratio "$DEPTH_ACCEPT" "$base_accept")" ">= 0.8x" \
+      "$(verdict "$DEPTH_ACCEPT / $base_accept" '>=' 0.8)"
+    row depth "drain rate ($((MESSAGES / 2)) msgs) with $rows sent + $rows scheduled rows" "$DEPTH_DRAIN msg/s" \
+      "empty table: $base_drain msg/s" "$(fmt_ratio "$DEPTH_DRAIN" "$base_drain")" ">= 0.8x" \
+      "$(verdict "$DEPTH_DRAIN / $base_drain" '>=' 0.8)"
+  done
+  stop_pid "$SINK_PID"
+}
+
+rss_mib() { calc "round($(awk '/^VmRSS:/ {print $2}' "/proc/$1/status") / 1024, 1)"; }
+
+section_resources() {
+  step "resources: RSS idle and under load; CPU split"
+  new_db resources
+  start_sink
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+    POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+  mint_token
+  sleep 5
+  local idle
+  idle=$(rss_mib "$PH_PID")
+  note "idle RSS after start: $idle MiB"
+  wait_quiet "resources"
+  start_sampler resources-load --pid "posthorn=$PH_PID" --match 'wrk=^wrk ' --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
+  run_wrk "$PH_PORT" "$DURATION" resources-load
+  stop_sampler
+  local load_json=$SAMPLER_OUT peak hwm sent
+  peak=$(calc "round($(jget "$load_json" rss_max_kib.posthorn) / 1024, 1)")
+  hwm=$(calc "round($(jget "$load_json" hwm_kib.posthorn) / 1024, 1)")
+  sent=$(sql "SELECT count(*) FROM messages WHERE status = 'sent'")
+  wait_until 600 "the queue to drain after the load" queue_empty
+  sleep 5
+  local after
+  after=$(rss_mib "$PH_PID")
+  stop_posthorn
+  note "under load: RSS peak $peak MiB (VmHWM $hwm), after the load $after MiB; $WRK_RATE req/s accepted, $sent sent meanwhile"
+  row resources "RSS idle (VmRSS 5 s after start; $after MiB once the load is over)" "$idle MiB" "-" "-" "<= 30 MiB" \
+    "$(verdict "$idle" '<=' 30)"
+  row resources "RSS under load: accept at max ($WRK_RATE req/s) while delivering ($sent sent during it); VmHWM $hwm MiB" \
+    "$peak MiB" "-" "-" "<= 200 MiB" "$(verdict "$peak" '<=' 200)"
+  row resources "CPU split under that load: $(cpu_split "$load_json")" "-" "-" "-" "-" "-"
+  stop_pid "$SINK_PID"
+  drop_db "$DB"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Setup
+
+step "tools"
+command -v wrk >/dev/null || apt_install wrk
+ensure_smtp_sink
+SMTP_SOURCE=$(dirname "$POSTHORN_TEST_SMTP_SINK")/smtp-source
+[[ -x "$SMTP_SOURCE" ]] || die "smtp-source is missing next to $POSTHORN_TEST_SMTP_SINK"
+command -v postfix >/dev/null || die "postfix is missing (apt-get install postfix)"
+ensure_postgres
+ADMIN_URL=$POSTHORN_TEST_DATABASE_URL
+on_exit drop_all_dbs
+on_exit stop_all # runs first: processes stop before their databases are dropped
+server_version=$(pg_psql -At "$ADMIN_URL" -c "SHOW server_version_num")
+PGBENCH=""
+for candidate in "/usr/lib/postgresql/$((server_version / 10000))/bin/pgbench" /usr/lib/postgresql/*/bin/pgbench; do
+  [[ -x "$candidate" ]] && PGBENCH=$candidate && break
+done
+if [[ -z "$PGBENCH" ]]; then
+  command -v pgbench >/dev/null && pgbench --version >/dev/null 2>&1 && PGBENCH=$(command -v pgbench)
+fi
+if [[ -z "$PGBENCH" ]]; then
+  apt_install postgresql-contrib
+  PGBENCH=$(find /usr/lib/postgresql/*/bin -name pgbench | sort -V | tail -n 1)
+fi
+[[ -x "$PGBENCH" ]] || die "pgbench not found"
+PG_MASTER=""
+data_dir=$(pg_psql -At "$ADMIN_URL" -c "SHOW data_directory" 2>/dev/null || true)
+[[ -n "$data_dir" && -r "$data_dir/postmaster.pid" ]] && PG_MASTER=$(head -n 1 "$data_dir/postmaster.pid")
+[[ -n "$PG_MASTER" ]] || warn "the PostgreSQL server's processes are not visible here: its CPU is not measured"
+pg_settings=$(pg_psql -At "$ADMIN_URL" -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
+  WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers', 'wal_sync_method')")
+reap_stale_dbs
+
+wait_quiet "build"
+if [[ "${BENCH_BUILD:-1}" == 1 ]]; then
+  step "cargo build --release --locked --bin posthorn"
+  cargo build --release --locked --bin posthorn
+fi
+[[ -x "$BIN" ]] || die "$BIN is missing"
+
+BODY=$OUT/body.json
+python3 -c 'import json, sys
+json.dump({"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "benchmark",
+           "text": "A transactional message of ordinary size.\n" * 20}, open(sys.argv[1], "w"))' "$BODY"
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || commit="$commit+uncommitted changes"
+started_at=$(date -u '+%Y-%m-%d %H:%M UTC')
+run_start=$(now)
+for s in "${sections[@]}"; do
+  "section_$s"
+done
+
+# ---------------------------------------------------------------------------------------------------------
+# The table
+
+{
+  echo "posthorn $commit, $started_at, $(nproc) cores, $(calc "round(($(now) - $run_start) / 60, 1)") min"
+  echo "command: bench/run.sh ${*:-}  (BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNS BENCH_SMTP_CONNECTIONS=$SMTP_CONNS BENCH_MESSAGES=$MESSAGES BENCH_DEPTH_ROWS=$DEPTH_ROWS BENCH_DEPTH_1M=$DEPTH_1M)"
+  echo "PostgreSQL $(pg_psql -At "$ADMIN_URL" -c "SHOW server_version"): $pg_settings"
+  echo
+  echo "| section | figure | posthorn | baseline | ratio | target | met? |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  while IFS=$'\t' read -r section figure value baseline ratio target met; do
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$section" "$figure" "$value" "$baseline" "$ratio" "$target" "$met"
+  done <"$RESULTS"
+} >"$OUT/results.md"
+echo
+cat "$OUT/results.md"
+echo
+note "raw figures, JSON and logs: $OUT"
