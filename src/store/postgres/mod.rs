@@ -1,6 +1,7 @@
 //! The PostgreSQL store: the production engine, shared by every replica.
 
-mod committer;
+mod accept;
+mod batch;
 mod queue;
 mod rows;
 
@@ -21,7 +22,7 @@ use super::records::{
 use super::{MessageStore, StoreError};
 use crate::config::Secret;
 use crate::domain::MessageStatus;
-use committer::Committer;
+use batch::Batcher;
 
 /// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
 /// older replicas keep running during a rolling upgrade (migrations only ever add).
@@ -50,8 +51,10 @@ pub struct PostgresStore {
     /// The runtime the store was opened in: committers run there, not on whichever HTTP worker
     /// thread happens to enqueue first.
     runtime: Option<tokio::runtime::Handle>,
-    /// Started on first use.
-    committer: OnceLock<Committer>,
+    /// Group commit of enqueues, started on first use.
+    accept: OnceLock<Batcher<EnqueueRequest, EnqueueOutcome>>,
+    /// Group commit of delivery outcomes, started on first use.
+    outcomes: OnceLock<Batcher<queue::Outcome, bool>>,
 }
 
 impl PostgresStore {
@@ -71,8 +74,22 @@ impl PostgresStore {
             // Each committer holds one connection while it commits; leave the rest for reads and claims.
             committers: (settings.max_connections / 3).clamp(1, 4) as usize,
             runtime: tokio::runtime::Handle::try_current().ok(),
-            committer: OnceLock::new(),
+            accept: OnceLock::new(),
+            outcomes: OnceLock::new(),
         })
+    }
+
+    /// Starts a group-commit batcher in the runtime the store was opened in (not on whichever HTTP
+    /// worker thread happens to write first).
+    fn batcher<T: Send + 'static, O: Send + 'static>(
+        &self,
+        commit: batch::CommitFn<T, O>,
+    ) -> Batcher<T, O> {
+        let runtime = self
+            .runtime
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        Batcher::start(&runtime, self.pool.clone(), self.committers, commit)
     }
 
     /// The pool, for callers in the store's own tests.
@@ -111,18 +128,12 @@ impl MessageStore for PostgresStore {
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
-        self.committer
+        self.accept
             .get_or_init(|| {
-                let runtime = self
-                    .runtime
-                    .clone()
-                    .unwrap_or_else(tokio::runtime::Handle::current);
-                Committer::start(
-                    &runtime,
-                    self.pool.clone(),
-                    self.idempotency_retention,
-                    self.committers,
-                )
+                let retention = self.idempotency_retention;
+                self.batcher(Arc::new(move |pool, requests| {
+                    Box::pin(accept::commit_enqueues(pool, retention, requests))
+                }))
             })
             .submit(request)
             .await
@@ -222,7 +233,14 @@ impl MessageStore for PostgresStore {
         attempt: AttemptRecord,
         disposition: Disposition,
     ) -> Result<bool, StoreError> {
-        queue::record(&self.pool, lease, attempt, disposition).await
+        self.outcomes
+            .get_or_init(|| {
+                self.batcher(Arc::new(|pool, outcomes| {
+                    Box::pin(queue::commit_outcomes(pool, outcomes))
+                }))
+            })
+            .submit((lease, attempt, disposition))
+            .await
     }
 
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError> {

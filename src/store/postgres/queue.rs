@@ -72,8 +72,25 @@ pub(super) async fn claim(
         .collect()
 }
 
-pub(super) async fn record(
-    pool: &PgPool,
+/// An outcome to record: the lease that holds the job, the attempt, and what becomes of the job.
+pub(super) type Outcome = (JobLease, AttemptRecord, Disposition);
+
+/// Records a batch of outcomes in one transaction; each is applied only if its lease still holds.
+pub(super) async fn commit_outcomes(
+    pool: PgPool,
+    outcomes: Vec<Outcome>,
+) -> Result<Vec<bool>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut applied = Vec::with_capacity(outcomes.len());
+    for (lease, attempt, disposition) in outcomes {
+        applied.push(record(&mut *tx, lease, attempt, disposition).await?);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn record<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
     lease: JobLease,
     attempt: AttemptRecord,
     disposition: Disposition,
@@ -130,7 +147,7 @@ pub(super) async fn record(
     .bind(&attempt.enhanced_code)
     .bind(&attempt.response)
     .bind(Json(&attempt.recipients))
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     Ok(applied.is_some())
 }

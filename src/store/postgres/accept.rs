@@ -1,17 +1,10 @@
-//! Group commit for the accept path: concurrent enqueues share one transaction and one WAL flush.
-//!
-//! Requests queue on a channel; a few committer tasks each take whatever is waiting (up to a batch),
-//! run it in one transaction (idempotency keys first, in a fixed order so two batches never deadlock,
-//! then every message in one multi-row INSERT) and answer every request of the batch after the commit.
-//! Nothing waits for a batch to fill: an idle server commits a lone request at once, a busy one commits
-//! many per flush. 202 still means committed.
+//! The accept path's batch: idempotency keys first, in a fixed order so two batches never deadlock,
+//! then every message of the batch in one multi-row INSERT and at most one notification.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
-use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{interval, queue};
@@ -20,91 +13,13 @@ use crate::store::StoreError;
 use crate::store::content;
 use crate::store::records::{Accepted, EnqueueOutcome, EnqueueRequest};
 
-/// Most requests committed in one transaction.
-const MAX_BATCH: usize = 128;
-/// Requests waiting for a committer before `enqueue` itself waits (back-pressure).
-const QUEUE: usize = 4096;
-
-struct Pending {
-    request: EnqueueRequest,
-    reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
-}
-
-/// The sending side; committer tasks run until it is dropped.
-pub(super) struct Committer {
-    sender: mpsc::Sender<Pending>,
-}
-
-impl Committer {
-    /// Starts `tasks` committers on `pool`, in `runtime`.
-    pub(super) fn start(
-        runtime: &tokio::runtime::Handle,
-        pool: PgPool,
-        retention: Duration,
-        tasks: usize,
-    ) -> Self {
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..tasks.max(1) {
-            runtime.spawn(run(pool.clone(), retention, receiver.clone()));
-        }
-        Self { sender }
-    }
-
-    /// Enqueues one request and waits until its batch is committed (or failed).
-    pub(super) async fn submit(
-        &self,
-        request: EnqueueRequest,
-    ) -> Result<EnqueueOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Pending { request, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?
-    }
-}
-
-async fn run(pool: PgPool, retention: Duration, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
-                Some(pending) => batch.push(pending),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
-        }
-        let requests: Vec<&EnqueueRequest> = batch.iter().map(|pending| &pending.request).collect();
-        match commit(&pool, retention, &requests).await {
-            Ok(outcomes) => {
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                // Nothing of the batch was committed: every request gets the error (and no 202).
-                for pending in batch {
-                    let _ = pending.reply.send(Err(error.replicate()));
-                }
-            }
-        }
-    }
-}
-
-async fn commit(
-    pool: &PgPool,
+/// Commits a batch of enqueue requests in one transaction.
+pub(super) async fn commit_enqueues(
+    pool: PgPool,
     retention: Duration,
-    requests: &[&EnqueueRequest],
+    requests: Vec<EnqueueRequest>,
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    let requests: Vec<&EnqueueRequest> = requests.iter().collect();
     let mut tx = pool.begin().await?;
     let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; requests.len()];
     // Keys are claimed in (caller, key) order: two batches holding each other's keys would deadlock.

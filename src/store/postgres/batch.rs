@@ -1,0 +1,105 @@
+//! Group commit: concurrent writes share one transaction, and so one WAL flush.
+//!
+//! Items queue on a channel; a few tasks each take whatever is waiting (up to a batch), commit it in one
+//! transaction and answer every item afterwards. Nothing waits for a batch to fill: an idle server
+//! commits a lone item at once, a busy one commits many per flush. An answer still means committed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::store::StoreError;
+
+/// Most items committed in one transaction.
+const MAX_BATCH: usize = 128;
+/// Items waiting for a task before submitters themselves wait (back-pressure).
+const QUEUE: usize = 4096;
+
+/// Commits a batch; returns one output per item, in order.
+pub(super) type CommitFn<T, O> = Arc<
+    dyn Fn(PgPool, Vec<T>) -> Pin<Box<dyn Future<Output = Result<Vec<O>, StoreError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+struct Pending<T, O> {
+    item: T,
+    reply: oneshot::Sender<Result<O, StoreError>>,
+}
+
+/// The submitting side; the tasks run until it is dropped.
+pub(super) struct Batcher<T, O> {
+    sender: mpsc::Sender<Pending<T, O>>,
+}
+
+impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
+    /// Starts `tasks` committing tasks in `runtime`.
+    pub(super) fn start(
+        runtime: &tokio::runtime::Handle,
+        pool: PgPool,
+        tasks: usize,
+        commit: CommitFn<T, O>,
+    ) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..tasks.max(1) {
+            runtime.spawn(run(pool.clone(), receiver.clone(), commit.clone()));
+        }
+        Self { sender }
+    }
+
+    /// Submits one item and waits until its batch is committed (or failed).
+    pub(super) async fn submit(&self, item: T) -> Result<O, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Pending { item, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?
+    }
+}
+
+async fn run<T, O>(
+    pool: PgPool,
+    receiver: Arc<Mutex<mpsc::Receiver<Pending<T, O>>>>,
+    commit: CommitFn<T, O>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(pending) => batch.push(pending),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (items, replies): (Vec<T>, Vec<_>) = batch
+            .into_iter()
+            .map(|pending| (pending.item, pending.reply))
+            .unzip();
+        match commit(pool.clone(), items).await {
+            Ok(outputs) => {
+                for (reply, output) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(output));
+                }
+            }
+            Err(error) => {
+                // Nothing of the batch was committed: every item gets the error.
+                for reply in replies {
+                    let _ = reply.send(Err(error.replicate()));
+                }
+            }
+        }
+    }
+}
