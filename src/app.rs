@@ -211,7 +211,10 @@ async fn run_delivery(
                     tracing::info!("database reachable; migrations applied");
                     break;
                 }
-                Err(error) => tracing::warn!(error = %error, "waiting for the database"),
+                Err(error) => tracing::warn!(
+                    error = %crate::telemetry::error_chain(&error),
+                    "waiting for the database"
+                ),
             }
         }
     }
@@ -311,7 +314,10 @@ async fn purge_idempotency_keys(store: SharedStore, retention: Duration, stop: C
         match store.purge_idempotency_keys(retention).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
-            Err(error) => tracing::warn!(error = %error, "purging idempotency keys failed"),
+            Err(error) => tracing::warn!(
+                error = %crate::telemetry::error_chain(&error),
+                "purging idempotency keys failed"
+            ),
         }
     }
 }

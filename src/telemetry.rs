@@ -32,3 +32,15 @@ pub fn init(format: LogFormat) {
     // An already-installed subscriber is fine; there is nothing else that can fail here.
     drop(result);
 }
+
+/// An error with all its sources, `outer: inner: innermost`, for log lines.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

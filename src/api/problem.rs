@@ -190,7 +190,11 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(error = %ErrorChain(self), problem = self.slug(), "request failed");
+            tracing::error!(
+                error = %crate::telemetry::error_chain(self),
+                problem = self.slug(),
+                "request failed"
+            );
         }
         let problem = Problem {
             kind: format!("{PROBLEM_TYPE_PREFIX}{}", self.slug()),
@@ -240,20 +244,5 @@ impl ResponseError for ApiError {
         // Serializing a struct of strings and numbers cannot fail.
         let body = serde_json::to_string(&problem).unwrap_or_default();
         response.body(body)
-    }
-}
-
-/// Displays an error with all its sources, for logs.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
     }
 }

@@ -87,7 +87,10 @@ impl Worker {
             {
                 Ok(jobs) => jobs,
                 Err(error) => {
-                    tracing::warn!(error = %error, "claiming jobs failed; retrying");
+                    tracing::warn!(
+                        error = %crate::telemetry::error_chain(&error),
+                        "claiming jobs failed; retrying"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
                         () = stop.cancelled() => return,

@@ -15,7 +15,7 @@ pub enum StoreError {
     Corrupt(String),
     /// Applying migrations failed.
     #[error("applying migrations failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(#[source] sqlx::migrate::MigrateError),
     /// The schema is older than this build expects.
     #[error("database schema is not migrated (run `posthorn migrate`)")]
     NotMigrated,
@@ -63,6 +63,22 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Unavailable(error)
             }
             other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            // A database that cannot be reached is not a broken migration: the caller may wait for it.
+            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
+                StoreError::Unavailable(inner) => StoreError::Unavailable(inner),
+                StoreError::Database(inner) => {
+                    StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
+                }
+                other => other,
+            },
+            other => StoreError::Migrate(other),
         }
     }
 }
