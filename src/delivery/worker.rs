@@ -32,6 +32,9 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
 }
 
+/// The longest wait before a failed claim is tried again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 /// Leases this process holds right now, so a forced shutdown can give them back.
 #[derive(Default)]
 pub struct HeldLeases(Mutex<HashSet<JobLease>>);
@@ -91,8 +94,10 @@ impl Worker {
                         error = %crate::telemetry::error_chain(&error),
                         "claiming jobs failed; retrying"
                     );
+                    // Still listening: once the database is back, a notification ends the wait early.
                     tokio::select! {
-                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = &mut notified => {}
+                        () = tokio::time::sleep(self.settings.poll_interval.min(CLAIM_RETRY)) => {}
                         () = stop.cancelled() => return,
                     }
                     continue;
