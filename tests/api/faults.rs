@@ -1,0 +1,688 @@
+//! Fault injection: the database restarted under load or down at start, an upstream that refuses
+//! connections, `kill -9` at each point of a send, a storm of one idempotency key, a long-held
+//! snapshot, and secrets that must never leak. Every test is bounded in time and uses loopback only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use posthorn::auth::{Authenticator, Scope};
+use posthorn::config::{Config, Secret};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::peers::free_port;
+use crate::support::private_pg::PrivatePg;
+use crate::support::smtp::SmtpServer;
+use crate::support::{JWT_SECRET, spawn_delivering_app, valid_message};
+
+/// The real binary, `posthorn serve`, with a clean environment, JSON logs captured to files, and
+/// SIGKILL on drop.
+struct Posthorn {
+    child: Child,
+    address: String,
+    logs: tempfile::TempDir,
+}
+
+impl Posthorn {
+    /// Starts `posthorn serve` in the production profile on a free port; `env` adds or overrides
+    /// variables.
+    fn spawn(env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let logs = tempfile::tempdir().expect("temp dir");
+        let stdout = File::create(logs.path().join("stdout.log")).expect("stdout log");
+        let stderr = File::create(logs.path().join("stderr.log")).expect("stderr log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_posthorn"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("POSTHORN_PROFILE", "production")
+            .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
+            .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+            .env("POSTHORN_LOG_FORMAT", "json")
+            .env("POSTHORN_LOG", "info")
+            .env("POSTHORN_SHUTDOWN_GRACE", "2s");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start posthorn");
+        Self {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            logs,
+        }
+    }
+
+    /// Everything the process wrote to stderr (its JSON log) so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Everything the process wrote to stdout so far.
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("posthorn exited ({status}):\n{}", self.stderr());
+        }
+    }
+
+    /// Waits until `path` answers `status`, or panics after `timeout`.
+    async fn wait_for(&mut self, path: &str, status: u16, timeout: Duration) {
+        let client = client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            if let Ok(response) = client.get(format!("{}{path}", self.address)).send().await
+                && response.status() == status
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} did not answer {status} within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        self.wait_for("/readyz", 200, Duration::from_secs(30)).await;
+    }
+
+    /// SIGKILL, and reap.
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// `/metrics` as text.
+    async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// An unlabelled metric's value (0 when absent).
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        sample(&text, name).unwrap_or(0.0)
+    }
+
+    /// `POST /send` with `token`.
+    async fn post(&self, token: &str, body: &Value) -> reqwest::Response {
+        client()
+            .post(format!("{}/send", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    /// `POST /send`, asserting 202; the id.
+    async fn accept(&self, token: &str, body: &Value) -> String {
+        let response = self.post(token, body).await;
+        assert_eq!(response.status(), 202, "{}", self.stderr());
+        let body: Value = response.json().await.expect("JSON");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `GET /v1/messages/{id}` as JSON.
+    async fn message(&self, token: &str, id: &str) -> Value {
+        let response = client()
+            .get(format!("{}/v1/messages/{id}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request completes");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("JSON")
+    }
+
+    /// Waits until the message has `status`, returning it.
+    async fn wait_for_status(
+        &self,
+        token: &str,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let message = self.message(token, id).await;
+            if message["status"] == status {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {id} did not become {status} within {timeout:?}: {message:#}\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Posthorn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// A token signed with `secret` for caller `sub`.
+fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
+    let config = Config {
+        jwt_secret: Some(Secret::new(secret)),
+        ..Config::default()
+    };
+    Authenticator::from_config(&config)
+        .expect("keys")
+        .mint(sub, scopes, Duration::from_secs(600), None)
+        .expect("token")
+}
+
+/// A send+read token for the test secret.
+fn token() -> String {
+    token_with(JWT_SECRET, "faults", &[Scope::Send, Scope::Read])
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn rfc3339(value: &Value) -> OffsetDateTime {
+    OffsetDateTime::parse(value.as_str().expect("a timestamp"), &Rfc3339).expect("RFC 3339")
+}
+
+/// How many messages the server received with this Message-ID.
+fn copies(smtp: &SmtpServer, message_id: &str) -> usize {
+    smtp.received()
+        .iter()
+        .filter(|mail| mail.header("Message-ID").as_deref() == Some(message_id))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 1. PostgreSQL restarted under load
+// ---------------------------------------------------------------------------------------------------
+
+/// One request of the load: when it started (since the load began), how long it took, and its answer.
+#[derive(Debug, Clone)]
+struct Sent {
+    at: Duration,
+    took: Duration,
+    status: u16,
+    retry_after: Option<String>,
+    problem: Option<String>,
+    id: Option<String>,
+}
+
+/// Posts messages continuously from `tasks` tasks until stopped.
+struct Load {
+    stop: CancellationToken,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    began: Instant,
+}
+
+impl Load {
+    fn start(address: &str, token: &str, tasks: usize, pause: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let began = Instant::now();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("client");
+        let tasks = (0..tasks)
+            .map(|task| {
+                let stop = stop.clone();
+                let sent = sent.clone();
+                let http = http.clone();
+                let url = format!("{address}/send");
+                let token = token.to_owned();
+                tokio::spawn(async move {
+                    let mut index = 0;
+                    while !stop.is_cancelled() {
+                        let mut body = valid_message();
+                        body["subject"] = json!(format!("load {task}-{index}"));
+                        index += 1;
+                        let at = began.elapsed();
+                        let started = Instant::now();
+                        let outcome = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                        let took = started.elapsed();
+                        let record = match outcome {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                let retry_after = response
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned);
+                                let body: Value = response.json().await.unwrap_or(Value::Null);
+                                Sent {
+                                    at,
+                                    took,
+                                    status,
+                                    retry_after,
+                                    problem: body["type"].as_str().map(str::to_owned),
+                                    id: body["id"].as_str().map(str::to_owned),
+                                }
+                            }
+                            // A transport error (or the client's own 15 s timeout) is recorded as 0.
+                            Err(_) => Sent {
+                                at,
+                                took,
+                                status: 0,
+                                retry_after: None,
+                                problem: None,
+                                id: None,
+                            },
+                        };
+                        sent.lock().unwrap().push(record);
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            tasks,
+            began,
+        }
+    }
+
+    async fn finish(self) -> Vec<Sent> {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.expect("load task");
+        }
+        let mut sent = self.sent.lock().unwrap().clone();
+        sent.sort_by_key(|s| s.at);
+        sent
+    }
+}
+
+/// Waits until every id in `ids` is `sent` in the database at `url`, returning id → Message-ID.
+async fn wait_all_sent(
+    url: &str,
+    ids: &HashSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows: Vec<(String, String, String)> = match sqlx::PgConnection::connect(url).await {
+            Ok(mut db) => sqlx::query_as("SELECT id::text, message_id, status FROM messages")
+                .fetch_all(&mut db)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let known: BTreeMap<&str, (&str, &str)> = rows
+            .iter()
+            .map(|(id, message_id, status)| (id.as_str(), (message_id.as_str(), status.as_str())))
+            .collect();
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !known.contains_key(id.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty() || rows.is_empty(),
+            "answered 202 but not in the database: {missing:?}"
+        );
+        let unsent: Vec<(&String, &str)> = ids
+            .iter()
+            .filter_map(|id| {
+                let (_, status) = known.get(id.as_str())?;
+                (*status != "sent").then_some((id, *status))
+            })
+            .collect();
+        if !rows.is_empty() && unsent.is_empty() {
+            return ids
+                .iter()
+                .map(|id| (id.clone(), known[id.as_str()].0.to_owned()))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not sent within {timeout:?}: {} of {} ({:?}...)",
+            unsent.len(),
+            ids.len(),
+            unsent.iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Backends holding `LISTEN` on the server at `url`.
+async fn listening_backends(url: &str) -> i64 {
+    let Ok(mut db) = sqlx::PgConnection::connect(url).await else {
+        return 0;
+    };
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE application_name = 'posthorn' AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap_or(0)
+}
+
+/// Callers keep sending while PostgreSQL goes away (`pg_ctl stop -m <mode>`) for three seconds and
+/// comes back: every answer is a prompt 202 or 503, and every 202 is delivered.
+async fn outage_under_load(mode: &'static str) {
+    let pg = PrivatePg::start_new().await;
+    let smtp = SmtpServer::start().await;
+    let mut server = Posthorn::spawn(&[
+        ("POSTHORN_DATABASE_URL", pg.url()),
+        ("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "2s".into()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        ("POSTHORN_SMTP_TIMEOUT", "2s".into()),
+        ("POSTHORN_LEASE_DURATION", "12s".into()),
+        ("POSTHORN_RETRY_INITIAL_DELAY", "200ms".into()),
+        ("POSTHORN_RETRY_MAX_DELAY", "1s".into()),
+        ("POSTHORN_WORKERS", "4".into()),
+    ]);
+    server.wait_ready().await;
+    let token = token();
+
+    let load = Load::start(&server.address, &token, 4, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down_at = load.began.elapsed();
+    pg.stop(mode).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.start().await;
+    let up_at = load.began.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = load.finish().await;
+    server.assert_running();
+
+    let count = |status: u16| sent.iter().filter(|s| s.status == status).count();
+    let slowest = sent.iter().map(|s| s.took).max().unwrap_or_default();
+    eprintln!(
+        "stop -m {mode}: requests: {} (202: {}, 503: {}, other: {}); slowest {slowest:?}; PostgreSQL down {down_at:?}..{up_at:?}",
+        sent.len(),
+        count(202),
+        count(503),
+        sent.len() - count(202) - count(503)
+    );
+    let odd: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.status != 202 && s.status != 503)
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "every answer is 202 or 503: {odd:#?}\n{}",
+        server.stderr()
+    );
+    for unavailable in sent.iter().filter(|s| s.status == 503) {
+        assert!(
+            unavailable
+                .retry_after
+                .as_deref()
+                .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s > 0)),
+            "a 503 carries Retry-After: {unavailable:?}"
+        );
+        assert_eq!(
+            unavailable.problem.as_deref(),
+            Some("urn:posthorn:problem:unavailable")
+        );
+    }
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a request took {slowest:?}"
+    );
+    assert!(count(503) > 0, "the outage was visible to callers");
+    assert!(
+        sent.iter()
+            .any(|s| s.status == 202 && s.at > up_at + Duration::from_secs(1)),
+        "requests succeed again once PostgreSQL is back"
+    );
+
+    // Every 202 is in the database and reaches the upstream.
+    let accepted: HashSet<String> = sent.iter().filter_map(|s| s.id.clone()).collect();
+    let message_ids = wait_all_sent(&pg.url(), &accepted, Duration::from_secs(30)).await;
+    for (id, message_id) in &message_ids {
+        assert!(
+            copies(&smtp, message_id) >= 1,
+            "{id} ({message_id}) was answered 202 but never delivered"
+        );
+    }
+    eprintln!(
+        "delivered {} accepted messages; the upstream received {} (duplicates {})",
+        message_ids.len(),
+        smtp.received().len(),
+        smtp.received().len() - message_ids.len()
+    );
+
+    // LISTEN is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listening_backends(&pg.url()).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "LISTEN was not re-established:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_answers_202_or_503_and_loses_nothing() {
+    crate::postgres_only!();
+    outage_under_load("fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashing_under_load_answers_202_or_503_and_loses_nothing() {
+    crate::postgres_only!();
+    // SIGQUIT to the postmaster: no clean shutdown, crash recovery at the next start.
+    outage_under_load("immediate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_postgres_restart_a_new_message_is_delivered_without_waiting_for_the_poll() {
+    crate::postgres_only!();
+    let pg = PrivatePg::start_new().await;
+    let smtp = SmtpServer::start().await;
+    let mut server = Posthorn::spawn(&[
+        ("POSTHORN_DATABASE_URL", pg.url()),
+        ("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "2s".into()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        // Only a notification can wake an idle worker within the test.
+        ("POSTHORN_POLL_INTERVAL", "30s".into()),
+        ("POSTHORN_WORKERS", "2".into()),
+    ]);
+    server.wait_ready().await;
+    let token = token();
+    // Wake-ups work before the restart.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = server.accept(&token, &valid_message()).await;
+    server
+        .wait_for_status(&token, &id, "sent", Duration::from_secs(5))
+        .await;
+
+    // `pg_ctl restart -m fast` while the workers are idle (a claim cut off by the restart is the
+    // subject of `a_failed_claim_leaves_workers_deaf_to_wake_ups`).
+    pg.restart().await;
+    server.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listening_backends(&pg.url()).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "LISTEN was not re-established:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let started = Instant::now();
+    let id = server.accept(&token, &valid_message()).await;
+    let message = server.message(&token, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while copies(&smtp, message["message_id"].as_str().unwrap()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a message accepted after the restart waited for the 30 s poll (not delivered within 5 s)\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("delivered {:?} after acceptance", started.elapsed());
+}
+
+/// Claims waiting on a lock that another session holds.
+const BLOCKED_CLAIMS: &str = "FROM pg_stat_activity
+     WHERE datname = current_database() AND wait_event_type = 'Lock'
+       AND query ILIKE '%FOR UPDATE SKIP LOCKED%'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a worker whose claim fails (database restart, failover, a killed connection) sleeps a \
+            whole POSTHORN_POLL_INTERVAL without listening for wake-ups (worker.rs, the Err arm of \
+            claim_due_jobs); once every worker is in that state, new messages wait for the poll although \
+            LISTEN/NOTIFY works again. Seen once in ~50 runs of the restart test with a 30 s poll"]
+async fn a_failed_claim_leaves_workers_deaf_to_wake_ups() {
+    crate::postgres_only!();
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.poll_interval = Duration::from_secs(30);
+        config.workers = 2;
+    })
+    .await;
+    // Workers idle, the listener connected.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Both workers claim (woken by a notification) and wait on a lock; their connections are then
+    // terminated, as a database restart terminates them.
+    let mut locker = app.database.connect().await;
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let mut admin = app.database.connect().await;
+    sqlx::query("NOTIFY posthorn_jobs")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(&format!("SELECT count(*) {BLOCKED_CLAIMS}"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if blocked >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers did not claim: {blocked}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid) {BLOCKED_CLAIMS}"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The database is fine again and notifications flow: a new message should go out at once.
+    let id = app.accept(&valid_message()).await;
+    app.wait_for_status(&id, "sent", Duration::from_secs(5))
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 2. PostgreSQL down when posthorn starts
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: with PostgreSQL unreachable at start, `posthorn serve` exits 1 after the acquire timeout \
+            (`applying database migrations: ... pool timed out`) instead of serving /readyz 503 and retrying, \
+            as README and Application::build promise: PostgresStore::migrate turns the pool timeout into \
+            StoreError::Migrate, not StoreError::Unavailable"]
+async fn postgres_down_at_start_serves_503_then_becomes_ready_and_delivers() {
+    crate::postgres_only!();
+    let pg = PrivatePg::init();
+    let smtp = SmtpServer::start().await;
+    let mut server = Posthorn::spawn(&[
+        ("POSTHORN_DATABASE_URL", pg.url()),
+        ("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "2s".into()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        ("POSTHORN_POLL_INTERVAL", "200ms".into()),
+    ]);
+    server
+        .wait_for("/healthz", 200, Duration::from_secs(15))
+        .await;
+    let response = client()
+        .get(format!("{}/readyz", server.address))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    // Stays alive while it waits.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.assert_running();
+    let log = server.stderr();
+    let waiting = log.lines().any(|line| {
+        serde_json::from_str::<Value>(line).is_ok_and(|entry| {
+            let message = entry["message"].as_str().unwrap_or_default();
+            message.contains("database")
+                && (message.contains("not reachable") || message.contains("waiting"))
+        })
+    });
+    assert!(
+        waiting,
+        "a JSON log line says it waits for the database:\n{log}"
+    );
+
+    pg.start().await;
+    let started = Instant::now();
+    server
+        .wait_for("/readyz", 200, Duration::from_secs(15))
+        .await;
+    eprintln!("ready {:?} after PostgreSQL started", started.elapsed());
+    let token = token();
+    let id = server.accept(&token, &valid_message()).await;
+    let message = server
+        .wait_for_status(&token, &id, "sent", Duration::from_secs(15))
+        .await;
+    assert_eq!(copies(&smtp, message["message_id"].as_str().unwrap()), 1);
+}
