@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::peers::free_port;
 use crate::support::private_pg::PrivatePg;
-use crate::support::smtp::SmtpServer;
-use crate::support::{JWT_SECRET, spawn_delivering_app, valid_message};
+use crate::support::smtp::{Action, Script, SmtpServer};
+use crate::support::{
+    JWT_SECRET, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app, valid_message,
+};
 
 /// The real binary, `posthorn serve`, with a clean environment, JSON logs captured to files, and
 /// SIGKILL on drop.
@@ -685,4 +687,233 @@ async fn postgres_down_at_start_serves_503_then_becomes_ready_and_delivers() {
         .wait_for_status(&token, &id, "sent", Duration::from_secs(15))
         .await;
     assert_eq!(copies(&smtp, message["message_id"].as_str().unwrap()), 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 3. An upstream that refuses connections, then comes back
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_upstream_refusing_connections_is_retried_with_growing_delays_then_delivered() {
+    // Nothing listens here until the end of the test.
+    let port = free_port();
+    let initial = Duration::from_millis(400);
+    let app = spawn_app_with(|config| {
+        fast_delivery(config);
+        config.smtp_url = Some(Secret::new(format!("smtp://127.0.0.1:{port}")));
+        config.poll_interval = Duration::from_millis(50);
+        config.retry_initial_delay = initial;
+        config.retry_max_delay = Duration::from_secs(60);
+        config.retry_max_attempts = 20;
+    })
+    .await;
+    let id = app.accept(&valid_message()).await;
+
+    // After attempt n fails, the message is queued with next_attempt_at = end of attempt + delay n.
+    const OBSERVED: i64 = 4;
+    let mut delays: BTreeMap<i64, f64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut message = Value::Null;
+    while (delays.len() as i64) < OBSERVED {
+        assert!(
+            Instant::now() < deadline,
+            "retries observed: {delays:?}\n{message:#}"
+        );
+        message = app.message(&id).await;
+        let attempts = message["attempts"].as_array().cloned().unwrap_or_default();
+        if message["status"] == "queued"
+            && let Some(last) = attempts.last()
+            && message["next_attempt_at"].is_string()
+            && message["attempt_count"] == last["attempt"]
+        {
+            let attempt = last["attempt"].as_i64().unwrap();
+            let ended = rfc3339(&last["started_at"])
+                + time::Duration::milliseconds(last["duration_ms"].as_i64().unwrap());
+            let delay = (rfc3339(&message["next_attempt_at"]) - ended).as_seconds_f64();
+            delays.entry(attempt).or_insert(delay);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = message["attempts"].as_array().unwrap().clone();
+    eprintln!("retry delays after each refused connection (s): {delays:?}");
+    for attempt in &attempts {
+        assert_eq!(attempt["outcome"], "transient", "{attempt}");
+        assert_eq!(attempt["smtp_code"], Value::Null, "{attempt}");
+        assert!(
+            attempt["response"].as_str().is_some_and(|r| !r.is_empty()),
+            "the refusal is described: {attempt}"
+        );
+    }
+    for (attempt, delay) in &delays {
+        let expected = initial.as_secs_f64() * 2f64.powi(*attempt as i32 - 1);
+        // ±20 % jitter; the recorded end of an attempt precedes the scheduling by a few milliseconds.
+        assert!(
+            *delay >= expected * 0.8 - 0.02 && *delay <= expected * 1.2 + 0.2,
+            "delay after attempt {attempt}: {delay:.3}s, expected {expected:.3}s ±20 %"
+        );
+    }
+    // The gaps between attempt starts grow.
+    let starts: Vec<OffsetDateTime> = attempts.iter().map(|a| rfc3339(&a["started_at"])).collect();
+    let gaps: Vec<f64> = starts
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).as_seconds_f64())
+        .collect();
+    eprintln!("gaps between attempt starts (s): {gaps:?}");
+    assert!(
+        gaps.windows(2).all(|pair| pair[1] > pair[0]),
+        "gaps grow: {gaps:?}"
+    );
+
+    // The upstream comes back on the same port.
+    let smtp = SmtpServer::start_on(port, Script::default()).await;
+    let message = app
+        .wait_for_status(&id, "sent", Duration::from_secs(20))
+        .await;
+    assert_eq!(copies(&smtp, message["message_id"].as_str().unwrap()), 1);
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.last().unwrap()["outcome"], "sent");
+    assert!(attempts.len() as i64 > OBSERVED);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 4. kill -9 at each point of a send
+// ---------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    /// Connected, the greeting has not come.
+    BeforeGreeting,
+    /// DATA sent, its 354 has not come.
+    DuringData,
+    /// The final dot sent (the upstream has the message), its reply has not come.
+    AfterFinalDot,
+}
+
+/// What a kill at one point left behind once the restarted process finished.
+struct KillResult {
+    copies: usize,
+    possible_duplicates: f64,
+    attempts: Vec<Value>,
+}
+
+async fn kill_during_send(point: KillPoint) -> KillResult {
+    let database = TestDatabase::create().await;
+    let script = match point {
+        KillPoint::BeforeGreeting => Script {
+            greeting: Action::Stall,
+            ..Script::default()
+        },
+        KillPoint::DuringData => Script {
+            data: Action::Stall,
+            ..Script::default()
+        },
+        KillPoint::AfterFinalDot => Script {
+            after_data: [Action::Stall].into(),
+            ..Script::default()
+        },
+    };
+    let smtp = SmtpServer::start_with(script).await;
+    let env = [
+        ("POSTHORN_DATABASE_URL", database.url()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        ("POSTHORN_SMTP_TIMEOUT", "1s".to_owned()),
+        ("POSTHORN_LEASE_DURATION", "6s".to_owned()),
+        ("POSTHORN_POLL_INTERVAL", "100ms".to_owned()),
+        ("POSTHORN_RETRY_INITIAL_DELAY", "200ms".to_owned()),
+        ("POSTHORN_WORKERS", "1".to_owned()),
+    ];
+    let mut server = Posthorn::spawn(&env);
+    server.wait_ready().await;
+    let token = token();
+    let id = server.accept(&token, &valid_message()).await;
+
+    // Kill the moment the send reaches the point: well inside the 1 s SMTP timeout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reached = match point {
+            KillPoint::BeforeGreeting => smtp.connections() >= 1,
+            KillPoint::DuringData => smtp.commands().iter().any(|c| c == "DATA"),
+            KillPoint::AfterFinalDot => !smtp.received().is_empty(),
+        };
+        if reached {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the send never reached {point:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.kill9();
+    let sending = database
+        .scalar(&format!(
+            "SELECT count(*) FROM messages WHERE id = '{id}' AND status = 'sending'"
+        ))
+        .await;
+    assert_eq!(sending, 1, "killed mid-send: the job is still claimed");
+
+    // The upstream recovers; a new process takes the job over when its lease expires.
+    smtp.script(|script| {
+        script.greeting = Action::reply("220 test.invalid ESMTP ready");
+        script.data = Action::reply("354 go ahead");
+        script.after_data.clear();
+    });
+    let mut server = Posthorn::spawn(&env);
+    server.wait_ready().await;
+    let message = server
+        .wait_for_status(&token, &id, "sent", Duration::from_secs(20))
+        .await;
+    // A stray second copy would arrive right after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let message_id = message["message_id"].as_str().unwrap();
+    let result = KillResult {
+        copies: copies(&smtp, message_id),
+        possible_duplicates: server.metric("posthorn_possible_duplicates_total").await,
+        attempts: message["attempts"].as_array().unwrap().clone(),
+    };
+    eprintln!(
+        "{point:?}: the upstream has {} cop{}; possible duplicates counted after the restart: {}; attempts: {:?}",
+        result.copies,
+        if result.copies == 1 { "y" } else { "ies" },
+        result.possible_duplicates,
+        result
+            .attempts
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>()
+    );
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_before_the_greeting_delivers_once_after_the_restart() {
+    let result = kill_during_send(KillPoint::BeforeGreeting).await;
+    assert_eq!(result.copies, 1, "no duplicate: nothing was transferred");
+    assert_eq!(result.attempts.last().unwrap()["outcome"], "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_data_delivers_once_after_the_restart() {
+    let result = kill_during_send(KillPoint::DuringData).await;
+    assert_eq!(
+        result.copies, 1,
+        "no duplicate: the upstream never had the data"
+    );
+    assert_eq!(result.attempts.last().unwrap()["outcome"], "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_final_dot_delivers_at_most_twice_and_counts_the_duplicate() {
+    let result = kill_during_send(KillPoint::AfterFinalDot).await;
+    assert!(
+        (1..=2).contains(&result.copies),
+        "at most twice: {}",
+        result.copies
+    );
+    assert!(
+        result.possible_duplicates >= 1.0,
+        "the restarted process counts the possible duplicate: {}",
+        result.possible_duplicates
+    );
+    assert_eq!(result.attempts.last().unwrap()["outcome"], "sent");
 }
