@@ -20,7 +20,8 @@ use crate::support::peers::free_port;
 use crate::support::private_pg::PrivatePg;
 use crate::support::smtp::{Action, Script, SmtpServer};
 use crate::support::{
-    JWT_SECRET, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app, valid_message,
+    JWT_SECRET, TestApp, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app,
+    valid_message,
 };
 
 /// The real binary, `posthorn serve`, with a clean environment, JSON logs captured to files, and
@@ -916,4 +917,176 @@ async fn kill_9_after_the_final_dot_delivers_at_most_twice_and_counts_the_duplic
         result.possible_duplicates
     );
     assert_eq!(result.attempts.last().unwrap()["outcome"], "sent");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 5. Many concurrent requests with one Idempotency-Key
+// ---------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_concurrent_requests_with_one_idempotency_key_send_one_email() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let key = format!("storm-{}", uuid::Uuid::new_v4().simple());
+    let body = valid_message();
+    let token = app.default_token();
+    let barrier = Arc::new(tokio::sync::Barrier::new(30));
+    let requests: Vec<_> = (0..30)
+        .map(|_| {
+            let http = app.client.clone();
+            let url = format!("{}/send", app.address);
+            let key = key.clone();
+            let body = body.clone();
+            let token = token.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let response = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("request completes");
+                let status = response.status().as_u16();
+                let replayed = response.headers().contains_key("idempotent-replayed");
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (status, replayed, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("request task"));
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(status, _, _)| *status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 202),
+        "every request is answered 202: {statuses:?} {answers:?}"
+    );
+    let ids: HashSet<&str> = answers
+        .iter()
+        .filter_map(|(_, _, body)| body["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "one id for all: {ids:?}");
+    let created = answers.iter().filter(|(_, replayed, _)| !replayed).count();
+    assert_eq!(created, 1, "one request created it, the others replayed");
+
+    let id = ids.into_iter().next().unwrap().to_owned();
+    app.wait_for_status(&id, "sent", Duration::from_secs(15))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.received().len(), 1, "exactly one email left");
+    assert_eq!(
+        app.database.scalar("SELECT count(*) FROM messages").await,
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 6. A long-held snapshot
+// ---------------------------------------------------------------------------------------------------
+
+/// Accepts `count` messages from 8 concurrent callers and waits until the upstream has them all;
+/// messages per second from the first request to the last delivery.
+async fn drain_round(app: &TestApp, smtp: &SmtpServer, count: usize, round: usize) -> f64 {
+    let before = smtp.received().len();
+    let started = Instant::now();
+    let token = app.default_token();
+    let per_task = count / 8;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let http = app.client.clone();
+            let url = format!("{}/send", app.address);
+            let token = token.clone();
+            tokio::spawn(async move {
+                for index in 0..per_task {
+                    let mut body = valid_message();
+                    body["subject"] = json!(format!("round {round} {task}-{index}"));
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("request completes");
+                    assert_eq!(response.status(), 202);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    smtp.wait_for(before + per_task * 8, Duration::from_secs(30))
+        .await;
+    (per_task * 8) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_keeps_working_while_a_snapshot_is_held_and_recovers_after() {
+    crate::postgres_only!();
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.workers = 4;
+        config.smtp_max_connections = 2;
+    })
+    .await;
+    // Rounds of 64 messages, one a second: a few hundred messages while the snapshot is held.
+    const ROUND: usize = 64;
+    const PAUSE: Duration = Duration::from_millis(1000);
+    // A first round warms the pools up; the second is the baseline.
+    drain_round(&app, &smtp, ROUND, 0).await;
+    let mut round = 1;
+    let before = drain_round(&app, &smtp, ROUND, round).await;
+
+    // Another session holds a snapshot: no row version deleted after it can be vacuumed away.
+    let mut holder = app.database.connect().await;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut holder).await.unwrap();
+    let mut observer = app.database.connect().await;
+    let xmin_held: bool = sqlx::query_scalar(
+        "SELECT backend_xmin IS NOT NULL FROM pg_stat_activity
+          WHERE datname = current_database() AND state = 'idle in transaction'",
+    )
+    .fetch_one(&mut observer)
+    .await
+    .unwrap();
+    assert!(xmin_held, "the snapshot holds back the xmin horizon");
+    let held = Instant::now();
+    let mut during = Vec::new();
+    while held.elapsed() < Duration::from_secs(20) {
+        round += 1;
+        during.push(drain_round(&app, &smtp, ROUND, round).await);
+        tokio::time::sleep(PAUSE).await;
+    }
+    let dead: i64 =
+        sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'messages'")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap_or(-1);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let held_for = held.elapsed();
+
+    round += 1;
+    let after = drain_round(&app, &smtp, ROUND, round).await;
+    let during_mean = during.iter().sum::<f64>() / during.len() as f64;
+    eprintln!(
+        "drain rate (msg/s, accept to delivery): before {before:.0}; during a {held_for:.0?} snapshot \
+         {during:.0?} (mean {during_mean:.0}); after {after:.0}; dead tuples in messages while held: {dead}"
+    );
+    let unsent = app
+        .database
+        .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+        .await;
+    assert_eq!(unsent, 0, "everything was delivered");
+    assert_eq!(smtp.received().len(), (round + 1) * ROUND);
+    assert!(
+        after >= before * 0.3,
+        "the rate recovers after the snapshot is released: {after:.0} vs {before:.0} before"
+    );
 }
