@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod durability;
 mod embedded;
+mod faults;
 mod idempotency;
 mod interop;
 mod messages;

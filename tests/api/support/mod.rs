@@ -2,6 +2,7 @@
 
 pub mod database;
 pub mod peers;
+pub mod private_pg;
 pub mod smtp;
 
 use std::time::Duration;

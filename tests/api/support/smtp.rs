@@ -84,6 +84,8 @@ pub struct Script {
     pub idle_close: Option<Duration>,
     /// Advertise SMTPUTF8.
     pub smtputf8: bool,
+    /// Advertise `AUTH PLAIN LOGIN` and answer every AUTH command with this action; `None`: no AUTH.
+    pub auth: Option<Action>,
 }
 
 impl Default for Script {
@@ -97,6 +99,7 @@ impl Default for Script {
             after_data_delay: Duration::ZERO,
             idle_close: None,
             smtputf8: true,
+            auth: None,
         }
     }
 }
@@ -109,6 +112,7 @@ struct State {
     max_open: usize,
     connections: usize,
     commands: Vec<String>,
+    auth_lines: Vec<String>,
 }
 
 /// A running test SMTP server.
@@ -128,7 +132,12 @@ impl SmtpServer {
 
     /// Starts a server with a script.
     pub async fn start_with(script: Script) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0, script).await
+    }
+
+    /// Starts a server with a script on this port of 127.0.0.1 (0: any free port).
+    pub async fn start_on(port: u16, script: Script) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind SMTP server");
         let port = listener.local_addr().expect("address").port();
@@ -185,6 +194,11 @@ impl SmtpServer {
     /// Connections accepted in total.
     pub fn connections(&self) -> usize {
         self.state.lock().unwrap().connections
+    }
+
+    /// Every AUTH command line received (and the lines answering its challenges), as sent.
+    pub fn auth_lines(&self) -> Vec<String> {
+        self.state.lock().unwrap().auth_lines.clone()
     }
 
     /// Every command verb received, in order (`MAIL`, `RCPT`, `RSET`, `NOOP` ...).
@@ -267,6 +281,9 @@ impl SmtpServer {
                         String::from("250-test.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
                     if script.smtputf8 {
                         reply.push_str("250-SMTPUTF8\r\n");
+                    }
+                    if script.auth.is_some() {
+                        reply.push_str("250-AUTH PLAIN LOGIN\r\n");
                     }
                     reply.push_str("250 ENHANCEDSTATUSCODES\r\n");
                     write.write_all(reply.as_bytes()).await?;
@@ -354,6 +371,27 @@ impl SmtpServer {
                     if accepted || !matches!(action, Action::Reply(_)) {
                         self.state.lock().unwrap().received.push(record);
                         self.arrived.notify_waiters();
+                    }
+                    if !Self::act(&mut write, &action).await? {
+                        return Ok(());
+                    }
+                }
+                "AUTH" if script.auth.is_some() => {
+                    self.state.lock().unwrap().auth_lines.push(command.clone());
+                    let action = script.auth.clone().unwrap_or(Action::Drop);
+                    // AUTH LOGIN without an initial response: ask for the user name and the password.
+                    if command.eq_ignore_ascii_case("AUTH LOGIN") {
+                        for challenge in ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"] {
+                            write
+                                .write_all(format!("{challenge}\r\n").as_bytes())
+                                .await?;
+                            line.clear();
+                            if read.read_line(&mut line).await? == 0 {
+                                return Ok(());
+                            }
+                            let answer = line.trim_end().to_owned();
+                            self.state.lock().unwrap().auth_lines.push(answer);
+                        }
                     }
                     if !Self::act(&mut write, &action).await? {
                         return Ok(());
