@@ -573,10 +573,6 @@ const BLOCKED_CLAIMS: &str = "FROM pg_stat_activity
        AND query ILIKE '%FOR UPDATE SKIP LOCKED%'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a worker whose claim fails (database restart, failover, a killed connection) sleeps a \
-            whole POSTHORN_POLL_INTERVAL without listening for wake-ups (worker.rs, the Err arm of \
-            claim_due_jobs); once every worker is in that state, new messages wait for the poll although \
-            LISTEN/NOTIFY works again. Seen once in ~50 runs of the restart test with a 30 s poll"]
 async fn a_failed_claim_leaves_workers_deaf_to_wake_ups() {
     crate::postgres_only!();
     let smtp = SmtpServer::start().await;
@@ -636,10 +632,6 @@ async fn a_failed_claim_leaves_workers_deaf_to_wake_ups() {
 // ---------------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: with PostgreSQL unreachable at start, `posthorn serve` exits 1 after the acquire timeout \
-            (`applying database migrations: ... pool timed out`) instead of serving /readyz 503 and retrying, \
-            as README and Application::build promise: PostgresStore::migrate turns the pool timeout into \
-            StoreError::Migrate, not StoreError::Unavailable"]
 async fn postgres_down_at_start_serves_503_then_becomes_ready_and_delivers() {
     crate::postgres_only!();
     let pg = PrivatePg::init();
@@ -1275,8 +1267,6 @@ async fn secrets_never_appear_in_logs_error_bodies_or_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: at POSTHORN_LOG=debug lettre's wire trace logs every line written to the upstream, \
-            including `Wrote: AUTH PLAIN <base64(\\0user\\0password)>`: the SMTP password, trivially decoded"]
 async fn the_smtp_password_is_not_logged_encoded_at_debug_level() {
     const SMTP_USER: &str = "relay-user";
     const SMTP_PASSWORD: &str = "smtp-Pw4-m2Lk9sVh";
@@ -1323,9 +1313,6 @@ async fn the_smtp_password_is_not_logged_encoded_at_debug_level() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: at POSTHORN_LOG=debug lettre's wire trace logs `RCPT TO:<address>` and the whole DATA \
-            (headers and body) of every message, though the README says logs name recipient domains, never \
-            addresses; transactional bodies carry password-reset links and one-time codes"]
 async fn debug_logs_name_recipient_domains_never_addresses_or_content() {
     let database = TestDatabase::create().await;
     let smtp = SmtpServer::start().await;
