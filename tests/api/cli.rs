@@ -676,24 +676,57 @@ async fn serve_fails_naming_posthorn_listen_when_the_port_is_taken() {
     assert!(outcome.stderr.contains(&address), "{}", outcome.stderr);
 }
 
-#[test]
-fn serve_fails_promptly_when_the_database_is_unreachable() {
+#[tokio::test]
+async fn serve_stays_up_and_not_ready_while_the_database_is_unreachable() {
     crate::postgres_only!();
-    let started = Instant::now();
-    let outcome = run(posthorn()
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = posthorn()
         // Nothing listens on port 1.
         .env(
             "POSTHORN_DATABASE_URL",
             "postgres://posthorn:dbs3cretpw@127.0.0.1:1/posthorn",
         )
         .env("POSTHORN_DATABASE_ACQUIRE_TIMEOUT", "1s")
-        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
         .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_PROFILE", "production")
         .env("POSTHORN_LOG_FORMAT", "json")
-        .arg("serve"));
-    outcome.assert_failure_naming("migrations");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!outcome.all().contains("dbs3cretpw"), "{}", outcome.all());
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server { child, log };
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut healthy = false;
+    for _ in 0..100 {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            healthy = response.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        healthy,
+        "alive while the database is away: {}",
+        server.log()
+    );
+    let started = Instant::now();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not ready, promptly"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let log = server.log();
+    assert!(
+        log.contains("not reachable yet") || log.contains("waiting for the database"),
+        "{log}"
+    );
+    assert!(!log.contains("dbs3cretpw"), "{log}");
 }
 
 #[tokio::test]
