@@ -189,7 +189,14 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Expected during a database outage; the client is told to retry.
+            tracing::warn!(
+                error = %crate::telemetry::error_chain(self),
+                problem = self.slug(),
+                "request refused while the database is unavailable"
+            );
+        } else if status.is_server_error() {
             tracing::error!(
                 error = %crate::telemetry::error_chain(self),
                 problem = self.slug(),
