@@ -13,8 +13,9 @@ last sample). Groups:
                         group "postgres": the postmaster PID, its auxiliary processes (WAL writer,
                         checkpointer, autovacuum, ...) and the client backends of database DB only, so that
                         other databases on a shared server are not counted
-The machine's busy time comes from /proc/stat; "other" is what no group accounts for. For --pid groups the
-largest VmRSS and the final VmHWM are reported too.
+The machine's busy time comes from /proc/stat; "other" is what no group accounts for, itemised as the
+busiest other processes by name (other_top), interrupt time (irq_softirq_s, where loopback TCP is mostly
+counted) and the rest. For --pid groups the largest VmRSS and the final VmHWM are reported too.
 """
 
 import argparse
@@ -37,14 +38,6 @@ def read(path):
         return None
 
 
-def cpu_ticks(pid):
-    data = read(f"/proc/{pid}/stat")
-    if data is None:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[11]) + int(fields[12]), int(fields[19])  # utime + stime, starttime
-
-
 def status_kib(pid, key):
     data = read(f"/proc/{pid}/status")
     if data is None:
@@ -56,10 +49,11 @@ def status_kib(pid, key):
 
 
 def machine_busy():
+    """Busy ticks of the whole machine, and the part spent in interrupt handlers."""
     with open("/proc/stat") as handle:
         fields = [int(value) for value in handle.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]) - idle
+    idle = fields[3] + fields[4]
+    return sum(fields[:8]) - idle, fields[5] + fields[6]
 
 
 def main():
@@ -91,69 +85,87 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
 
     first = {}  # (pid, starttime) -> ticks at first sight
-    last = {}  # (pid, starttime) -> (group, ticks)
+    last = {}  # (pid, starttime) -> (group or None, name, ticks)
     started = time.monotonic()
-    busy_start = machine_busy()
+    busy_start, kernel_start = machine_busy()
     initial = True
+    me = os.getpid()
     while True:
-        groups = {name: set(pids) for name, pids in fixed.items()}
-        for name, root in trees:
-            groups.setdefault(name, set()).add(root)
-        if patterns or args.pg_db or trees:
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                pid = int(entry)
-                raw = read(f"/proc/{pid}/cmdline")
-                if not raw:
-                    continue
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            stat = read(f"/proc/{pid}/stat")
+            if not stat:
+                continue
+            close = stat.rindex(b")")
+            comm = stat[stat.index(b"(") + 1 : close].decode(errors="replace")
+            fields = stat[close + 2 :].split()
+            parent, ticks, start_time = int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19])
+            group = None
+            for name, pids in fixed.items():
+                if pid in pids:
+                    group = name
+            for name, root in trees:
+                if group is None and (pid == root or parent == root):
+                    group = name
+            if group is None and (patterns or args.pg_db):
+                raw = read(f"/proc/{pid}/cmdline") or b""
                 cmdline = raw.replace(b"\0", b" ").decode(errors="replace").strip()
                 for name, regex in patterns:
-                    if regex.search(cmdline):
-                        groups.setdefault(name, set()).add(pid)
-                stat = read(f"/proc/{pid}/stat")
-                if not stat:
-                    continue
-                parent = int(stat[stat.rindex(b")") + 2 :].split()[1])
-                for name, root in trees:
-                    if parent == root:
-                        groups[name].add(pid)
-                if args.pg_db and args.pg_master:
+                    if group is None and regex.search(cmdline):
+                        group = name
+                if group is None and args.pg_db and args.pg_master:
                     if pid == args.pg_master or parent == args.pg_master:
                         backend = BACKEND.match(cmdline)
                         if backend is None or backend.group(2) == args.pg_db:
-                            groups.setdefault("postgres", set()).add(pid)
-        for name, pids in groups.items():
-            for pid in pids:
-                sample = cpu_ticks(pid)
-                if sample is None:
-                    continue
-                ticks, start_time = sample
-                key = (pid, start_time)
-                if key not in first:
-                    # Seen for the first time after the window opened: it started within it.
-                    first[key] = ticks if initial else 0
-                last[key] = (name, ticks)
-                if name in fixed:
-                    rss = status_kib(pid, "VmRSS")
-                    if rss is not None:
-                        rss_max[name] = max(rss_max.get(name, 0), rss)
+                            group = "postgres"
+            if pid == me:
+                comm = "procstat.py"
+            key = (pid, start_time)
+            if group is None and key in last:
+                # An exiting process loses its command line: it stays in the group it was seen in.
+                group = last[key][0]
+            if key not in first:
+                # Seen for the first time after the window opened: it started within it.
+                first[key] = ticks if initial else 0
+            last[key] = (group, comm, ticks)
+            if group in fixed:
+                rss = status_kib(pid, "VmRSS")
+                if rss is not None:
+                    rss_max[group] = max(rss_max.get(group, 0), rss)
         initial = False
         if stop:
             break
         time.sleep(args.interval)
     wall = time.monotonic() - started
-    busy = (machine_busy() - busy_start) / TICK
-    cpu = {}
-    for key, (name, ticks) in last.items():
-        cpu[name] = cpu.get(name, 0.0) + (ticks - first[key]) / TICK
+    busy_end, kernel_end = machine_busy()
+    busy = (busy_end - busy_start) / TICK
+    kernel = (kernel_end - kernel_start) / TICK
+    cpu = {name: 0.0 for name in list(fixed) + [name for name, _ in trees + patterns]}
+    if args.pg_db and args.pg_master:
+        cpu["postgres"] = 0.0
+    others = {}
+    for key, (group, comm, ticks) in last.items():
+        delta = (ticks - first[key]) / TICK
+        if group is None:
+            others[comm] = others.get(comm, 0.0) + delta
+        else:
+            cpu[group] += delta
     counted = sum(cpu.values())
+    other_processes = sum(others.values())
+    top = sorted(others.items(), key=lambda item: -item[1])[:4]
     result = {
         "wall_s": round(wall, 3),
         "cores": os.cpu_count(),
         "machine_busy_s": round(busy, 2),
         "cpu_s": {name: round(value, 2) for name, value in sorted(cpu.items())},
+        # Everything the groups do not account for: other processes (by name), interrupt handling (the
+        # loopback network's softirq time among it) and processes too short-lived to be sampled.
         "other_s": round(max(0.0, busy - counted), 2),
+        "other_processes_s": round(other_processes, 2),
+        "other_top": {name: round(100 * value / wall, 1) for name, value in top if value > 0},
+        "irq_softirq_s": round(kernel, 2),
         "cpu_pct_of_one_core": {name: round(100 * value / wall, 1) for name, value in sorted(cpu.items())},
         "rss_max_kib": rss_max,
         "hwm_kib": {name: status_kib(min(pids), "VmHWM") for name, pids in fixed.items()},
