@@ -91,9 +91,11 @@ fn is_enhanced_code(word: &str) -> bool {
             .all(|part| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Server texts are bounded so a hostile upstream cannot bloat the attempts table.
+/// Server texts are bounded so a hostile upstream cannot bloat the attempts table, and lose NUL
+/// characters, which no database text column takes (one would make the outcome impossible to record).
 fn truncate(mut text: String) -> String {
     const MAX: usize = 1000;
+    text.retain(|c| c != '\0');
     if text.len() > MAX {
         let mut end = MAX;
         while !text.is_char_boundary(end) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{interval, queue};
@@ -20,6 +20,11 @@ pub(super) async fn commit_enqueues(
     requests: Vec<EnqueueRequest>,
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
     let requests: Vec<&EnqueueRequest> = requests.iter().collect();
+    if requests.iter().all(|request| request.idempotency.is_none()) {
+        // Without keys the batch is one statement, atomic on its own: no BEGIN and COMMIT round trips.
+        insert_messages(&pool, &requests).await?;
+        return Ok(requests.iter().map(|request| created(request)).collect());
+    }
     let mut tx = pool.begin().await?;
     let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; requests.len()];
     // Keys are claimed in (caller, key) order: two batches holding each other's keys would deadlock.
@@ -46,19 +51,21 @@ pub(super) async fn commit_enqueues(
         .map(|(request, _)| *request)
         .collect();
     if !fresh.is_empty() {
-        insert_messages(&mut tx, &fresh).await?;
+        insert_messages(&mut *tx, &fresh).await?;
     }
     tx.commit().await?;
     Ok(requests
         .iter()
         .zip(outcomes)
-        .map(|(request, outcome)| {
-            outcome.unwrap_or(EnqueueOutcome::Created(Accepted {
-                id: request.message.id,
-                status: MessageStatus::Queued,
-            }))
-        })
+        .map(|(request, outcome)| outcome.unwrap_or_else(|| created(request)))
         .collect())
+}
+
+fn created(request: &EnqueueRequest) -> EnqueueOutcome {
+    EnqueueOutcome::Created(Accepted {
+        id: request.message.id,
+        status: MessageStatus::Queued,
+    })
 }
 
 /// Inserts the idempotency record first: a concurrent request with the same key then waits on the
@@ -111,8 +118,8 @@ async fn claim_idempotency_key(
 
 /// One multi-row INSERT for the whole batch, and one notification if anything is due now; the
 /// notification is delivered at commit, so no worker wakes for a row it cannot see yet.
-async fn insert_messages(
-    tx: &mut Transaction<'_, Postgres>,
+async fn insert_messages<'e>(
+    executor: impl PgExecutor<'e>,
     requests: &[&EnqueueRequest],
 ) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(requests.len());
@@ -158,7 +165,7 @@ async fn insert_messages(
     .bind(&metadata)
     .bind(&send_at)
     .bind(queue::CHANNEL)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(executor)
     .await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,12 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator.set_ignore_missing(true);
     migrator
 }
+
+/// A pooled connection idle at least this long is pinged before it is used again.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Tasks committing delivery outcomes.
+const OUTCOME_COMMITTERS: usize = 1;
 
 /// Pool settings for [`PostgresStore::connect`].
 #[derive(Debug, Clone)]
@@ -67,6 +74,18 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // A connection in steady use is known to be alive: pinging it on every acquire would add a
+            // round trip to each claim and commit. One that sat idle is checked first, so a database
+            // restart costs no failed request.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self {
             pool,
@@ -83,13 +102,14 @@ impl PostgresStore {
     /// worker thread happens to write first).
     fn batcher<T: Send + 'static, O: Send + 'static>(
         &self,
+        tasks: usize,
         commit: batch::CommitFn<T, O>,
     ) -> Batcher<T, O> {
         let runtime = self
             .runtime
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        Batcher::start(&runtime, self.pool.clone(), self.committers, commit)
+        Batcher::start(&runtime, self.pool.clone(), tasks, commit)
     }
 
     /// The pool, for callers in the store's own tests.
@@ -131,9 +151,12 @@ impl MessageStore for PostgresStore {
         self.accept
             .get_or_init(|| {
                 let retention = self.idempotency_retention;
-                self.batcher(Arc::new(move |pool, requests| {
-                    Box::pin(accept::commit_enqueues(pool, retention, requests))
-                }))
+                self.batcher(
+                    self.committers,
+                    Arc::new(move |pool, requests| {
+                        Box::pin(accept::commit_enqueues(pool, retention, requests))
+                    }),
+                )
             })
             .submit(request)
             .await
@@ -235,9 +258,13 @@ impl MessageStore for PostgresStore {
     ) -> Result<bool, StoreError> {
         self.outcomes
             .get_or_init(|| {
-                self.batcher(Arc::new(|pool, outcomes| {
-                    Box::pin(queue::commit_outcomes(pool, outcomes))
-                }))
+                // Workers do not wait for their outcomes before the next send, so one committer
+                // suffices, and it makes the batches (and so the commits per message) as large as
+                // they can be.
+                self.batcher(
+                    OUTCOME_COMMITTERS,
+                    Arc::new(|pool, outcomes| Box::pin(queue::commit_outcomes(pool, outcomes))),
+                )
             })
             .submit((lease, attempt, disposition))
             .await

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::types::Json;
@@ -14,7 +15,9 @@ use super::interval;
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
 use crate::store::content::{self, Body, Envelope};
-use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
+use crate::store::records::{
+    AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease, RecipientResult,
+};
 
 /// The channel enqueues notify and workers listen on.
 pub(super) const CHANNEL: &str = "posthorn_jobs";
@@ -75,81 +78,121 @@ pub(super) async fn claim(
 /// An outcome to record: the lease that holds the job, the attempt, and what becomes of the job.
 pub(super) type Outcome = (JobLease, AttemptRecord, Disposition);
 
-/// Records a batch of outcomes in one transaction; each is applied only if its lease still holds.
+/// One outcome as the batch statement reads it (`jsonb_to_recordset`).
+#[derive(Serialize)]
+struct OutcomeRow<'a> {
+    id: Uuid,
+    token: Uuid,
+    status: &'static str,
+    delay_ms: i64,
+    pending: Option<&'a [String]>,
+    error: Option<&'a str>,
+    attempt: i32,
+    /// Microseconds since the Unix epoch: exact, whatever the session's time zone.
+    started_us: i64,
+    duration_ms: i32,
+    provider: &'a str,
+    outcome: &'a str,
+    smtp_code: Option<i16>,
+    enhanced_code: Option<&'a str>,
+    response: Option<&'a str>,
+    recipients: &'a [RecipientResult],
+}
+
+impl<'a> OutcomeRow<'a> {
+    fn new((lease, attempt, disposition): &'a Outcome) -> Self {
+        let (status, delay, pending, error) = match disposition {
+            Disposition::Sent => (MessageStatus::Sent, Duration::ZERO, None, None),
+            Disposition::Retry {
+                delay,
+                recipients,
+                error,
+            } => (
+                MessageStatus::Queued,
+                *delay,
+                recipients.as_deref(),
+                Some(error.as_str()),
+            ),
+            Disposition::Failed { error } => (
+                MessageStatus::Failed,
+                Duration::ZERO,
+                None,
+                Some(error.as_str()),
+            ),
+        };
+        Self {
+            id: lease.id,
+            token: lease.token,
+            status: status.as_str(),
+            delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            pending,
+            error,
+            attempt: attempt.attempt,
+            started_us: i64::try_from(attempt.started_at.unix_timestamp_nanos() / 1_000)
+                .unwrap_or_default(),
+            duration_ms: attempt.duration_ms,
+            provider: &attempt.provider,
+            outcome: &attempt.outcome,
+            smtp_code: attempt.smtp_code,
+            enhanced_code: attempt.enhanced_code.as_deref(),
+            response: attempt.response.as_deref(),
+            recipients: &attempt.recipients,
+        }
+    }
+}
+
+/// Records a batch of outcomes in one statement (so one round trip and one commit, with no explicit
+/// transaction); each is applied only if its lease still holds. Returns, per outcome, whether it was.
 pub(super) async fn commit_outcomes(
     pool: PgPool,
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<bool>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut applied = Vec::with_capacity(outcomes.len());
-    for (lease, attempt, disposition) in outcomes {
-        applied.push(record(&mut *tx, lease, attempt, disposition).await?);
-    }
-    tx.commit().await?;
-    Ok(applied)
-}
-
-async fn record<'e, E: sqlx::PgExecutor<'e>>(
-    executor: E,
-    lease: JobLease,
-    attempt: AttemptRecord,
-    disposition: Disposition,
-) -> Result<bool, StoreError> {
-    let (status, delay, recipients, error) = match &disposition {
-        Disposition::Sent => (MessageStatus::Sent, None, None, None),
-        Disposition::Retry {
-            delay,
-            recipients,
-            error,
-        } => (
-            MessageStatus::Queued,
-            Some(*delay),
-            recipients.clone(),
-            Some(error.as_str()),
-        ),
-        Disposition::Failed { error } => (MessageStatus::Failed, None, None, Some(error.as_str())),
-    };
-    // The update is fenced by the lease token, and the attempt is inserted only if the update applied:
-    // a worker whose lease was taken over cannot overwrite the newer attempt's outcome.
-    let applied = sqlx::query(
-        "WITH updated AS (
-             UPDATE messages
-                SET status = $3,
+    let rows: Vec<OutcomeRow<'_>> = outcomes.iter().map(OutcomeRow::new).collect();
+    // The update is fenced by the lease token, and an attempt is inserted only where the update
+    // applied: a worker whose lease was taken over cannot overwrite the newer attempt's outcome.
+    let applied: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "WITH o AS (
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
+                 id uuid, token uuid, status text, delay_ms bigint, pending text[], error text,
+                 attempt integer, started_us bigint, duration_ms integer, provider text,
+                 outcome text, smtp_code smallint, enhanced_code text, response text,
+                 recipients jsonb)
+         ),
+         updated AS (
+             UPDATE messages AS m
+                SET status = o.status,
                     lease_token = NULL,
                     updated_at = now(),
-                    due_at = CASE WHEN $3 = 'queued' THEN now() + $4::interval ELSE due_at END,
-                    pending_recipients = $5,
-                    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,
-                    finished_at = CASE WHEN $3 IN ('sent', 'failed') THEN now() ELSE NULL END,
-                    last_error = $6
-              WHERE id = $1 AND lease_token = $2
-             RETURNING id
+                    due_at = CASE WHEN o.status = 'queued'
+                                  THEN now() + o.delay_ms * interval '1 millisecond'
+                                  ELSE m.due_at END,
+                    pending_recipients = o.pending,
+                    sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
+                    finished_at = CASE WHEN o.status IN ('sent', 'failed') THEN now() ELSE NULL END,
+                    last_error = o.error
+               FROM o
+              WHERE m.id = o.id AND m.lease_token = o.token
+             RETURNING m.id, o.token
+         ),
+         attempts AS (
+             INSERT INTO delivery_attempts
+                 (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
+                  enhanced_code, response, recipients)
+             SELECT o.id, o.attempt, timestamptz 'epoch' + o.started_us * interval '1 microsecond',
+                    o.duration_ms, o.provider, o.outcome, o.smtp_code, o.enhanced_code, o.response,
+                    o.recipients
+               FROM o JOIN updated ON updated.id = o.id AND updated.token = o.token
+             ON CONFLICT (message_id, attempt) DO NOTHING
          )
-         INSERT INTO delivery_attempts
-             (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code,
-              response, recipients)
-         SELECT id, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM updated
-         ON CONFLICT (message_id, attempt) DO NOTHING
-         RETURNING message_id",
+         SELECT id, token FROM updated",
     )
-    .bind(lease.id)
-    .bind(lease.token)
-    .bind(status.as_str())
-    .bind(interval(delay.unwrap_or_default()))
-    .bind(recipients)
-    .bind(error)
-    .bind(attempt.attempt)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(&attempt.provider)
-    .bind(&attempt.outcome)
-    .bind(attempt.smtp_code)
-    .bind(&attempt.enhanced_code)
-    .bind(&attempt.response)
-    .bind(Json(&attempt.recipients))
-    .fetch_optional(executor)
+    .bind(Json(&rows))
+    .fetch_all(&pool)
     .await?;
-    Ok(applied.is_some())
+    Ok(outcomes
+        .iter()
+        .map(|(lease, _, _)| applied.contains(&(lease.id, lease.token)))
+        .collect())
 }
 
 pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, StoreError> {
