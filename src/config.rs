@@ -65,9 +65,9 @@ pub struct Config {
     /// Further named upstreams (TOML only); routing among them is by configuration order.
     pub providers: BTreeMap<String, ProviderConfig>,
 
-    /// Delivery workers per process.
+    /// Delivery workers (concurrent senders) per process.
     pub workers: usize,
-    /// Jobs a worker claims in one statement.
+    /// Jobs claimed in one statement; also the most claimed jobs waiting for a sender.
     pub claim_batch_size: u32,
     /// How long a claimed job is reserved for its worker before another may take it over.
     #[serde(with = "humantime_serde")]
@@ -224,7 +224,7 @@ impl Default for Config {
             smtp_tls_ca_file: None,
             providers: BTreeMap::new(),
             workers: 8,
-            claim_batch_size: 10,
+            claim_batch_size: 50,
             lease_duration: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
             retry_initial_delay: Duration::from_secs(30),

@@ -93,9 +93,13 @@ impl Delivery {
             wake,
             held: held.clone(),
         });
+        // The claimer keeps at most a batch of claimed jobs waiting for the senders.
+        let (queue, jobs) = tokio::sync::mpsc::channel(worker.settings.batch_size.max(1) as usize);
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         let mut workers = JoinSet::new();
-        for _ in 0..settings.workers.max(1) {
-            workers.spawn(worker.clone().run(stop.clone()));
+        workers.spawn(worker.clone().claim(queue, stop.clone()));
+        for _ in 0..settings_workers {
+            workers.spawn(worker.clone().send(jobs.clone(), stop.clone()));
         }
         let providers = match &transport {
             Transport::Smtp(provider) => {

@@ -1,5 +1,6 @@
-//! The worker loop: claim a batch in one short transaction, send each job outside any transaction,
-//! record each outcome in another short transaction.
+//! The delivery loops: one claimer claims batches of due jobs in one short statement each and hands
+//! them to senders, which send each job outside any transaction and record its outcome (group-committed
+//! with the other senders' outcomes) while they send the next.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lettre::Address;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::compose::{Composition, compose};
@@ -61,7 +63,13 @@ impl HeldLeases {
     }
 }
 
-/// Everything a worker needs; shared by all workers of a process.
+/// A claimed job on its way from the claimer to a sender.
+pub struct Assigned {
+    job: ClaimedJob,
+    claimed_at: Instant,
+}
+
+/// Everything the claimer and the senders need; shared by all of them in a process.
 pub struct Worker {
     pub(super) store: SharedStore,
     pub(super) transport: Transport,
@@ -73,19 +81,25 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until `stop`; finishes the send in progress, releases the rest of its batch.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    /// The claim loop: claims due jobs whenever the senders have room for at least half a batch, and
+    /// hands them over through `queue`. One claimer per process means one claim per batch and one
+    /// wake-up per notification, however many senders there are, while every sender still gets work.
+    pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<Assigned>, stop: CancellationToken) {
+        let batch = self.settings.batch_size.max(1) as usize;
         loop {
-            if stop.is_cancelled() {
-                return;
+            // Room for half a batch at least (the senders take jobs as they free up).
+            tokio::select! {
+                room = queue.reserve_many(batch.div_ceil(2)) => if room.is_err() { return },
+                () = stop.cancelled() => return,
             }
+            let room = queue.capacity().min(batch);
             // Registered before claiming, so a notification that arrives during the claim is not lost.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let jobs = match self
                 .store
-                .claim_due_jobs(self.settings.batch_size, self.settings.lease)
+                .claim_due_jobs(u32::try_from(room).unwrap_or(u32::MAX), self.settings.lease)
                 .await
             {
                 Ok(jobs) => jobs,
@@ -113,27 +127,57 @@ impl Worker {
             }
             self.held.add(jobs.iter().map(|job| job.lease));
             let claimed_at = Instant::now();
-            let mut jobs = jobs.into_iter().enumerate();
-            while let Some((index, job)) = jobs.next() {
-                // Each send must finish inside its lease, or another worker could take the job over
-                // while this one still talks to the upstream. The first job always fits (the
-                // configuration demands a lease of at least six timeouts); later ones are given back
-                // when too little of the lease is left.
-                let needed = self.transport.timeout() * 3;
-                let out_of_lease = index > 0 && claimed_at.elapsed() + needed > self.settings.lease;
-                if stop.is_cancelled() || out_of_lease {
-                    let rest: Vec<JobLease> = std::iter::once(job.lease)
-                        .chain(jobs.map(|(_, job)| job.lease))
-                        .collect();
-                    tracing::debug!(jobs = rest.len(), "releasing the rest of the batch");
-                    self.release(&rest).await;
-                    break;
+            for job in jobs {
+                // Only this task sends, and the room was there: this does not wait. Jobs not handed
+                // over (the senders are gone) stay held and are released at shutdown.
+                if queue.send(Assigned { job, claimed_at }).await.is_err() {
+                    return;
                 }
-                let lease = job.lease;
-                self.deliver(job).await;
-                self.held.remove(&lease);
             }
         }
+    }
+
+    /// A sender: takes claimed jobs and delivers them until `stop`, finishing the send in progress.
+    pub async fn send(
+        self: Arc<Self>,
+        queue: Arc<AsyncMutex<mpsc::Receiver<Assigned>>>,
+        stop: CancellationToken,
+    ) {
+        // Outcomes are recorded while the next job is sent, so the upstream connection stays busy and
+        // the outcomes of all senders share commits. Every one is recorded before the sender ends.
+        let mut recording = JoinSet::new();
+        let in_flight = self.settings.batch_size.max(1) as usize;
+        loop {
+            while recording.try_join_next().is_some() {}
+            while recording.len() >= in_flight {
+                recording.join_next().await;
+            }
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                next = async { queue.lock().await.recv().await } => next,
+            };
+            // Jobs still queued at shutdown stay held, and are released then.
+            let Some(Assigned { job, claimed_at }) = next else {
+                break;
+            };
+            // Each send must finish inside its lease, or another worker could take the job over while
+            // this one still talks to the upstream. A fresh claim always fits (the configuration
+            // demands a lease of at least six timeouts); a job that waited too long is given back.
+            let needed = self.transport.timeout() * 3;
+            if claimed_at.elapsed() + needed > self.settings.lease {
+                tracing::debug!(message_id = %job.lease.id, "releasing a job whose lease is running out");
+                self.release(&[job.lease]).await;
+                continue;
+            }
+            let (lease, report, disposition) = self.deliver(job).await;
+            let worker = Arc::clone(&self);
+            recording.spawn(async move {
+                worker.record(lease, report, disposition).await;
+                worker.held.remove(&lease);
+            });
+        }
+        while recording.join_next().await.is_some() {}
     }
 
     async fn release(&self, leases: &[JobLease]) {
@@ -149,8 +193,9 @@ impl Worker {
         }
     }
 
+    /// Sends one job; returns what to record.
     #[tracing::instrument(skip_all, fields(message_id = %job.lease.id, attempt = job.attempt))]
-    async fn deliver(&self, job: ClaimedJob) {
+    async fn deliver(&self, job: ClaimedJob) -> (JobLease, AttemptRecord, Disposition) {
         let provider = self.transport.name().to_owned();
         if job.reclaimed {
             // The previous holder's lease expired mid-attempt: it may have delivered already.
@@ -221,11 +266,12 @@ impl Worker {
                 })
                 .collect(),
         };
-        self.record(job.lease, report, disposition).await;
+        (job.lease, report, disposition)
     }
 
     /// Records the outcome, retrying briefly: the message has been handled, and losing the record
     /// would mean sending it again when the lease expires.
+    #[tracing::instrument(skip_all, fields(message_id = %lease.id))]
     async fn record(&self, lease: JobLease, report: AttemptRecord, disposition: Disposition) {
         let mut backoff = Duration::from_millis(100);
         for _ in 0..8 {
