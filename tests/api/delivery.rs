@@ -680,3 +680,51 @@ async fn a_lost_listen_connection_does_not_stall_delivery() {
     }
     assert_eq!(listening, 1, "LISTEN is re-established");
 }
+
+#[tokio::test]
+async fn a_burst_is_sent_over_every_connection_at_once() {
+    // One claim takes the whole burst (the batch is larger than it); the senders share it, so every
+    // pooled connection is busy, not one connection per claim.
+    let smtp = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(200),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 4;
+        config.workers = 4;
+        config.claim_batch_size = 50;
+    })
+    .await;
+    let ids = futures_util::future::join_all((0..12).map(|i| {
+        let mut body = valid_message();
+        body["subject"] = json!(format!("burst {i}"));
+        let app = &app;
+        async move { app.accept(&body).await }
+    }))
+    .await;
+    smtp.wait_for(12, Duration::from_secs(30)).await;
+    for id in &ids {
+        app.wait_for_status(id, "sent", WAIT).await;
+    }
+    assert_eq!(smtp.max_open_connections(), 4);
+}
+
+#[tokio::test]
+async fn a_reply_with_a_nul_character_is_recorded_without_it() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::reply("451 4.3.0 busy\0 try again later")].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "sent", WAIT).await;
+    let attempts = message["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{message:#}");
+    assert_ne!(attempts[0]["outcome"], "sent");
+    let response = attempts[0]["response"].as_str().unwrap();
+    assert!(!response.contains('\0'), "{response:?}");
+    assert_eq!(attempts[1]["outcome"], "sent");
+    assert_eq!(smtp.received().len(), 1);
+}

@@ -584,8 +584,8 @@ async fn a_failed_claim_leaves_workers_deaf_to_wake_ups() {
     // Workers idle, the listener connected.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Both workers claim (woken by a notification) and wait on a lock; their connections are then
-    // terminated, as a database restart terminates them.
+    // The claimer claims (woken by a notification) and waits on a lock; its connection is then
+    // terminated, as a database restart terminates it.
     let mut locker = app.database.connect().await;
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
     sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
@@ -603,13 +603,10 @@ async fn a_failed_claim_leaves_workers_deaf_to_wake_ups() {
             .fetch_one(&mut admin)
             .await
             .unwrap();
-        if blocked >= 2 {
+        if blocked >= 1 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "workers did not claim: {blocked}"
-        );
+        assert!(Instant::now() < deadline, "nothing claimed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     sqlx::query(&format!(
@@ -1071,10 +1068,18 @@ async fn delivery_keeps_working_while_a_snapshot_is_held_and_recovers_after() {
         "drain rate (msg/s, accept to delivery): before {before:.0}; during a {held_for:.0?} snapshot \
          {during:.0?} (mean {during_mean:.0}); after {after:.0}; dead tuples in messages while held: {dead}"
     );
-    let unsent = app
-        .database
-        .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-        .await;
+    // Outcomes are recorded just after the upstream's reply: give the last ones a moment.
+    let recorded = Instant::now() + Duration::from_secs(10);
+    let unsent = loop {
+        let unsent = app
+            .database
+            .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
+            .await;
+        if unsent == 0 || Instant::now() > recorded {
+            break unsent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(unsent, 0, "everything was delivered");
     assert_eq!(smtp.received().len(), (round + 1) * ROUND);
     assert!(
