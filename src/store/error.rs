@@ -83,6 +83,12 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+impl From<crate::domain::UnknownStatusError> for StoreError {
+    fn from(error: crate::domain::UnknownStatusError) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(error: serde_json::Error) -> Self {
         StoreError::Corrupt(error.to_string())

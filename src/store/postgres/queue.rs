@@ -242,9 +242,7 @@ pub(super) async fn cancel(
     .await?;
     Ok(match status {
         None => CancelOutcome::NotFound,
-        Some(text) => CancelOutcome::TooLate(text.parse().map_err(
-            |error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()),
-        )?),
+        Some(text) => CancelOutcome::TooLate(text.parse::<MessageStatus>()?),
     })
 }
 

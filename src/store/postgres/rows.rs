@@ -15,8 +15,7 @@ pub(super) const SUMMARY_COLUMNS: &str = "id, status, message_id, envelope, tags
 
 fn status(row: &PgRow) -> Result<MessageStatus, StoreError> {
     let text: String = row.try_get("status")?;
-    text.parse()
-        .map_err(|error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()))
+    Ok(text.parse()?)
 }
 
 /// Reads a row selected with [`SUMMARY_COLUMNS`].

@@ -34,21 +34,32 @@ pub(super) async fn claim(
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
-    let mut jobs = Vec::with_capacity(due.len());
-    for (id, prior) in due {
-        let row = sqlx::query(
-            "UPDATE messages
-                SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
-                    due_at = ?, updated_at = ?
-              WHERE id = ?
-             RETURNING id, attempt_count, message_id, envelope, body, created_at, pending_recipients",
-        )
-        .bind(token.to_string())
-        .bind(now + micros(lease))
-        .bind(now)
-        .bind(&id)
-        .fetch_one(&mut *tx)
-        .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement leases every row picked (the transaction is the only writer, so the rows are
+    // still due); the prior status of each tells a takeover from a first claim.
+    let ids = serde_json::to_string(&due.iter().map(|(id, _)| id).collect::<Vec<_>>())?;
+    let rows = sqlx::query(
+        "UPDATE messages
+            SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
+                due_at = ?, updated_at = ?
+          WHERE id IN (SELECT value FROM json_each(?))
+         RETURNING id, attempt_count, message_id, envelope, body, created_at, pending_recipients",
+    )
+    .bind(token.to_string())
+    .bind(now + micros(lease))
+    .bind(now)
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let prior: std::collections::HashMap<&str, &str> = due
+        .iter()
+        .map(|(id, status)| (id.as_str(), status.as_str()))
+        .collect();
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get("id")?;
         let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
         let body: Body = serde_json::from_str(&row.try_get::<String, _>("body")?)?;
         let pending: Option<String> = row.try_get("pending_recipients")?;
@@ -67,9 +78,16 @@ pub(super) async fn claim(
             pending_recipients: pending
                 .map(|text| serde_json::from_str(&text))
                 .transpose()?,
-            reclaimed: prior == MessageStatus::Sending.as_str(),
+            reclaimed: prior.get(id.as_str()) == Some(&MessageStatus::Sending.as_str()),
         });
     }
+    // RETURNING follows no order: keep the claim's (oldest due first).
+    let order: std::collections::HashMap<Uuid, usize> = due
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (id, _))| Uuid::parse_str(id).ok().map(|id| (id, index)))
+        .collect();
+    jobs.sort_by_key(|job| order.get(&job.lease.id).copied().unwrap_or(usize::MAX));
     tx.commit().await?;
     Ok(jobs)
 }
@@ -197,9 +215,7 @@ pub(super) async fn cancel(
     .await?;
     Ok(match status {
         None => CancelOutcome::NotFound,
-        Some(text) => CancelOutcome::TooLate(text.parse().map_err(
-            |error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()),
-        )?),
+        Some(text) => CancelOutcome::TooLate(text.parse::<MessageStatus>()?),
     })
 }
 

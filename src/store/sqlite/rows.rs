@@ -40,9 +40,7 @@ pub(super) fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
 }
 
 fn summary(row: &SqliteRow) -> Result<MessageSummary, StoreError> {
-    let status: MessageStatus = row.try_get::<String, _>("status")?.parse().map_err(
-        |error: crate::domain::UnknownStatusError| StoreError::Corrupt(error.to_string()),
-    )?;
+    let status: MessageStatus = row.try_get::<String, _>("status")?.parse()?;
     let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
     Ok(MessageSummary {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
