@@ -23,6 +23,7 @@
 #   BENCH_CONNECTIONS=64        HTTP connections of the load generators, and pgbench clients
 #   BENCH_SMTP_CONNECTIONS=4    SMTP connections: posthorn's pool, smtp-source -s, Postfix's concurrency limit
 #   BENCH_MESSAGES=20000        backlog of the delivery section (for each of posthorn, smtp-source, Postfix)
+#   BENCH_E2E_RATE=             e2e only: this fixed rate instead of half the measured drain rate
 #   BENCH_DEPTH_ROWS=100000     history size of the depth section (sent rows, and as many scheduled ones)
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
@@ -580,9 +581,13 @@ measure_delivery_max() {
 }
 
 section_e2e() {
-  [[ -n "${DELIVERY_MAX:-}" ]] || measure_delivery_max
   local rate
-  rate=$(calc "max(1, round($DELIVERY_MAX / 2))")
+  if [[ -n "${BENCH_E2E_RATE:-}" ]]; then
+    rate=$BENCH_E2E_RATE DELIVERY_MAX=$((BENCH_E2E_RATE * 2))
+  else
+    [[ -n "${DELIVERY_MAX:-}" ]] || measure_delivery_max
+    rate=$(calc "max(1, round($DELIVERY_MAX / 2))")
+  fi
   step "e2e: accept-to-arrival latency at $rate msg/s (50 % of the drain rate, $DELIVERY_MAX msg/s)"
   new_db e2e
   start_timing_sink e2e

@@ -117,6 +117,7 @@ impl Worker {
                     continue;
                 }
             };
+            let drained = jobs.len() < room;
             if jobs.is_empty() {
                 tokio::select! {
                     () = &mut notified => {}
@@ -132,6 +133,16 @@ impl Worker {
                 // over (the senders are gone) stay held and are released at shutdown.
                 if queue.send(Assigned { job, claimed_at }).await.is_err() {
                     return;
+                }
+            }
+            // Fewer than asked for: nothing else is due now. Claiming again at once would mostly claim
+            // one job at a time under a steady trickle; the next enqueue's notification (or the poll)
+            // says when there is more.
+            if drained {
+                tokio::select! {
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(self.settings.poll_interval) => {}
+                    () = stop.cancelled() => return,
                 }
             }
         }
