@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use lettre::transport::smtp::authentication::Mechanism;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Noop, Rset};
+use lettre::transport::smtp::commands::{Ehlo, Noop, Rset};
 use lettre::transport::smtp::extension::ClientId;
 
 use super::outcome::Reply;
@@ -30,6 +30,9 @@ pub struct SmtpConnection {
     pub(super) broken: bool,
     /// Messages sent on this connection, to tell a reused connection from a fresh one.
     pub(super) transactions: u64,
+    /// The server offers PIPELINING and the upstream allows it: a transaction's envelope goes in one
+    /// write.
+    pub(super) pipelining: bool,
 }
 
 /// Why a connection could not be opened. Carries no credentials.
@@ -111,6 +114,9 @@ impl SmtpManager {
             }
             _ => {}
         }
+        // lettre keeps only the extensions it uses itself, so ask again to learn about PIPELINING
+        // (before AUTH: a later EHLO may reset the authenticated state on some servers).
+        let pipelining = upstream.pipelining && offers_pipelining(&mut inner, &self.hello).await?;
         if let Some(credentials) = upstream.lettre_credentials() {
             inner
                 .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
@@ -123,8 +129,25 @@ impl SmtpManager {
             needs_reset: false,
             broken: false,
             transactions: 0,
+            pipelining,
         })
     }
+}
+
+/// Sends EHLO and reads whether the server offers PIPELINING.
+async fn offers_pipelining(
+    connection: &mut AsyncSmtpConnection,
+    hello: &ClientId,
+) -> Result<bool, ConnectError> {
+    let response = connection
+        .command(Ehlo::new(hello.clone()))
+        .await
+        .map_err(|error| ConnectError(Reply::from_error(&error)))?;
+    Ok(response.message().skip(1).any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+    }))
 }
 
 impl managed::Manager for SmtpManager {

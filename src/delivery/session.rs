@@ -79,11 +79,19 @@ fn breaks_session(reply: &Reply) -> bool {
     reply.code.is_none() || reply.code == Some(421)
 }
 
-async fn run(
-    connection: &mut SmtpConnection,
+fn class_of(reply: &Reply) -> OutcomeClass {
+    if reply.is_permanent() {
+        OutcomeClass::Permanent
+    } else {
+        OutcomeClass::Transient
+    }
+}
+
+/// The MAIL parameters the message needs, or the reason the upstream cannot take it.
+fn mail_parameters(
+    connection: &SmtpConnection,
     transaction: &Transaction<'_>,
-    timeout: Duration,
-) -> Run {
+) -> Result<Vec<MailParameter>, Reply> {
     let info = connection.inner.server_info();
     let mut parameters = Vec::new();
     let needs_utf8 = !transaction.sender.to_string().is_ascii()
@@ -93,54 +101,156 @@ async fn run(
             .any(|r| !r.to_string().is_ascii());
     if needs_utf8 {
         if !info.supports_feature(Extension::SmtpUtfEight) {
-            return Run::whole(
-                OutcomeClass::Permanent,
-                Reply::none("an address is not ASCII and the upstream does not support SMTPUTF8"),
-            );
+            return Err(Reply::none(
+                "an address is not ASCII and the upstream does not support SMTPUTF8",
+            ));
         }
         parameters.push(MailParameter::SmtpUtfEight);
     }
     if !transaction.data.is_ascii() {
         if !info.supports_feature(Extension::EightBitMime) {
-            return Run::whole(
-                OutcomeClass::Permanent,
-                Reply::none("the message is not ASCII and the upstream does not support 8BITMIME"),
-            );
+            return Err(Reply::none(
+                "the message is not ASCII and the upstream does not support 8BITMIME",
+            ));
         }
         parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    Ok(parameters)
+}
 
-    let mail = timed(
-        timeout,
-        connection
-            .inner
-            .command(Mail::new(Some(transaction.sender.clone()), parameters)),
-    )
-    .await;
-    if let Err(reply) = mail {
+/// The replies to MAIL, the RCPTs and DATA.
+struct EnvelopeReplies {
+    mail: Result<(), Reply>,
+    /// In the recipients' order; cut short after a reply that ended the session.
+    recipients: Vec<Result<Response, Reply>>,
+    /// `None` when DATA was not sent or not answered.
+    data: Option<Result<(), Reply>>,
+}
+
+/// One command per round trip: MAIL, then each RCPT, then DATA if a recipient was accepted.
+async fn stepwise(
+    connection: &mut SmtpConnection,
+    mail: Mail,
+    recipients: &[Address],
+    timeout: Duration,
+) -> EnvelopeReplies {
+    let inner = &mut connection.inner;
+    let mail = timed(timeout, inner.command(mail)).await.map(drop);
+    let mut replies = EnvelopeReplies {
+        mail,
+        recipients: Vec::with_capacity(recipients.len()),
+        data: None,
+    };
+    if replies.mail.is_err() {
+        return replies;
+    }
+    for recipient in recipients {
+        let reply = timed(timeout, inner.command(Rcpt::new(recipient.clone(), vec![]))).await;
+        let broke = matches!(&reply, Err(reply) if breaks_session(reply));
+        replies.recipients.push(reply);
+        if broke {
+            return replies;
+        }
+    }
+    if replies.recipients.iter().any(Result::is_ok) {
+        replies.data = Some(timed(timeout, inner.command(Data)).await.map(drop));
+    }
+    replies
+}
+
+/// MAIL, every RCPT and DATA in one write (RFC 2920), then their replies in order.
+struct Pipeline<'a> {
+    mail: Mail,
+    recipients: &'a [Address],
+}
+
+impl std::fmt::Display for Pipeline<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.mail)?;
+        for recipient in self.recipients {
+            write!(f, "{}", Rcpt::new(recipient.clone(), vec![]))?;
+        }
+        write!(f, "{}", Data)
+    }
+}
+
+/// Every reply is read, whatever the earlier ones said, so the session stays in step; a session that
+/// ended part-way is marked broken here.
+async fn pipelined(
+    connection: &mut SmtpConnection,
+    mail: Mail,
+    recipients: &[Address],
+    timeout: Duration,
+) -> EnvelopeReplies {
+    let inner = &mut connection.inner;
+    let mail = timed(timeout, inner.command(Pipeline { mail, recipients }))
+        .await
+        .map(drop);
+    let mut replies = EnvelopeReplies {
+        mail,
+        recipients: Vec::with_capacity(recipients.len()),
+        data: None,
+    };
+    if matches!(&replies.mail, Err(reply) if breaks_session(reply)) {
+        connection.broken = true;
+        return replies;
+    }
+    for _ in recipients {
+        let reply = timed(timeout, inner.read_response()).await;
+        let broke = matches!(&reply, Err(reply) if breaks_session(reply));
+        replies.recipients.push(reply);
+        if broke {
+            connection.broken = true;
+            return replies;
+        }
+    }
+    let data = timed(timeout, inner.read_response()).await.map(drop);
+    if matches!(&data, Err(reply) if breaks_session(reply)) {
+        connection.broken = true;
+    }
+    let accepted = replies.mail.is_ok() && replies.recipients.iter().any(Result::is_ok);
+    if data.is_ok() && !accepted {
+        // RFC 2920 §3.1: DATA went ahead with nothing to deliver; end it empty. RSET follows on reuse.
+        connection.needs_reset = true;
+        if timed(timeout, inner.command(".\r\n"))
+            .await
+            .is_err_and(|reply| breaks_session(&reply))
+        {
+            connection.broken = true;
+        }
+    }
+    replies.data = Some(data);
+    replies
+}
+
+async fn run(
+    connection: &mut SmtpConnection,
+    transaction: &Transaction<'_>,
+    timeout: Duration,
+) -> Run {
+    let parameters = match mail_parameters(connection, transaction) {
+        Ok(parameters) => parameters,
+        Err(reply) => return Run::whole(OutcomeClass::Permanent, reply),
+    };
+    let mail = Mail::new(Some(transaction.sender.clone()), parameters);
+    let replies = if connection.pipelining {
+        pipelined(connection, mail, transaction.recipients, timeout).await
+    } else {
+        stepwise(connection, mail, transaction.recipients, timeout).await
+    };
+
+    if let Err(reply) = replies.mail {
         let broken = breaks_session(&reply);
         connection.broken |= broken;
         connection.needs_reset = true;
-        let class = if reply.is_permanent() {
-            OutcomeClass::Permanent
-        } else {
-            OutcomeClass::Transient
-        };
         return Run {
-            outcome: AttemptOutcome::whole(class, reply),
+            outcome: AttemptOutcome::whole(class_of(&reply), reply),
             stale_candidate: broken,
         };
     }
 
     let mut recipients = Vec::with_capacity(transaction.recipients.len());
-    for recipient in transaction.recipients {
-        let reply = timed(
-            timeout,
-            connection
-                .inner
-                .command(Rcpt::new(recipient.clone(), vec![])),
-        )
-        .await;
+    for (recipient, reply) in transaction.recipients.iter().zip(replies.recipients) {
         let (class, reply) = match reply {
             Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
             Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
@@ -183,17 +293,15 @@ async fn run(
         };
     }
 
-    if let Err(reply) = timed(timeout, connection.inner.command(Data)).await {
+    let data = replies
+        .data
+        .unwrap_or_else(|| Err(Reply::none("no reply to DATA")));
+    if let Err(reply) = data {
         connection.broken |= breaks_session(&reply);
         connection.needs_reset = true;
-        let class = if reply.is_permanent() {
-            OutcomeClass::Permanent
-        } else {
-            OutcomeClass::Transient
-        };
         return Run {
             outcome: AttemptOutcome {
-                class,
+                class: class_of(&reply),
                 reply,
                 recipients,
             },

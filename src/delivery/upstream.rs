@@ -43,6 +43,9 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Extra PEM root certificates to trust (private CAs, tests).
     pub ca_file: Option<PathBuf>,
+    /// Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920);
+    /// `?pipelining=off` sends one command per round trip.
+    pub pipelining: bool,
 }
 
 /// Why an upstream URL was refused. Never contains the URL itself (it may hold a password).
@@ -58,7 +61,9 @@ pub enum UpstreamError {
     #[error("a host is required")]
     Host,
     /// An unknown or contradictory query parameter.
-    #[error("unsupported parameter: {0} (supported: tls=required|opportunistic, ehlo=NAME)")]
+    #[error(
+        "unsupported parameter: {0} (supported: tls=required|opportunistic, ehlo=NAME, pipelining=off)"
+    )]
     Parameter(String),
     /// The user name or password is not valid percent-encoding.
     #[error("user name or password is not valid percent-encoded UTF-8")]
@@ -66,7 +71,7 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    /// Parses `smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic][&ehlo=name]`.
+    /// Parses `smtp[s]://[user:pass@]host[:port][?tls=required|opportunistic][&ehlo=name][&pipelining=off]`.
     pub fn parse(
         name: &str,
         url: &str,
@@ -92,12 +97,15 @@ impl Upstream {
             TlsMode::None
         };
         let mut hello_name = None;
+        let mut pipelining = true;
         for (key, value) in parsed.query_pairs() {
             match (key.as_ref(), value.as_ref(), implicit) {
                 ("tls", "required", false) => tls = TlsMode::Required,
                 ("tls", "opportunistic", false) => tls = TlsMode::Opportunistic,
                 ("tls", "none", false) => tls = TlsMode::None,
                 ("ehlo", name, _) if !name.is_empty() => hello_name = Some(name.to_owned()),
+                ("pipelining", "off", _) => pipelining = false,
+                ("pipelining", "auto", _) => pipelining = true,
                 (key, _, _) => return Err(UpstreamError::Parameter(key.to_owned())),
             }
         }
@@ -124,6 +132,7 @@ impl Upstream {
             max_connections: max_connections.max(1),
             timeout,
             ca_file: None,
+            pipelining,
         })
     }
 
@@ -162,6 +171,7 @@ impl fmt::Debug for Upstream {
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .field("max_connections", &self.max_connections)
             .field("timeout", &self.timeout)
+            .field("pipelining", &self.pipelining)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +215,17 @@ mod tests {
         assert!(parse("smtps://h?tls=required").is_err());
         assert!(parse("smtp://h?tls=sometimes").is_err());
         assert!(parse("http://h").is_err());
+    }
+
+    #[test]
+    fn pipelining_is_used_when_offered_unless_turned_off() {
+        assert!(parse("smtp://h").unwrap().pipelining);
+        assert!(parse("smtp://h?pipelining=auto").unwrap().pipelining);
+        assert!(!parse("smtp://h?ehlo=me&pipelining=off").unwrap().pipelining);
+        assert_eq!(
+            parse("smtp://h?pipelining=maybe").unwrap_err(),
+            UpstreamError::Parameter("pipelining".into())
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use posthorn::config::Secret;
 use serde_json::{Value, json};
 
 use crate::support::smtp::{Action, Script, SmtpServer};
@@ -727,4 +728,72 @@ async fn a_reply_with_a_nul_character_is_recorded_without_it() {
     assert!(!response.contains('\0'), "{response:?}");
     assert_eq!(attempts[1]["outcome"], "sent");
     assert_eq!(smtp.received().len(), 1);
+}
+
+#[tokio::test]
+async fn the_envelope_goes_in_one_write_only_when_the_server_offers_pipelining() {
+    let cases = [
+        (Script::default(), "", true),
+        (
+            Script {
+                pipelining: false,
+                ..Script::default()
+            },
+            "",
+            false,
+        ),
+        (Script::default(), "?pipelining=off", false),
+    ];
+    for (script, query, pipelined) in cases {
+        let smtp = SmtpServer::start_with(script).await;
+        let url = format!("{}{query}", smtp.url());
+        let app = spawn_delivering_app(&smtp, |config| {
+            config.smtp_url = Some(Secret::new(url));
+        })
+        .await;
+        let mut body = valid_message();
+        body["to"] = json!(["one@example.org", "two@example.org"]);
+        let id = app.accept(&body).await;
+        app.wait_for_status(&id, "sent", WAIT).await;
+        let received = smtp.wait_for(1, WAIT).await;
+        assert_eq!(received[0].to, vec!["one@example.org", "two@example.org"]);
+        assert_eq!(smtp.mail_pipelined(), vec![pipelined], "query {query:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_data_with_no_recipient_gets_an_empty_message_and_stays_in_step() {
+    let smtp = SmtpServer::start_with(Script {
+        rcpt: [(
+            "gone@example.org".to_owned(),
+            Action::reply("550 5.1.1 no such user"),
+        )]
+        .into(),
+        lenient_data: true,
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| config.workers = 1).await;
+    let mut body = valid_message();
+    body["to"] = json!("gone@example.org");
+    body["subject"] = json!("never sent");
+    let id = app.accept(&body).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(message["attempts"][0]["smtp_code"], 550);
+    // The same connection carries the next message intact.
+    let id = app.accept(&valid_message()).await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(1, WAIT).await;
+    assert!(
+        received.iter().all(|r| !r.data().contains("never sent")),
+        "the refused message's content was not sent"
+    );
+    let delivered: Vec<_> = received.iter().filter(|r| !r.to.is_empty()).collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].header("Subject"),
+        valid_message()["subject"].as_str().map(str::to_owned)
+    );
+    assert_eq!(smtp.connections(), 1);
+    assert!(smtp.commands().contains(&"RSET".to_owned()));
 }

@@ -84,6 +84,11 @@ pub struct Script {
     pub idle_close: Option<Duration>,
     /// Advertise SMTPUTF8.
     pub smtputf8: bool,
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
+    /// Answer DATA with `data` even when no recipient was accepted (RFC 2920 §3.1 says clients must
+    /// cope); a strict server refuses it with 554.
+    pub lenient_data: bool,
     /// Advertise `AUTH PLAIN LOGIN` and answer every AUTH command with this action; `None`: no AUTH.
     pub auth: Option<Action>,
 }
@@ -99,6 +104,8 @@ impl Default for Script {
             after_data_delay: Duration::ZERO,
             idle_close: None,
             smtputf8: true,
+            pipelining: true,
+            lenient_data: false,
             auth: None,
         }
     }
@@ -113,6 +120,8 @@ struct State {
     connections: usize,
     commands: Vec<String>,
     auth_lines: Vec<String>,
+    /// Per MAIL command: whether the commands after it had already arrived when it was read.
+    mail_pipelined: Vec<bool>,
 }
 
 /// A running test SMTP server.
@@ -197,6 +206,10 @@ impl SmtpServer {
     }
 
     /// Every AUTH command line received (and the lines answering its challenges), as sent.
+    pub fn mail_pipelined(&self) -> Vec<bool> {
+        self.state.lock().unwrap().mail_pipelined.clone()
+    }
+
     pub fn auth_lines(&self) -> Vec<String> {
         self.state.lock().unwrap().auth_lines.clone()
     }
@@ -248,6 +261,7 @@ impl SmtpServer {
         let mut helo = String::new();
         let mut parameters = String::new();
         let mut to = Vec::new();
+        let mut in_transaction = false;
         let mut line = String::new();
         loop {
             line.clear();
@@ -277,8 +291,10 @@ impl SmtpServer {
             match verb.as_str() {
                 "EHLO" | "HELO" => {
                     helo = command[4..].trim().to_owned();
-                    let mut reply =
-                        String::from("250-test.invalid\r\n250-PIPELINING\r\n250-8BITMIME\r\n");
+                    let mut reply = String::from("250-test.invalid\r\n250-8BITMIME\r\n");
+                    if script.pipelining {
+                        reply.push_str("250-PIPELINING\r\n");
+                    }
                     if script.smtputf8 {
                         reply.push_str("250-SMTPUTF8\r\n");
                     }
@@ -289,6 +305,10 @@ impl SmtpServer {
                     write.write_all(reply.as_bytes()).await?;
                 }
                 "MAIL" => {
+                    let behind = !read.buffer().is_empty();
+                    self.state.lock().unwrap().mail_pipelined.push(behind);
+                    in_transaction = false;
+                    to.clear();
                     let rest = command[4..].trim_start();
                     let rest = rest
                         .strip_prefix("FROM:")
@@ -301,8 +321,16 @@ impl SmtpServer {
                     if matches!(&script.mail, Action::Reply(r) if r.starts_with('2')) {
                         from = address;
                         parameters = params;
-                        to.clear();
+                        in_transaction = true;
                     }
+                }
+                "RCPT" if !in_transaction => {
+                    write.write_all(b"503 5.5.1 MAIL first\r\n").await?;
+                }
+                "DATA" if to.is_empty() && !script.lenient_data => {
+                    write
+                        .write_all(b"554 5.5.1 no valid recipients\r\n")
+                        .await?;
                 }
                 "RCPT" => {
                     let rest = command[4..].trim_start();
@@ -372,6 +400,8 @@ impl SmtpServer {
                         self.state.lock().unwrap().received.push(record);
                         self.arrived.notify_waiters();
                     }
+                    in_transaction = false;
+                    to.clear();
                     if !Self::act(&mut write, &action).await? {
                         return Ok(());
                     }
@@ -399,6 +429,7 @@ impl SmtpServer {
                 }
                 "RSET" => {
                     to.clear();
+                    in_transaction = false;
                     write.write_all(b"250 2.0.0 OK\r\n").await?;
                 }
                 "NOOP" => write.write_all(b"250 2.0.0 OK\r\n").await?,
