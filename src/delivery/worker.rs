@@ -118,14 +118,6 @@ impl Worker {
                 }
             };
             let drained = jobs.len() < room;
-            if jobs.is_empty() {
-                tokio::select! {
-                    () = &mut notified => {}
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    () = stop.cancelled() => return,
-                }
-                continue;
-            }
             self.held.add(jobs.iter().map(|job| job.lease));
             let claimed_at = Instant::now();
             for job in jobs {
@@ -135,9 +127,9 @@ impl Worker {
                     return;
                 }
             }
-            // Fewer than asked for: nothing else is due now. Claiming again at once would mostly claim
-            // one job at a time under a steady trickle; the next enqueue's notification (or the poll)
-            // says when there is more.
+            // Fewer than asked for (none, or a few): nothing else is due now. Claiming again at once
+            // would mostly claim one job at a time under a steady trickle; the next enqueue's
+            // notification (or the poll) says when there is more.
             if drained {
                 tokio::select! {
                     () = &mut notified => {}

@@ -87,3 +87,18 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Workers poll as well, so a store without notifications may return at once.
     async fn listen_for_jobs(&self, wake: Arc<Notify>, stop: CancellationToken);
 }
+
+/// The newest migration applied, in both stores' bookkeeping table.
+const APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
+
+/// Fails with [`StoreError::NotMigrated`] unless every migration compiled into this build is applied.
+fn require_migrated(
+    migrator: &sqlx::migrate::Migrator,
+    applied: Option<i64>,
+) -> Result<(), StoreError> {
+    let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if applied.unwrap_or(0) < latest {
+        return Err(StoreError::NotMigrated);
+    }
+    Ok(())
+}

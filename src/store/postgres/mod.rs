@@ -132,19 +132,14 @@ impl MessageStore for PostgresStore {
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
-        let latest = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|error| match StoreError::from(error) {
-                    StoreError::Database(_) => StoreError::NotMigrated,
-                    other => other,
-                })?;
-        if applied.unwrap_or(0) < latest {
-            return Err(StoreError::NotMigrated);
-        }
-        Ok(())
+        let applied: Option<i64> = sqlx::query_scalar(super::APPLIED_MIGRATION)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|error| match StoreError::from(error) {
+                StoreError::Database(_) => StoreError::NotMigrated,
+                other => other,
+            })?;
+        super::require_migrated(&migrator(), applied)
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {

@@ -1,5 +1,6 @@
 //! The claim path: claiming, recording outcomes, releasing, cancelling, and wake-ups.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ pub(super) async fn commit_outcomes(
     let rows: Vec<OutcomeRow<'_>> = outcomes.iter().map(OutcomeRow::new).collect();
     // The update is fenced by the lease token, and an attempt is inserted only where the update
     // applied: a worker whose lease was taken over cannot overwrite the newer attempt's outcome.
-    let applied: Vec<(Uuid, Uuid)> = sqlx::query_as(
+    let applied: HashSet<(Uuid, Uuid)> = sqlx::query_as::<_, (Uuid, Uuid)>(
         "WITH o AS (
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
                  id uuid, token uuid, status text, delay_ms bigint, pending text[], error text,
@@ -188,7 +189,9 @@ pub(super) async fn commit_outcomes(
     )
     .bind(Json(&rows))
     .fetch_all(&pool)
-    .await?;
+    .await?
+    .into_iter()
+    .collect();
     Ok(outcomes
         .iter()
         .map(|(lease, _, _)| applied.contains(&(lease.id, lease.token)))

@@ -165,16 +165,11 @@ impl MessageStore for SqliteStore {
     }
 
     async fn readiness(&self) -> Result<(), StoreError> {
-        let latest = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.reader)
-                .await
-                .map_err(|_| StoreError::NotMigrated)?;
-        if applied.unwrap_or(0) < latest {
-            return Err(StoreError::NotMigrated);
-        }
-        Ok(())
+        let applied: Option<i64> = sqlx::query_scalar(super::APPLIED_MIGRATION)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|_| StoreError::NotMigrated)?;
+        super::require_migrated(&migrator(), applied)
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {

@@ -53,17 +53,27 @@ pub(super) async fn claim(
     .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
-    let prior: std::collections::HashMap<&str, &str> = due
+    // Per id: its place in the claim (RETURNING follows no order; oldest due goes first) and whether
+    // it was already being sent (a takeover).
+    let picked: std::collections::HashMap<&str, (usize, bool)> = due
         .iter()
-        .map(|(id, status)| (id.as_str(), status.as_str()))
+        .enumerate()
+        .map(|(index, (id, status))| {
+            let reclaimed = status == MessageStatus::Sending.as_str();
+            (id.as_str(), (index, reclaimed))
+        })
         .collect();
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
+        let (position, reclaimed) = picked
+            .get(id.as_str())
+            .copied()
+            .unwrap_or((usize::MAX, false));
         let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
         let body: Body = serde_json::from_str(&row.try_get::<String, _>("body")?)?;
         let pending: Option<String> = row.try_get("pending_recipients")?;
-        jobs.push(ClaimedJob {
+        let job = ClaimedJob {
             lease: JobLease {
                 id: parse_uuid(&id)?,
                 token,
@@ -78,16 +88,12 @@ pub(super) async fn claim(
             pending_recipients: pending
                 .map(|text| serde_json::from_str(&text))
                 .transpose()?,
-            reclaimed: prior.get(id.as_str()) == Some(&MessageStatus::Sending.as_str()),
-        });
+            reclaimed,
+        };
+        jobs.push((position, job));
     }
-    // RETURNING follows no order: keep the claim's (oldest due first).
-    let order: std::collections::HashMap<Uuid, usize> = due
-        .iter()
-        .enumerate()
-        .filter_map(|(index, (id, _))| Uuid::parse_str(id).ok().map(|id| (id, index)))
-        .collect();
-    jobs.sort_by_key(|job| order.get(&job.lease.id).copied().unwrap_or(usize::MAX));
+    jobs.sort_by_key(|(position, _)| *position);
+    let jobs = jobs.into_iter().map(|(_, job)| job).collect();
     tx.commit().await?;
     Ok(jobs)
 }
