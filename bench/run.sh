@@ -280,12 +280,13 @@ backlog_empty() {
                                   AND due_at <= now() + interval '1 hour')")" == t ]]
 }
 
-# drain NAME: start posthorn with the sink as upstream, time until the backlog is gone; sets DRAIN_RATE.
+# drain NAME [URL_QUERY]: start posthorn with the sink as upstream, time until the backlog is gone; sets
+# DRAIN_RATE.
 drain() {
-  local name=$1 count start end failed
+  local name=$1 query=${2:-} count start end failed
   count=$(sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status = 'queued'")
   start=$(now)
-  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT$query" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
     POSTHORN_WORKERS=$((SMTP_CONNS * 2))
   start_sampler "$name" --pid "posthorn=$PH_PID" --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
   wait_until 900 "the backlog to drain" backlog_empty
@@ -473,6 +474,14 @@ section_delivery() {
   local rate=$DRAIN_RATE rate_cpu=$SAMPLER_OUT
   DELIVERY_MAX=$rate
 
+  # Diagnostic: the same backlog with one SMTP command per round trip.
+  sql "TRUNCATE delivery_attempts; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
+  copy_rows -backlog "$MESSAGES" queued ts
+  sql "VACUUM ANALYZE messages" >/dev/null
+  wait_quiet "delivery without pipelining"
+  drain delivery-posthorn-stepwise "?pipelining=off"
+  local stepwise=$DRAIN_RATE
+
   # Baseline 1: smtp-source, same message, same sink, same connections.
   local start end
   wait_quiet "smtp-source"
@@ -496,6 +505,8 @@ section_delivery() {
   row delivery "the same backlog, against Postfix $(postconf -d -h mail_version) relaying to the sink (concurrency $SMTP_CONNS)" \
     "$rate msg/s" "Postfix: $pf_rate msg/s" "$(fmt_ratio "$rate" "$pf_rate")" ">= 3x" \
     "$(verdict "$rate / $pf_rate" '>=' 3)"
+  row delivery "diagnostic: the same drain with ?pipelining=off (one SMTP command per round trip)" \
+    "$stepwise msg/s" "pipelined: $rate msg/s" "$(fmt_ratio "$stepwise" "$rate")" "-" "-"
   row delivery "CPU while posthorn drains: $(cpu_split "$rate_cpu")" \
     "posthorn $(cpu_per "$rate_cpu" posthorn "$rate") us/msg, postgres $(cpu_per "$rate_cpu" postgres "$rate") us/msg" \
     "smtp-source: $(cpu_split "$source_cpu"); Postfix: $(cpu_split "$pf_cpu")" "-" "-" "-"

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde_json::Value;
 
+use crate::support::peers::free_port;
 use crate::support::{JWT_SECRET, TestDatabase, valid_message};
 
 /// The binary, with every inherited `POSTHORN_*` variable removed.
@@ -531,14 +532,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -1,67 +1,28 @@
 //! Crash safety: the real binary is killed with SIGKILL mid-drain and restarted; nothing is lost and
 //! duplicates stay within the jobs that were in flight, each counted.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use posthorn::auth::Scope;
 use serde_json::json;
 
-use crate::support::peers::free_port;
+use crate::support::process::Posthorn;
 use crate::support::smtp::{Script, SmtpServer};
 use crate::support::{JWT_SECRET, TestDatabase, valid_message};
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("POSTHORN_DATABASE_URL", database.url())
-        .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
-        .env("POSTHORN_SMTP_URL", smtp.url())
-        .env("POSTHORN_SMTP_TIMEOUT", "1s")
-        .env("POSTHORN_LEASE_DURATION", "6s")
-        .env("POSTHORN_POLL_INTERVAL", "100ms")
-        .env("POSTHORN_RETRY_INITIAL_DELAY", "200ms")
-        .env("POSTHORN_WORKERS", "2")
-        .env("POSTHORN_LOG", "warn")
-        .env("POSTHORN_PROFILE", "production")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start posthorn");
-    // Owned at once, so a failed start still kills and reaps the process.
-    let server = Server {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(response) = client
-            .get(format!("{}/readyz", server.address))
-            .send()
-            .await
-            && response.status() == 200
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("posthorn did not become ready");
+async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Posthorn {
+    let mut server = Posthorn::spawn(&[
+        ("POSTHORN_DATABASE_URL", database.url()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        ("POSTHORN_SMTP_TIMEOUT", "1s".to_owned()),
+        ("POSTHORN_LEASE_DURATION", "6s".to_owned()),
+        ("POSTHORN_POLL_INTERVAL", "100ms".to_owned()),
+        ("POSTHORN_RETRY_INITIAL_DELAY", "200ms".to_owned()),
+        ("POSTHORN_WORKERS", "2".to_owned()),
+        ("POSTHORN_LOG", "warn".to_owned()),
+    ]);
+    server.wait_ready().await;
+    server
 }
 
 fn token() -> String {
@@ -105,8 +66,7 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
         assert_eq!(response.status(), 202);
     }
     smtp.wait_for(8, Duration::from_secs(20)).await;
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().expect("reaped");
+    server.kill9();
     let delivered_before = smtp.received().len();
     assert!(
         delivered_before < TOTAL,

@@ -3,8 +3,6 @@
 //! snapshot, and secrets that must never leak. Every test is bounded in time and uses loopback only.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,188 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::peers::free_port;
 use crate::support::private_pg::PrivatePg;
+use crate::support::process::{Posthorn, client};
 use crate::support::smtp::{Action, Script, SmtpServer};
 use crate::support::{
     JWT_SECRET, TestApp, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app,
     valid_message,
 };
-
-/// The real binary, `posthorn serve`, with a clean environment, JSON logs captured to files, and
-/// SIGKILL on drop.
-struct Posthorn {
-    child: Child,
-    address: String,
-    logs: tempfile::TempDir,
-}
-
-impl Posthorn {
-    /// Starts `posthorn serve` in the production profile on a free port; `env` adds or overrides
-    /// variables.
-    fn spawn(env: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let logs = tempfile::tempdir().expect("temp dir");
-        let stdout = File::create(logs.path().join("stdout.log")).expect("stdout log");
-        let stderr = File::create(logs.path().join("stderr.log")).expect("stderr log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_posthorn"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("POSTHORN_PROFILE", "production")
-            .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
-            .env("POSTHORN_JWT_SECRET", JWT_SECRET)
-            .env("POSTHORN_LOG_FORMAT", "json")
-            .env("POSTHORN_LOG", "info")
-            .env("POSTHORN_SHUTDOWN_GRACE", "2s");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("start posthorn");
-        Self {
-            child,
-            address: format!("http://127.0.0.1:{port}"),
-            logs,
-        }
-    }
-
-    /// Everything the process wrote to stderr (its JSON log) so far.
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Everything the process wrote to stdout so far.
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("stdout.log")).unwrap_or_default()
-    }
-
-    /// Panics with the log if the process has exited.
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("posthorn exited ({status}):\n{}", self.stderr());
-        }
-    }
-
-    /// Waits until `path` answers `status`, or panics after `timeout`.
-    async fn wait_for(&mut self, path: &str, status: u16, timeout: Duration) {
-        let client = client();
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.assert_running();
-            if let Ok(response) = client.get(format!("{}{path}", self.address)).send().await
-                && response.status() == status
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} did not answer {status} within {timeout:?}:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        self.wait_for("/readyz", 200, Duration::from_secs(30)).await;
-    }
-
-    /// SIGKILL, and reap.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    /// `/metrics` as text.
-    async fn metrics(&self) -> String {
-        client()
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    }
-
-    /// An unlabelled metric's value (0 when absent).
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await;
-        sample(&text, name).unwrap_or(0.0)
-    }
-
-    /// `POST /send` with `token`.
-    async fn post(&self, token: &str, body: &Value) -> reqwest::Response {
-        client()
-            .post(format!("{}/send", self.address))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request completes")
-    }
-
-    /// `POST /send`, asserting 202; the id.
-    async fn accept(&self, token: &str, body: &Value) -> String {
-        let response = self.post(token, body).await;
-        assert_eq!(response.status(), 202, "{}", self.stderr());
-        let body: Value = response.json().await.expect("JSON");
-        body["id"].as_str().expect("id").to_owned()
-    }
-
-    /// `GET /v1/messages/{id}` as JSON.
-    async fn message(&self, token: &str, id: &str) -> Value {
-        let response = client()
-            .get(format!("{}/v1/messages/{id}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request completes");
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("JSON")
-    }
-
-    /// Waits until the message has `status`, returning it.
-    async fn wait_for_status(
-        &self,
-        token: &str,
-        id: &str,
-        status: &str,
-        timeout: Duration,
-    ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let message = self.message(token, id).await;
-            if message["status"] == status {
-                return message;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "message {id} did not become {status} within {timeout:?}: {message:#}\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Posthorn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
 
 /// A token signed with `secret` for caller `sub`.
 fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
@@ -216,13 +38,6 @@ fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
 /// A send+read token for the test secret.
 fn token() -> String {
     token_with(JWT_SECRET, "faults", &[Scope::Send, Scope::Read])
-}
-
-/// The value of an unlabelled sample in Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 fn rfc3339(value: &Value) -> OffsetDateTime {
@@ -1246,13 +1061,7 @@ async fn secrets_never_appear_in_logs_error_bodies_or_metrics() {
     );
 
     // Stop it (SIGTERM) so shutdown messages are in the log too.
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.terminate(Duration::from_secs(10)).await;
     let log = server.stderr();
     assert!(log.contains("\"level\":\"DEBUG\""), "debug logging is on");
     seen.push(("stderr (the log)", log));

@@ -2,70 +2,26 @@
 //! queue, and deliver every message exactly once between them.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use posthorn::auth::Scope;
 use serde_json::{Value, json};
 
-use crate::support::peers::free_port;
+use crate::support::process::Posthorn;
 use crate::support::smtp::{Script, SmtpServer};
 use crate::support::{JWT_SECRET, TestDatabase, valid_message};
 
-struct Replica {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(database: &TestDatabase, smtp: &SmtpServer, name: &str) -> Replica {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_posthorn"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("POSTHORN_PROFILE", "production")
-        .env("POSTHORN_DATABASE_URL", database.url())
-        .env("POSTHORN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+fn start(database: &TestDatabase, smtp: &SmtpServer, name: &str) -> Posthorn {
+    Posthorn::spawn(&[
+        ("POSTHORN_DATABASE_URL", database.url()),
         // The EHLO name tells the SMTP server which replica delivered a message.
-        .env("POSTHORN_SMTP_URL", format!("{}?ehlo={name}", smtp.url()))
-        .env("POSTHORN_SMTP_TIMEOUT", "2s")
-        .env("POSTHORN_POLL_INTERVAL", "200ms")
-        .env("POSTHORN_WORKERS", "2")
-        .env("POSTHORN_CLAIM_BATCH_SIZE", "2")
-        .env("POSTHORN_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start posthorn");
-    Replica {
-        child,
-        address: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(replica: &Replica) {
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
-        if let Ok(response) = client
-            .get(format!("{}/readyz", replica.address))
-            .send()
-            .await
-            && response.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("replica at {} did not become ready", replica.address);
+        ("POSTHORN_SMTP_URL", format!("{}?ehlo={name}", smtp.url())),
+        ("POSTHORN_SMTP_TIMEOUT", "2s".to_owned()),
+        ("POSTHORN_POLL_INTERVAL", "200ms".to_owned()),
+        ("POSTHORN_WORKERS", "2".to_owned()),
+        ("POSTHORN_CLAIM_BATCH_SIZE", "2".to_owned()),
+        ("POSTHORN_LOG", "warn".to_owned()),
+    ])
 }
 
 fn token(scopes: &[Scope]) -> String {
@@ -89,12 +45,12 @@ async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
         ..Script::default()
     })
     .await;
-    let replicas: Vec<Replica> = ["replica-a", "replica-b", "replica-c"]
+    let mut replicas: Vec<Posthorn> = ["replica-a", "replica-b", "replica-c"]
         .iter()
         .map(|name| start(&database, &smtp, name))
         .collect();
-    for replica in &replicas {
-        wait_ready(replica).await;
+    for replica in &mut replicas {
+        replica.wait_ready().await;
     }
     let send = token(&[Scope::Send]);
     let client = reqwest::Client::new();

@@ -3,6 +3,7 @@
 pub mod database;
 pub mod peers;
 pub mod private_pg;
+pub mod process;
 pub mod smtp;
 
 use std::time::Duration;
