@@ -55,7 +55,7 @@ kill "$server"; wait "$server" 2>/dev/null || true
 step "draining into smtp-sink over $connections connections"
 start=$(date +%s.%N)
 POSTHORN_LISTEN=127.0.0.1:$api_port POSTHORN_SMTP_URL="smtp://127.0.0.1:$sink_port" \
-  POSTHORN_SMTP_MAX_CONNECTIONS=$connections POSTHORN_WORKERS=${WORKERS:-$((connections * 2))} POSTHORN_CLAIM_BATCH_SIZE=50 \
+  POSTHORN_SMTP_MAX_CONNECTIONS=$connections POSTHORN_WORKERS=${WORKERS:-$((connections * 2))} \
   "$bin" serve &
 server=$!
 while [[ "$(pg_psql -At "$url" -c "SELECT count(*) FROM messages WHERE status <> 'sent'")" != 0 ]]; do

@@ -224,7 +224,7 @@ impl Default for Config {
             smtp_tls_ca_file: None,
             providers: BTreeMap::new(),
             workers: 8,
-            claim_batch_size: 50,
+            claim_batch_size: 200,
             lease_duration: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
             retry_initial_delay: Duration::from_secs(30),
