@@ -13,8 +13,6 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::StoreError;
 
-/// Most items committed in one transaction.
-const MAX_BATCH: usize = 128;
 /// Items waiting for a task before submitters themselves wait (back-pressure).
 const QUEUE: usize = 4096;
 
@@ -36,17 +34,23 @@ pub(super) struct Batcher<T, O> {
 }
 
 impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
-    /// Starts `tasks` committing tasks in `runtime`.
+    /// Starts `tasks` committing tasks in `runtime`, each committing at most `max_batch` items at once.
     pub(super) fn start(
         runtime: &tokio::runtime::Handle,
         pool: PgPool,
         tasks: usize,
+        max_batch: usize,
         commit: CommitFn<T, O>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..tasks.max(1) {
-            runtime.spawn(run(pool.clone(), receiver.clone(), commit.clone()));
+            runtime.spawn(run(
+                pool.clone(),
+                receiver.clone(),
+                max_batch.max(1),
+                commit.clone(),
+            ));
         }
         Self { sender }
     }
@@ -67,6 +71,7 @@ impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
 async fn run<T, O>(
     pool: PgPool,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<T, O>>>>,
+    max_batch: usize,
     commit: CommitFn<T, O>,
 ) {
     loop {
@@ -77,7 +82,7 @@ async fn run<T, O>(
                 Some(pending) => batch.push(pending),
                 None => return,
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < max_batch {
                 match receiver.try_recv() {
                     Ok(pending) => batch.push(pending),
                     Err(_) => break,

@@ -39,6 +39,14 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Tasks committing delivery outcomes.
 const OUTCOME_COMMITTERS: usize = 1;
 
+/// Most enqueues committed in one transaction.
+const ACCEPT_BATCH: usize = 128;
+
+/// Most outcomes committed in one statement. One committer records every sender's outcomes, so its rate
+/// is this cap over the time of one commit: when commits slow down (WAL flushes queued behind a stream
+/// of accepts take tens of milliseconds), a small cap would throttle delivery.
+const OUTCOME_BATCH: usize = 1024;
+
 /// Pool settings for [`PostgresStore::connect`].
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -103,13 +111,14 @@ impl PostgresStore {
     fn batcher<T: Send + 'static, O: Send + 'static>(
         &self,
         tasks: usize,
+        max_batch: usize,
         commit: batch::CommitFn<T, O>,
     ) -> Batcher<T, O> {
         let runtime = self
             .runtime
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        Batcher::start(&runtime, self.pool.clone(), tasks, commit)
+        Batcher::start(&runtime, self.pool.clone(), tasks, max_batch, commit)
     }
 
     /// The pool, for callers in the store's own tests.
@@ -148,6 +157,7 @@ impl MessageStore for PostgresStore {
                 let retention = self.idempotency_retention;
                 self.batcher(
                     self.committers,
+                    ACCEPT_BATCH,
                     Arc::new(move |pool, requests| {
                         Box::pin(accept::commit_enqueues(pool, retention, requests))
                     }),
@@ -258,6 +268,7 @@ impl MessageStore for PostgresStore {
                 // they can be.
                 self.batcher(
                     OUTCOME_COMMITTERS,
+                    OUTCOME_BATCH,
                     Arc::new(|pool, outcomes| Box::pin(queue::commit_outcomes(pool, outcomes))),
                 )
             })

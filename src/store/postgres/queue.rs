@@ -53,6 +53,11 @@ pub(super) async fn claim(
     .bind(i64::from(limit))
     .bind(token)
     .bind(interval(lease))
+    // Planned at every execution, as are the other statements that join a batch to `messages`: a
+    // prepared statement's cached plan, made while the table was small (a hash join over a sequential
+    // scan), stays in use as the table grows until the next ANALYZE, and then every batch reads the
+    // whole table. Planning costs far less than one batch.
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -188,6 +193,7 @@ pub(super) async fn commit_outcomes(
          SELECT id, token FROM updated",
     )
     .bind(Json(&rows))
+    .persistent(false)
     .fetch_all(&pool)
     .await?
     .into_iter()
@@ -213,6 +219,7 @@ pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, S
     )
     .bind(&ids)
     .bind(&tokens)
+    .persistent(false)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
