@@ -134,15 +134,22 @@ impl SmtpManager {
     }
 }
 
-/// Sends EHLO and reads whether the server offers PIPELINING.
+/// Sends EHLO and reads whether the server offers PIPELINING. A server that refuses the second EHLO is
+/// used without it; one that drops the session (no reply, or 421) fails the connection.
 async fn offers_pipelining(
     connection: &mut AsyncSmtpConnection,
     hello: &ClientId,
 ) -> Result<bool, ConnectError> {
-    let response = connection
-        .command(Ehlo::new(hello.clone()))
-        .await
-        .map_err(|error| ConnectError(Reply::from_error(&error)))?;
+    let response = match connection.command(Ehlo::new(hello.clone())).await {
+        Ok(response) => response,
+        Err(error) => {
+            let reply = Reply::from_error(&error);
+            return match reply.code {
+                Some(code) if code != 421 => Ok(false),
+                _ => Err(ConnectError(reply)),
+            };
+        }
+    };
     Ok(response.message().skip(1).any(|line| {
         line.split_whitespace()
             .next()

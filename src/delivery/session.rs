@@ -158,6 +158,10 @@ async fn stepwise(
     replies
 }
 
+/// Most recipients whose RCPT commands go in one pipelined write; a message for more is sent one
+/// command per round trip.
+const MAX_PIPELINED_RECIPIENTS: usize = 100;
+
 /// MAIL, every RCPT and DATA in one write (RFC 2920), then their replies in order.
 struct Pipeline<'a> {
     mail: Mail,
@@ -233,11 +237,13 @@ async fn run(
         Err(reply) => return Run::whole(OutcomeClass::Permanent, reply),
     };
     let mail = Mail::new(Some(transaction.sender.clone()), parameters);
-    let replies = if connection.pipelining {
-        pipelined(connection, mail, transaction.recipients, timeout).await
-    } else {
-        stepwise(connection, mail, transaction.recipients, timeout).await
-    };
+    // A larger group could fill both sides' socket buffers before the first reply is read.
+    let replies =
+        if connection.pipelining && transaction.recipients.len() <= MAX_PIPELINED_RECIPIENTS {
+            pipelined(connection, mail, transaction.recipients, timeout).await
+        } else {
+            stepwise(connection, mail, transaction.recipients, timeout).await
+        };
 
     if let Err(reply) = replies.mail {
         let broken = breaks_session(&reply);
@@ -299,9 +305,16 @@ async fn run(
     if let Err(reply) = data {
         connection.broken |= breaks_session(&reply);
         connection.needs_reset = true;
+        let class = class_of(&reply);
+        // Nothing was sent: recipients accepted at RCPT share the fate of the refused DATA.
+        for recipient in &mut recipients {
+            if recipient.class == OutcomeClass::Sent {
+                recipient.class = class;
+            }
+        }
         return Run {
             outcome: AttemptOutcome {
-                class: class_of(&reply),
+                class,
                 reply,
                 recipients,
             },

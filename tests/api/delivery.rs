@@ -797,3 +797,40 @@ async fn a_server_that_accepts_data_with_no_recipient_gets_an_empty_message_and_
     assert_eq!(smtp.connections(), 1);
     assert!(smtp.commands().contains(&"RSET".to_owned()));
 }
+
+#[tokio::test]
+async fn a_refused_data_marks_no_recipient_as_sent() {
+    let smtp = SmtpServer::start_with(Script {
+        data: Action::reply("554 5.7.1 rejected by policy"),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let id = app.accept(&valid_message()).await;
+    let message = app.wait_for_status(&id, "failed", WAIT).await;
+    let attempt = &message["attempts"][0];
+    assert_eq!(attempt["smtp_code"], 554);
+    assert_eq!(
+        attempt["recipients"][0]["outcome"], "permanent",
+        "{attempt:#}"
+    );
+    assert!(smtp.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_for_many_recipients_is_not_pipelined_in_one_write() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    let addresses = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}@example.org")).collect()
+    };
+    let mut body = valid_message();
+    body["to"] = json!(addresses("to", 50));
+    body["cc"] = json!(addresses("cc", 50));
+    body["bcc"] = json!(addresses("bcc", 1));
+    let id = app.accept(&body).await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(1, WAIT).await;
+    assert_eq!(received[0].to.len(), 101);
+    assert_eq!(smtp.mail_pipelined(), vec![false]);
+}

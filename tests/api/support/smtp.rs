@@ -205,11 +205,12 @@ impl SmtpServer {
         self.state.lock().unwrap().connections
     }
 
-    /// Every AUTH command line received (and the lines answering its challenges), as sent.
+    /// Per MAIL command: whether the commands after it had already arrived when it was read.
     pub fn mail_pipelined(&self) -> Vec<bool> {
         self.state.lock().unwrap().mail_pipelined.clone()
     }
 
+    /// Every AUTH command line received (and the lines answering its challenges), as sent.
     pub fn auth_lines(&self) -> Vec<String> {
         self.state.lock().unwrap().auth_lines.clone()
     }
