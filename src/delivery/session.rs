@@ -79,6 +79,20 @@ fn breaks_session(reply: &Reply) -> bool {
     reply.code.is_none() || reply.code == Some(421)
 }
 
+/// A failed exchange whose reply ended the session.
+fn ends_session<T>(result: &Result<T, Reply>) -> bool {
+    matches!(result, Err(reply) if breaks_session(reply))
+}
+
+/// Recipients accepted at RCPT share the fate of what followed (a refused DATA, or the final reply).
+fn share_fate(recipients: &mut [RecipientReply], class: OutcomeClass) {
+    for recipient in recipients {
+        if recipient.class == OutcomeClass::Sent {
+            recipient.class = class;
+        }
+    }
+}
+
 fn class_of(reply: &Reply) -> OutcomeClass {
     if reply.is_permanent() {
         OutcomeClass::Permanent
@@ -94,11 +108,9 @@ fn mail_parameters(
 ) -> Result<Vec<MailParameter>, Reply> {
     let info = connection.inner.server_info();
     let mut parameters = Vec::new();
-    let needs_utf8 = !transaction.sender.to_string().is_ascii()
-        || transaction
-            .recipients
-            .iter()
-            .any(|r| !r.to_string().is_ascii());
+    let needs_utf8 = std::iter::once(transaction.sender)
+        .chain(transaction.recipients)
+        .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
     if needs_utf8 {
         if !info.supports_feature(Extension::SmtpUtfEight) {
             return Err(Reply::none(
@@ -127,6 +139,16 @@ struct EnvelopeReplies {
     data: Option<Result<(), Reply>>,
 }
 
+impl EnvelopeReplies {
+    fn new(mail: Result<(), Reply>, recipients: usize) -> Self {
+        Self {
+            mail,
+            recipients: Vec::with_capacity(recipients),
+            data: None,
+        }
+    }
+}
+
 /// One command per round trip: MAIL, then each RCPT, then DATA if a recipient was accepted.
 async fn stepwise(
     connection: &mut SmtpConnection,
@@ -136,17 +158,13 @@ async fn stepwise(
 ) -> EnvelopeReplies {
     let inner = &mut connection.inner;
     let mail = timed(timeout, inner.command(mail)).await.map(drop);
-    let mut replies = EnvelopeReplies {
-        mail,
-        recipients: Vec::with_capacity(recipients.len()),
-        data: None,
-    };
+    let mut replies = EnvelopeReplies::new(mail, recipients.len());
     if replies.mail.is_err() {
         return replies;
     }
     for recipient in recipients {
         let reply = timed(timeout, inner.command(Rcpt::new(recipient.clone(), vec![]))).await;
-        let broke = matches!(&reply, Err(reply) if breaks_session(reply));
+        let broke = ends_session(&reply);
         replies.recipients.push(reply);
         if broke {
             return replies;
@@ -190,18 +208,14 @@ async fn pipelined(
     let mail = timed(timeout, inner.command(Pipeline { mail, recipients }))
         .await
         .map(drop);
-    let mut replies = EnvelopeReplies {
-        mail,
-        recipients: Vec::with_capacity(recipients.len()),
-        data: None,
-    };
-    if matches!(&replies.mail, Err(reply) if breaks_session(reply)) {
+    let mut replies = EnvelopeReplies::new(mail, recipients.len());
+    if ends_session(&replies.mail) {
         connection.broken = true;
         return replies;
     }
     for _ in recipients {
         let reply = timed(timeout, inner.read_response()).await;
-        let broke = matches!(&reply, Err(reply) if breaks_session(reply));
+        let broke = ends_session(&reply);
         replies.recipients.push(reply);
         if broke {
             connection.broken = true;
@@ -209,17 +223,14 @@ async fn pipelined(
         }
     }
     let data = timed(timeout, inner.read_response()).await.map(drop);
-    if matches!(&data, Err(reply) if breaks_session(reply)) {
+    if ends_session(&data) {
         connection.broken = true;
     }
     let accepted = replies.mail.is_ok() && replies.recipients.iter().any(Result::is_ok);
     if data.is_ok() && !accepted {
         // RFC 2920 §3.1: DATA went ahead with nothing to deliver; end it empty. RSET follows on reuse.
         connection.needs_reset = true;
-        if timed(timeout, inner.command(".\r\n"))
-            .await
-            .is_err_and(|reply| breaks_session(&reply))
-        {
+        if ends_session(&timed(timeout, inner.command(".\r\n")).await) {
             connection.broken = true;
         }
     }
@@ -306,12 +317,7 @@ async fn run(
         connection.broken |= breaks_session(&reply);
         connection.needs_reset = true;
         let class = class_of(&reply);
-        // Nothing was sent: recipients accepted at RCPT share the fate of the refused DATA.
-        for recipient in &mut recipients {
-            if recipient.class == OutcomeClass::Sent {
-                recipient.class = class;
-            }
-        }
+        share_fate(&mut recipients, class);
         return Run {
             outcome: AttemptOutcome {
                 class,
@@ -340,12 +346,7 @@ async fn run(
             (OutcomeClass::Transient, reply)
         }
     };
-    // Recipients accepted at RCPT share the fate of the data.
-    for recipient in &mut recipients {
-        if recipient.class == OutcomeClass::Sent && class != OutcomeClass::Sent {
-            recipient.class = class;
-        }
-    }
+    share_fate(&mut recipients, class);
     Run {
         outcome: AttemptOutcome {
             class,

@@ -200,6 +200,41 @@ pub enum Disposition {
     },
 }
 
+impl Disposition {
+    /// The status the message takes.
+    pub fn status(&self) -> MessageStatus {
+        match self {
+            Disposition::Sent => MessageStatus::Sent,
+            Disposition::Retry { .. } => MessageStatus::Queued,
+            Disposition::Failed { .. } => MessageStatus::Failed,
+        }
+    }
+
+    /// How long until the next attempt, for a retry.
+    pub fn retry_delay(&self) -> Option<std::time::Duration> {
+        match self {
+            Disposition::Retry { delay, .. } => Some(*delay),
+            _ => None,
+        }
+    }
+
+    /// The recipients still to be tried, for a retry of some of them.
+    pub fn pending_recipients(&self) -> Option<&[String]> {
+        match self {
+            Disposition::Retry { recipients, .. } => recipients.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Why it was retried or given up.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Disposition::Sent => None,
+            Disposition::Retry { error, .. } | Disposition::Failed { error } => Some(error),
+        }
+    }
+}
+
 /// What `cancel_message` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {

@@ -107,32 +107,15 @@ struct OutcomeRow<'a> {
 
 impl<'a> OutcomeRow<'a> {
     fn new((lease, attempt, disposition): &'a Outcome) -> Self {
-        let (status, delay, pending, error) = match disposition {
-            Disposition::Sent => (MessageStatus::Sent, Duration::ZERO, None, None),
-            Disposition::Retry {
-                delay,
-                recipients,
-                error,
-            } => (
-                MessageStatus::Queued,
-                *delay,
-                recipients.as_deref(),
-                Some(error.as_str()),
-            ),
-            Disposition::Failed { error } => (
-                MessageStatus::Failed,
-                Duration::ZERO,
-                None,
-                Some(error.as_str()),
-            ),
-        };
         Self {
             id: lease.id,
             token: lease.token,
-            status: status.as_str(),
-            delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-            pending,
-            error,
+            status: disposition.status().as_str(),
+            delay_ms: disposition.retry_delay().map_or(0, |delay| {
+                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+            }),
+            pending: disposition.pending_recipients(),
+            error: disposition.error(),
             attempt: attempt.attempt,
             started_us: i64::try_from(attempt.started_at.unix_timestamp_nanos() / 1_000)
                 .unwrap_or_default(),

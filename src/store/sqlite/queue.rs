@@ -105,20 +105,13 @@ pub(super) async fn record(
     disposition: Disposition,
 ) -> Result<bool, StoreError> {
     let now = now();
-    let (status, due_at, recipients, error) = match &disposition {
-        Disposition::Sent => (MessageStatus::Sent, None, None, None),
-        Disposition::Retry {
-            delay,
-            recipients,
-            error,
-        } => (
-            MessageStatus::Queued,
-            Some(now + micros(*delay)),
-            recipients.as_ref().map(serde_json::to_string).transpose()?,
-            Some(error.as_str()),
-        ),
-        Disposition::Failed { error } => (MessageStatus::Failed, None, None, Some(error.as_str())),
-    };
+    let status = disposition.status();
+    let due_at = disposition.retry_delay().map(|delay| now + micros(delay));
+    let recipients = disposition
+        .pending_recipients()
+        .map(serde_json::to_string)
+        .transpose()?;
+    let error = disposition.error();
     let finished = matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
     let mut tx = pool.begin().await?;
     // Fenced by the lease token: a worker whose lease was taken over records nothing.
