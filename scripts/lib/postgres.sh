@@ -13,11 +13,25 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 POSTHORN_LOCAL_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
 
+# Debian's psql on PATH is a Perl wrapper that picks a client version at every call, which costs more
+# CPU than the query when a script polls; the newest client under /usr/lib/postgresql is used directly.
+_pg_find_psql() {
+  local candidate
+  _POSTHORN_PSQL=psql
+  for candidate in /usr/lib/postgresql/*/bin/psql; do
+    [[ -x "$candidate" ]] || continue
+    [[ "$_POSTHORN_PSQL" == psql ]] || [[ "$(printf '%s\n' "$_POSTHORN_PSQL" "$candidate" | sort -V | tail -1)" == "$candidate" ]] &&
+      _POSTHORN_PSQL=$candidate
+  done
+  return 0
+}
+_pg_find_psql
+
 # -X: ignore ~/.psqlrc; -w: never prompt for a password (CI has no stdin).
 # client_min_messages: no NOTICE chatter from DROP ... IF EXISTS.
 pg_psql() {
   PGCONNECT_TIMEOUT=5 PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" \
-    psql -X -w -q -v ON_ERROR_STOP=1 "$@"
+    "$_POSTHORN_PSQL" -X -w -q -v ON_ERROR_STOP=1 "$@"
 }
 
 # Hide the password when a URL is printed.
@@ -61,6 +75,7 @@ _pg_ensure_client() {
   command -v psql >/dev/null && return 0
   if is_root; then
     apt_install postgresql-client
+    _pg_find_psql
   else
     die "psql not found. Install the PostgreSQL client: sudo apt-get install --no-install-recommends postgresql-client"
   fi
