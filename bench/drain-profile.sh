@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side drains for tuning: loads N messages once, then for each variant resets them to queued and
 # drains them into smtp-sink, printing the rate, PostgreSQL commits (its own polling included) and WAL bytes
-# per message, and what the database sessions were waiting on (sampled every 50 ms).
+# per message. With WAITS=1 it also prints what the database sessions were waiting on (sampled every 50 ms
+# by a psql per sample, which costs the machine enough CPU to lower the rate).
 #
 #   bench/drain-profile.sh [N] -- VARIANT...
 #
-# A variant is a space-separated list of POSTHORN_* settings, or "-" for the defaults:
+# A variant is a space-separated list of POSTHORN_* settings, or "-" for the defaults; a `bin=PATH` entry
+# runs another build (copy target/release/posthorn aside before rebuilding) for side-by-side drains:
 #
 #   bench/drain-profile.sh 20000 -- - "POSTHORN_CLAIM_BATCH_SIZE=50" "POSTHORN_CLAIM_BATCH_SIZE=400"
+#   bench/drain-profile.sh 20000 -- bin=/tmp/posthorn-before - bin=/tmp/posthorn-before -
 #
 # The SMTP URL gets ${QUERY:-} appended (QUERY='?pipelining=off'). Uses target/release/posthorn as it is.
 set -euo pipefail
@@ -59,8 +62,11 @@ sink_port=$(free_port)
 sink=$!
 samples=$(mktemp)
 for variant in "$@"; do
-  settings=()
-  [[ "$variant" == - ]] || read -r -a settings <<<"$variant"
+  settings=() words=() run_bin=$bin
+  [[ "$variant" == - ]] || read -r -a words <<<"$variant"
+  for word in "${words[@]}"; do
+    if [[ "$word" == bin=* ]]; then run_bin=${word#bin=}; else settings+=("$word"); fi
+  done
   q "TRUNCATE delivery_attempts" >/dev/null
   q "UPDATE messages SET status = 'queued', due_at = now(), attempt_count = 0, sent_at = NULL,
             finished_at = NULL, lease_token = NULL, pending_recipients = NULL, last_error = NULL" >/dev/null
@@ -71,10 +77,10 @@ for variant in "$@"; do
   wal0=$(q "SELECT pg_current_wal_lsn()")
   start=$(date +%s.%N)
   env POSTHORN_LISTEN="127.0.0.1:$(free_port)" POSTHORN_SMTP_URL="smtp://127.0.0.1:$sink_port${QUERY:-}" \
-    POSTHORN_SMTP_MAX_CONNECTIONS=4 POSTHORN_WORKERS=8 "${settings[@]}" "$bin" serve 2>/dev/null &
+    POSTHORN_SMTP_MAX_CONNECTIONS=4 POSTHORN_WORKERS=8 "${settings[@]}" "$run_bin" serve 2>/dev/null &
   server=$!
   : >"$samples"
-  (while kill -0 "$server" 2>/dev/null; do
+  [[ "${WAITS:-0}" == 1 ]] && (while kill -0 "$server" 2>/dev/null; do
     q "SELECT '-' UNION ALL
        SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') || ' '
               || left(regexp_replace(query, '\s+', ' ', 'g'), 30)
@@ -82,8 +88,11 @@ for variant in "$@"; do
         WHERE datname = '$db' AND pid <> pg_backend_pid() AND state = 'active'" >>"$samples" 2>/dev/null || true
     sleep 0.05
   done) &
-  sampler=$!
-  while [[ "$(q "SELECT count(*) FROM messages WHERE status <> 'sent'")" != 0 ]]; do sleep 0.1; done
+  [[ "${WAITS:-0}" == 1 ]] && sampler=$!
+  # An index probe (messages_due_idx) that stops at the first unfinished row: cheap enough to run often.
+  until [[ "$(q "SELECT NOT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'sending'))")" == t ]]; do
+    sleep 0.1
+  done
   end=$(date +%s.%N)
   wal=$(q "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")
   kill "$server" "$sampler" 2>/dev/null || true
@@ -94,7 +103,9 @@ for variant in "$@"; do
   commits1=$(q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$db'")
   [[ "$variant" == - ]] && variant=defaults
   python3 -c "print(f'{\"$variant\"}: {$total / ($end - $start):.0f} msg/s, {($commits1 - $commits0) / $total:.3f} commits/msg, {$wal / $total:.0f} WAL bytes/msg')"
-  echo "  sampled $(grep -c '^-$' "$samples") times; active statements by wait:"
-  grep -v '^-$' "$samples" | sort | uniq -c | sort -rn | head -6 | sed 's/^/  /'
+  if [[ "${WAITS:-0}" == 1 ]]; then
+    echo "  sampled $(grep -c '^-$' "$samples") times; active statements by wait:"
+    grep -v '^-$' "$samples" | sort | uniq -c | sort -rn | head -6 | sed 's/^/  /'
+  fi
 done
 rm -f "$samples"
