@@ -93,8 +93,11 @@ impl Delivery {
             wake,
             held: held.clone(),
         });
-        // The claimer keeps at most a batch of claimed jobs waiting for the senders.
-        let (queue, jobs) = tokio::sync::mpsc::channel(worker.settings.batch_size.max(1) as usize);
+        // Up to two batches of claimed jobs wait for the senders: the claimer claims the next batch
+        // while a whole one is still queued, so the senders keep working through the claim (which
+        // takes 10-30 ms for 200 jobs on a busy machine; with one batch of room they often ran dry).
+        let (queue, jobs) =
+            tokio::sync::mpsc::channel(2 * worker.settings.batch_size.max(1) as usize);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         let mut workers = JoinSet::new();
         workers.spawn(worker.clone().claim(queue, stop.clone()));

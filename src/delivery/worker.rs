@@ -92,9 +92,9 @@ impl Worker {
     pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<Assigned>, stop: CancellationToken) {
         let batch = self.settings.batch_size.max(1) as usize;
         loop {
-            // Room for half a batch at least (the senders take jobs as they free up).
+            // Room for a whole batch (the senders take jobs as they free up; a batch more waits).
             tokio::select! {
-                room = queue.reserve_many(batch.div_ceil(2)) => if room.is_err() { return },
+                room = queue.reserve_many(batch) => if room.is_err() { return },
                 () = stop.cancelled() => return,
             }
             let room = queue.capacity().min(batch);

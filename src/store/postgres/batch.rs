@@ -1,12 +1,15 @@
 //! Group commit: concurrent writes share one transaction, and so one WAL flush.
 //!
 //! Items queue on a channel; a few tasks each take whatever is waiting (up to a batch), commit it in one
-//! transaction and answer every item afterwards. Nothing waits for a batch to fill: an idle server
-//! commits a lone item at once, a busy one commits many per flush. An answer still means committed.
+//! transaction and answer every item afterwards. An answer still means committed. Without a linger
+//! nothing waits for a batch to fill: an idle server commits a lone item at once, a busy one commits many
+//! per flush. With one, a task that found fewer than a batch waiting keeps collecting for that long
+//! first: fewer, larger statements for writes nobody is waiting on.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -34,12 +37,14 @@ pub(super) struct Batcher<T, O> {
 }
 
 impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
-    /// Starts `tasks` committing tasks in `runtime`, each committing at most `max_batch` items at once.
+    /// Starts `tasks` committing tasks in `runtime`, each committing at most `max_batch` items at once,
+    /// after collecting for up to `linger` past the first.
     pub(super) fn start(
         runtime: &tokio::runtime::Handle,
         pool: PgPool,
         tasks: usize,
         max_batch: usize,
+        linger: Duration,
         commit: CommitFn<T, O>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
@@ -49,6 +54,7 @@ impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
                 pool.clone(),
                 receiver.clone(),
                 max_batch.max(1),
+                linger,
                 commit.clone(),
             ));
         }
@@ -72,6 +78,7 @@ async fn run<T, O>(
     pool: PgPool,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<T, O>>>>,
     max_batch: usize,
+    linger: Duration,
     commit: CommitFn<T, O>,
 ) {
     loop {
@@ -82,10 +89,16 @@ async fn run<T, O>(
                 Some(pending) => batch.push(pending),
                 None => return,
             }
+            let deadline = tokio::time::Instant::now() + linger;
             while batch.len() < max_batch {
                 match receiver.try_recv() {
                     Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+                    Err(_) if linger.is_zero() => break,
+                    // Closed, or the linger is over: commit what there is.
+                    Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(pending)) => batch.push(pending),
+                        Ok(None) | Err(_) => break,
+                    },
                 }
             }
         }

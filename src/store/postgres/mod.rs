@@ -47,6 +47,12 @@ const ACCEPT_BATCH: usize = 128;
 /// of accepts take tens of milliseconds), a small cap would throttle delivery.
 const OUTCOME_BATCH: usize = 1024;
 
+/// How long the outcome committer keeps collecting before it commits a batch. No caller waits on an
+/// outcome (senders go on to the next job), and every statement costs PostgreSQL a parse, a plan and a
+/// WAL flush whatever its size: at a few thousand messages a second this turns batches of ~20 into
+/// batches of ~100. A lease lasts minutes, so the delay cannot cost one.
+const OUTCOME_LINGER: Duration = Duration::from_millis(20);
+
 /// Pool settings for [`PostgresStore::connect`].
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -112,13 +118,21 @@ impl PostgresStore {
         &self,
         tasks: usize,
         max_batch: usize,
+        linger: Duration,
         commit: batch::CommitFn<T, O>,
     ) -> Batcher<T, O> {
         let runtime = self
             .runtime
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        Batcher::start(&runtime, self.pool.clone(), tasks, max_batch, commit)
+        Batcher::start(
+            &runtime,
+            self.pool.clone(),
+            tasks,
+            max_batch,
+            linger,
+            commit,
+        )
     }
 
     /// The pool, for callers in the store's own tests.
@@ -158,6 +172,8 @@ impl MessageStore for PostgresStore {
                 self.batcher(
                     self.committers,
                     ACCEPT_BATCH,
+                    // A caller waits for every enqueue: commit whatever is waiting, at once.
+                    Duration::ZERO,
                     Arc::new(move |pool, requests| {
                         Box::pin(accept::commit_enqueues(pool, retention, requests))
                     }),
@@ -269,6 +285,7 @@ impl MessageStore for PostgresStore {
                 self.batcher(
                     OUTCOME_COMMITTERS,
                     OUTCOME_BATCH,
+                    OUTCOME_LINGER,
                     Arc::new(|pool, outcomes| Box::pin(queue::commit_outcomes(pool, outcomes))),
                 )
             })
