@@ -122,31 +122,37 @@ fn body_part(content: &MessageContent) -> Body {
 
 /// CRLF, bare CR and bare LF all become one line break (LF here; lettre writes CRLF).
 fn normalize_newlines(text: &str) -> String {
+    // Most bodies hold no CR at all: one scan and one copy.
+    if !text.as_bytes().contains(&b'\r') {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push('\n');
-            }
-            c => out.push(c),
-        }
+    // CR is ASCII, so splitting on it keeps every piece valid UTF-8.
+    let mut pieces = text.split('\r');
+    out.push_str(pieces.next().unwrap_or_default());
+    for piece in pieces {
+        out.push('\n');
+        // A CR followed by LF is one break: drop the LF that opens the next piece.
+        out.push_str(piece.strip_prefix('\n').unwrap_or(piece));
     }
     out
 }
 
+/// True if every CR in `bytes` is followed by LF and every LF follows a CR.
+fn crlf_only(bytes: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &byte in bytes {
+        if (byte == b'\n') != (previous == b'\r') {
+            return false;
+        }
+        previous = byte;
+    }
+    previous != b'\r'
+}
+
 /// A last guard on the invariant: every line break in the output is CRLF.
 fn ensure_crlf(bytes: Vec<u8>) -> Vec<u8> {
-    let clean = bytes.windows(2).all(|w| !(w[1] == b'\n' && w[0] != b'\r'))
-        && bytes.first() != Some(&b'\n')
-        && bytes
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b != b'\r' || bytes.get(i + 1) == Some(&b'\n'));
-    if clean {
+    if crlf_only(&bytes) {
         return bytes;
     }
     let mut out = Vec::with_capacity(bytes.len() + 64);
@@ -237,6 +243,27 @@ mod tests {
             date: SystemTime::UNIX_EPOCH,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_line_break_becomes_one_lf() {
+        assert_eq!(normalize_newlines("plain"), "plain");
+        assert_eq!(normalize_newlines("a\nb"), "a\nb");
+        assert_eq!(normalize_newlines("a\r\nb\rc\n\rd"), "a\nb\nc\n\nd");
+        assert_eq!(normalize_newlines("\r\r\n\r"), "\n\n\n");
+        assert_eq!(normalize_newlines("ü\r\nß\r"), "ü\nß\n");
+    }
+
+    #[test]
+    fn crlf_check_finds_every_bare_break() {
+        assert!(crlf_only(b""));
+        assert!(crlf_only(b"a\r\nb\r\n"));
+        assert!(!crlf_only(b"\nab"));
+        assert!(!crlf_only(b"a\nb"));
+        assert!(!crlf_only(b"a\rb"));
+        assert!(!crlf_only(b"ab\r"));
+        assert!(!crlf_only(b"a\r\r\nb"));
+        assert_eq!(ensure_crlf(b"a\nb\rc\r\n".to_vec()), b"a\r\nb\r\nc\r\n");
     }
 
     #[test]
