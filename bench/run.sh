@@ -8,7 +8,8 @@
 # Sections:
 #   accept     sustained durable POST /v1/send rate (wrk, closed loop) against pgbench doing one INSERT of the
 #              same payload per transaction with as many clients; p50/p99 latency at 50 %, 70 % and 100 % of
-#              that maximum (fixed-rate load, bench/openloop.py)
+#              that maximum (fixed-rate load: oha with latency correction, installed once into
+#              target/bench-tools; bench/openloop.py if it cannot be installed)
 #   delivery   drain rate of a queued backlog into Postfix's smtp-sink, against smtp-source sending the same
 #              message over as many connections, and against a private Postfix instance relaying the same
 #              backlog to the same sink (bench/postfix/)
@@ -236,6 +237,44 @@ run_openloop() {
   [[ -s "$OUT/$name.json" ]] || die "openloop.py printed no summary"
 }
 
+# run_fixed PORT RATE SECONDS NAME: fixed-rate POSTs for the accept latency steps; $OUT/NAME.json in
+# openloop.py's form. oha (compiled, with latency correction) when ensure_oha found it: the Python generator
+# falls behind its own schedule when the machine is busy (its send lag shows it), and then measures itself.
+run_fixed() {
+  local port=$1 rate=$2 seconds=$3 name=$4
+  if [[ -z "$OHA" ]]; then
+    run_openloop "$@"
+    return
+  fi
+  timeout $((seconds + 90)) "$OHA" -q "$rate" --latency-correction -c "$CONNS" -z "${seconds}s" --no-tui \
+    --output-format json -m POST -T application/json -H "Authorization: Bearer $TOKEN" -D "$BODY" \
+    "http://127.0.0.1:$port/v1/send" >"$OUT/$name.oha.json" 2>"$OUT/$name.oha.err" || true
+  [[ -s "$OUT/$name.oha.json" ]] || die "oha printed no summary (see $OUT/$name.oha.err)"
+  python3 bench/oha_summary.py "$OUT/$name.oha.json" "$rate" "$seconds" >"$OUT/$name.json"
+}
+# generator_note FILE: which generator produced a fixed-rate summary, and how well it kept its schedule.
+generator_note() {
+  if [[ "$(jget "$1" generator)" == oha ]]; then
+    echo "generator oha -q, latency from each request's scheduled time"
+  else
+    echo "generator bench/openloop.py, its send lag p99 $(jget "$1" send_lag_p99_ms) ms"
+  fi
+}
+
+# ensure_oha: sets OHA to oha's path, installing it once under target/bench-tools (cargo install, a few
+# minutes); empty when it cannot be had, and the fixed-rate steps then use bench/openloop.py.
+ensure_oha() {
+  OHA=$(command -v oha || true)
+  [[ -n "$OHA" ]] || OHA=$ROOT/target/bench-tools/bin/oha
+  [[ -x "$OHA" ]] && return 0
+  step "cargo install oha --locked (once, into target/bench-tools)"
+  if cargo install oha --locked --version '^1' --root "$ROOT/target/bench-tools" >"$OUT/oha-install.log" 2>&1; then
+    return 0
+  fi
+  warn "oha could not be installed (see $OUT/oha-install.log); the fixed-rate accept steps use bench/openloop.py"
+  OHA=""
+}
+
 # run_pgbench SCRIPT CLIENTS SECONDS NAME: pgbench on DB_URL with the payload of a real row; sets PGB_TPS.
 run_pgbench() {
   local script=$1 clients=$2 seconds=$3 name=$4
@@ -429,10 +468,10 @@ section_accept() {
     rate=$(calc "max(1, round($max * $pct / 100))")
     name=accept-open-$pct
     wait_quiet "accept at $pct %"
-    start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py'
-    run_openloop "$PH_PORT" "$rate" "$DURATION" "$name"
+    start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'oha=^\S*oha '
+    run_fixed "$PH_PORT" "$rate" "$DURATION" "$name"
     stop_sampler
-    note "fixed rate $rate req/s: achieved $(jget "$OUT/$name.json" achieved_rate), p50 $(jget "$OUT/$name.json" p50_ms) ms, p99 $(jget "$OUT/$name.json" p99_ms) ms, send lag p99 $(jget "$OUT/$name.json" send_lag_p99_ms) ms, answers $(jget "$OUT/$name.json" statuses)"
+    note "fixed rate $rate req/s: achieved $(jget "$OUT/$name.json" achieved_rate), p50 $(jget "$OUT/$name.json" p50_ms) ms, p99 $(jget "$OUT/$name.json" p99_ms) ms, $(generator_note "$OUT/$name.json"), answers $(jget "$OUT/$name.json" statuses)"
   done
   stop_posthorn
 
@@ -465,7 +504,7 @@ section_accept() {
       target="p99 <= 50 ms"
       met=$(verdict "${p99:-1e9}" '<=' 50)
     fi
-    row accept "latency p50 / p99 at $pct % = $(calc "round($(jget "$OUT/$name.json" target_rate))") req/s fixed rate (achieved $(jget "$OUT/$name.json" achieved_rate); non-202: $(calc "$(jget "$OUT/$name.json" scheduled) - $(jget "$OUT/$name.json" ok)"); generator send lag p99 $(jget "$OUT/$name.json" send_lag_p99_ms) ms; CPU: $(cpu_split "$OUT/$name.cpu.json"))" \
+    row accept "latency p50 / p99 at $pct % = $(calc "round($(jget "$OUT/$name.json" target_rate))") req/s fixed rate (achieved $(jget "$OUT/$name.json" achieved_rate); non-202: $(calc "$(jget "$OUT/$name.json" scheduled) - $(jget "$OUT/$name.json" ok)"); $(generator_note "$OUT/$name.json"); CPU: $(cpu_split "$OUT/$name.cpu.json"))" \
       "$(jget "$OUT/$name.json" p50_ms) / $p99 ms" "-" "-" "$target" "$met"
   done
   row accept "diagnostic: posthorn with POSTHORN_DATABASE_MAX_CONNECTIONS=$CONNS instead of 10" "$bigpool req/s" \
@@ -769,6 +808,8 @@ section_resources() {
 
 step "tools"
 command -v wrk >/dev/null || apt_install wrk
+OHA=""
+[[ " ${sections[*]} " == *" accept "* ]] && ensure_oha
 ensure_smtp_sink
 SMTP_SOURCE=$(dirname "$POSTHORN_TEST_SMTP_SINK")/smtp-source
 [[ -x "$SMTP_SOURCE" ]] || die "smtp-source is missing next to $POSTHORN_TEST_SMTP_SINK"
