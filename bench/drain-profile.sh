@@ -67,6 +67,7 @@ for variant in "$@"; do
   for word in "${words[@]}"; do
     if [[ "$word" == bin=* ]]; then run_bin=${word#bin=}; else settings+=("$word"); fi
   done
+  [[ -x "$run_bin" ]] || die "$run_bin is not an executable"
   q "TRUNCATE delivery_attempts" >/dev/null
   q "UPDATE messages SET status = 'queued', due_at = now(), attempt_count = 0, sent_at = NULL,
             finished_at = NULL, lease_token = NULL, pending_recipients = NULL, last_error = NULL" >/dev/null
@@ -80,17 +81,20 @@ for variant in "$@"; do
     POSTHORN_SMTP_MAX_CONNECTIONS=4 POSTHORN_WORKERS=8 "${settings[@]}" "$run_bin" serve 2>/dev/null &
   server=$!
   : >"$samples"
-  [[ "${WAITS:-0}" == 1 ]] && (while kill -0 "$server" 2>/dev/null; do
-    q "SELECT '-' UNION ALL
-       SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') || ' '
-              || left(regexp_replace(query, '\s+', ' ', 'g'), 30)
-         FROM pg_stat_activity
-        WHERE datname = '$db' AND pid <> pg_backend_pid() AND state = 'active'" >>"$samples" 2>/dev/null || true
-    sleep 0.05
-  done) &
-  [[ "${WAITS:-0}" == 1 ]] && sampler=$!
+  if [[ "${WAITS:-0}" == 1 ]]; then
+    (while kill -0 "$server" 2>/dev/null; do
+      q "SELECT '-' UNION ALL
+         SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') || ' '
+                || left(regexp_replace(query, '\s+', ' ', 'g'), 30)
+           FROM pg_stat_activity
+          WHERE datname = '$db' AND pid <> pg_backend_pid() AND state = 'active'" >>"$samples" 2>/dev/null || true
+      sleep 0.05
+    done) &
+    sampler=$!
+  fi
   # An index probe (messages_due_idx) that stops at the first unfinished row: cheap enough to run often.
   until [[ "$(q "SELECT NOT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'sending'))")" == t ]]; do
+    kill -0 "$server" 2>/dev/null || die "posthorn ($run_bin) exited during the drain"
     sleep 0.1
   done
   end=$(date +%s.%N)

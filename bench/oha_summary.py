@@ -2,8 +2,10 @@
 
     oha_summary.py OHA_JSON RATE DURATION > summary.json
 
-oha runs with -q RATE and --latency-correction: each latency is measured from the instant the request was
-due, not from when a connection was free to send it (no coordinated omission), as openloop.py does.
+oha runs with -q RATE, --latency-correction and -w: each latency is measured from the instant the request
+was due, not from when a connection was free to send it (no coordinated omission), and requests in flight
+at the deadline are waited for, as openloop.py does. As there, "scheduled" is every request due in the
+run (RATE x DURATION), so requests never sent count as not answered, and the achieved rate counts 202s only.
 """
 
 import json
@@ -26,12 +28,12 @@ def main():
         "generator": "oha",
         "target_rate": rate,
         "duration": duration,
-        "scheduled": answered + errors,
+        "scheduled": round(rate * duration),
         "answered": answered,
         "ok": statuses.get("202", 0),
         "errors": errors,
         "statuses": statuses,
-        "achieved_rate": round(summary.get("requestsPerSec", 0.0), 1),
+        "achieved_rate": round(statuses.get("202", 0) / summary["total"], 1) if summary.get("total") else 0.0,
         "p50_ms": ms(percentiles.get("p50")),
         "p90_ms": ms(percentiles.get("p90")),
         "p99_ms": ms(percentiles.get("p99")),

@@ -34,6 +34,9 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
 }
 
+/// The fewest outcomes a sender may have waiting for their commit before it waits itself.
+const MIN_OUTCOMES_IN_FLIGHT: usize = 64;
+
 /// The longest wait before a failed claim is tried again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
@@ -86,7 +89,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The claim loop: claims due jobs whenever the senders have room for at least half a batch, and
+    /// The claim loop: claims due jobs whenever the hand-off queue has room for a whole batch, and
     /// hands them over through `queue`. One claimer per process means one claim per batch and one
     /// wake-up per notification, however many senders there are, while every sender still gets work.
     pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<Assigned>, stop: CancellationToken) {
@@ -158,7 +161,9 @@ impl Worker {
         // Outcomes are recorded while the next job is sent, so the upstream connection stays busy and
         // the outcomes of all senders share commits. Every one is recorded before the sender ends.
         let mut recording = JoinSet::new();
-        let in_flight = self.settings.batch_size.max(1) as usize;
+        // At least a few dozen: an outcome commit waits up to the committer's linger (20 ms), and a
+        // sender allowed only one or two outcomes in flight (a tiny claim batch) would wait on each.
+        let in_flight = (self.settings.batch_size.max(1) as usize).max(MIN_OUTCOMES_IN_FLIGHT);
         loop {
             while recording.try_join_next().is_some() {}
             while recording.len() >= in_flight {
