@@ -32,6 +32,9 @@ pub struct Metrics {
     pub leases_lost: IntCounter,
     /// Time from acceptance to the upstream's acceptance.
     pub delivery_duration: Histogram,
+    /// Time one claim statement takes (its commit included): when it nears the time the senders take
+    /// to work through a batch, they wait for work.
+    pub claim_duration: Histogram,
     /// Unfinished messages by state, computed at scrape time.
     pub queue_depth: IntGaugeVec,
     /// SMTP connections per provider: `open`, `in_use`, `max`.
@@ -70,6 +73,16 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(delivery_duration.clone()))?;
+        let claim_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "posthorn_claim_duration_seconds",
+                "Time one claim of due jobs takes, from the statement to its commit.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(claim_duration.clone()))?;
         Ok(Self {
             messages_accepted: counter(
                 "posthorn_messages_accepted_total",
@@ -114,6 +127,7 @@ impl Metrics {
                 "Outcomes not recorded because the job's lease had expired and another worker held it.",
             )?,
             delivery_duration,
+            claim_duration,
             queue_depth: gauge_vec(
                 "posthorn_queue_depth",
                 "Unfinished messages by state (queued: due; scheduled: due later; sending).",

@@ -105,12 +105,18 @@ impl Worker {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let started = Instant::now();
             let jobs = match self
                 .store
                 .claim_due_jobs(u32::try_from(room).unwrap_or(u32::MAX), self.settings.lease)
                 .await
             {
-                Ok(jobs) => jobs,
+                Ok(jobs) => {
+                    self.metrics
+                        .claim_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    jobs
+                }
                 Err(error) => {
                     tracing::warn!(
                         error = %crate::telemetry::error_chain(&error),

@@ -72,6 +72,12 @@ async fn an_accepted_message_is_delivered_with_its_headers() {
             .await,
         1.0
     );
+    // At least the claim that took the message (idle polls add more).
+    assert!(
+        app.metric("posthorn_claim_duration_seconds_count", "")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test]
