@@ -197,11 +197,7 @@ parts.append("other %.0f%%" % shares["other"] + (" [%s]" % top if top else ""))
 print(", ".join(parts) + " of one core (%d cores)" % data["cores"])' "$1"
 }
 # cpu_per FILE GROUP RATE: CPU microseconds of GROUP per unit of work, at RATE units per second.
-cpu_per() {
-  python3 -c 'import json, sys
-data = json.load(open(sys.argv[1]))
-print(round(data["cpu_s"].get(sys.argv[2], 0) * 1e6 / (float(sys.argv[3]) * data["wall_s"])))' "$@"
-}
+cpu_per() { cpu_each "$1" "$2" "$(calc "$3 * $(jget "$1" wall_s)")"; }
 # cpu_each FILE GROUP COUNT: CPU microseconds of GROUP per unit, COUNT units done in the sampled window
 # (which may be longer than the work: a drain's sampler starts before T0 and stops after the poll).
 cpu_each() {
@@ -541,9 +537,7 @@ section_delivery() {
   # one drain of a few seconds moves by 20 % between runs).
   local round rate1 rate2 source1 source2 rate_cpu source_cpu
   for round in 1 2; do
-    sql "TRUNCATE delivery_attempts; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
-    copy_rows -backlog "$MESSAGES" queued ts
-    sql "VACUUM ANALYZE messages" >/dev/null
+    load_backlog
     wait_quiet "delivery"
     drain "delivery-posthorn-$round"
     local drained=$DRAIN_RATE drain_cpu=$SAMPLER_OUT
@@ -562,9 +556,7 @@ section_delivery() {
   DELIVERY_MAX=$rate
 
   # Diagnostic: the same backlog with one SMTP command per round trip.
-  sql "TRUNCATE delivery_attempts; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
-  copy_rows -backlog "$MESSAGES" queued ts
-  sql "VACUUM ANALYZE messages" >/dev/null
+  load_backlog
   wait_quiet "delivery without pipelining"
   drain delivery-posthorn-stepwise "?pipelining=off"
   local stepwise=$DRAIN_RATE
@@ -586,6 +578,13 @@ section_delivery() {
     "smtp-source: $(cpu_split "$source_cpu"), smtp-sink $(cpu_each "$source_cpu" smtp-sink "$MESSAGES") us/msg, smtp-source $(cpu_each "$source_cpu" smtp-source "$MESSAGES") us/msg; Postfix: $(cpu_split "$pf_cpu")" "-" "-" "-"
   stop_pid "$SINK_PID"
   drop_db "$DB"
+}
+
+# load_backlog: $MESSAGES queued backlog rows, replacing the previous backlog and its attempts (drain
+# vacuums and analyzes the table before it starts).
+load_backlog() {
+  sql "TRUNCATE delivery_attempts; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
+  copy_rows -backlog "$MESSAGES" queued ts
 }
 
 # source_drain NAME: smtp-source sends $MESSAGES copies of posthorn's message into the sink over $SMTP_CONNS
@@ -757,7 +756,6 @@ depth_step() {
   sql "DELETE FROM messages WHERE caller = 'bench' AND id <> '$TEMPLATE_ID'" >/dev/null
   sql "VACUUM ANALYZE messages" >/dev/null
   copy_rows -backlog "$MESSAGES" queued ts
-  sql "VACUUM ANALYZE messages" >/dev/null
   drain "depth$rows-drain"
   DEPTH_DRAIN=$DRAIN_RATE
   note "depth $rows: accept $DEPTH_ACCEPT req/s, drain $DEPTH_DRAIN msg/s"

@@ -6,9 +6,9 @@ use std::time::Duration;
 use posthorn::auth::Scope;
 use serde_json::json;
 
-use crate::support::process::Posthorn;
+use crate::support::process::{Posthorn, token};
 use crate::support::smtp::{Script, SmtpServer};
-use crate::support::{JWT_SECRET, TestDatabase, valid_message};
+use crate::support::{TestDatabase, valid_message};
 
 async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Posthorn {
     let mut server = Posthorn::spawn(&[
@@ -25,22 +25,6 @@ async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Posthorn {
     server
 }
 
-fn token() -> String {
-    let config = posthorn::config::Config {
-        jwt_secret: Some(posthorn::config::Secret::new(JWT_SECRET)),
-        ..posthorn::config::Config::default()
-    };
-    posthorn::auth::Authenticator::from_config(&config)
-        .unwrap()
-        .mint(
-            "crash",
-            &[Scope::Send, Scope::Read],
-            Duration::from_secs(600),
-            None,
-        )
-        .unwrap()
-}
-
 #[tokio::test]
 async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     let database = TestDatabase::create().await;
@@ -50,7 +34,7 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     })
     .await;
     let client = reqwest::Client::new();
-    let token = token();
+    let token = token("crash", &[Scope::Send, Scope::Read]);
     let mut server = start(&database, &smtp).await;
     const TOTAL: usize = 40;
     for i in 0..TOTAL {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use posthorn::auth::{Authenticator, Scope};
-use posthorn::config::{Config, Secret};
+use posthorn::auth::Scope;
+use posthorn::config::Secret;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use time::OffsetDateTime;
@@ -16,28 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::peers::free_port;
 use crate::support::private_pg::PrivatePg;
-use crate::support::process::{Posthorn, client};
+use crate::support::process::{self, Posthorn, client, token_with};
 use crate::support::smtp::{Action, Script, SmtpServer};
 use crate::support::{
-    JWT_SECRET, TestApp, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app,
-    valid_message,
+    TestApp, TestDatabase, fast_delivery, spawn_app_with, spawn_delivering_app, valid_message,
 };
-
-/// A token signed with `secret` for caller `sub`.
-fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
-    let config = Config {
-        jwt_secret: Some(Secret::new(secret)),
-        ..Config::default()
-    };
-    Authenticator::from_config(&config)
-        .expect("keys")
-        .mint(sub, scopes, Duration::from_secs(600), None)
-        .expect("token")
-}
 
 /// A send+read token for the test secret.
 fn token() -> String {
-    token_with(JWT_SECRET, "faults", &[Scope::Send, Scope::Read])
+    process::token("faults", &[Scope::Send, Scope::Read])
 }
 
 fn rfc3339(value: &Value) -> OffsetDateTime {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use posthorn::auth::Scope;
 use serde_json::{Value, json};
 
-use crate::support::process::Posthorn;
+use crate::support::process::{Posthorn, token};
 use crate::support::smtp::{Script, SmtpServer};
-use crate::support::{JWT_SECRET, TestDatabase, valid_message};
+use crate::support::{TestDatabase, valid_message};
 
 fn start(database: &TestDatabase, smtp: &SmtpServer, name: &str) -> Posthorn {
     Posthorn::spawn(&[
@@ -22,17 +22,6 @@ fn start(database: &TestDatabase, smtp: &SmtpServer, name: &str) -> Posthorn {
         ("POSTHORN_CLAIM_BATCH_SIZE", "2".to_owned()),
         ("POSTHORN_LOG", "warn".to_owned()),
     ])
-}
-
-fn token(scopes: &[Scope]) -> String {
-    let config = posthorn::config::Config {
-        jwt_secret: Some(posthorn::config::Secret::new(JWT_SECRET)),
-        ..posthorn::config::Config::default()
-    };
-    posthorn::auth::Authenticator::from_config(&config)
-        .unwrap()
-        .mint("replicas", scopes, Duration::from_secs(600), None)
-        .unwrap()
 }
 
 #[tokio::test]
@@ -52,7 +41,7 @@ async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
     for replica in &mut replicas {
         replica.wait_ready().await;
     }
-    let send = token(&[Scope::Send]);
+    let send = token("replicas", &[Scope::Send]);
     let client = reqwest::Client::new();
     const TOTAL: usize = 90;
     let mut posts = Vec::new();
@@ -101,7 +90,7 @@ async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
         "every replica delivered some: {by_replica:?}"
     );
 
-    let admin = token(&[Scope::Admin]);
+    let admin = token("replicas", &[Scope::Admin]);
     let page: Value = client
         .get(format!(
             "{}/v1/messages?status=sent&limit=200",

@@ -235,16 +235,7 @@ impl TestApp {
             .text()
             .await
             .expect("metrics text");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .find(|line| {
-                let series = line.split(' ').next().unwrap_or("");
-                (series == name || series.starts_with(&format!("{name}{{")))
-                    && series.contains(labels)
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0.0)
+        process::labelled_sample(&text, name, labels).unwrap_or(0.0)
     }
 }
 

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use posthorn::auth::{Authenticator, Scope};
+use posthorn::config::{Config, Secret};
 use serde_json::Value;
 
 use super::JWT_SECRET;
@@ -18,6 +20,36 @@ pub fn command() -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdin(Stdio::null());
     command
+}
+
+/// A token for caller `sub` with `scopes`, signed with `secret`, valid for ten minutes.
+pub fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
+    let config = Config {
+        jwt_secret: Some(Secret::new(secret)),
+        ..Config::default()
+    };
+    Authenticator::from_config(&config)
+        .expect("keys")
+        .mint(sub, scopes, Duration::from_secs(600), None)
+        .expect("token")
+}
+
+/// A token for caller `sub` with `scopes`, signed with the secret [`Posthorn::spawn`] configures.
+pub fn token(sub: &str, scopes: &[Scope]) -> String {
+    token_with(JWT_SECRET, sub, scopes)
+}
+
+/// The value of the series `name` in Prometheus text whose labels contain `labels` (any series of
+/// `name` when `labels` is empty).
+pub fn labelled_sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            let series = line.split(' ').next().unwrap_or("");
+            (series == name || series.starts_with(&format!("{name}{{"))) && series.contains(labels)
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
 
 /// The value of an unlabelled sample in Prometheus text.
