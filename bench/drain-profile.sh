@@ -7,7 +7,9 @@
 #   bench/drain-profile.sh [N] -- VARIANT...
 #
 # A variant is a space-separated list of POSTHORN_* settings, or "-" for the defaults; a `bin=PATH` entry
-# runs another build (copy target/release/posthorn aside before rebuilding) for side-by-side drains:
+# runs another build (copy target/release/posthorn aside before rebuilding) for side-by-side drains. Each
+# build gets a database of its own, loaded and migrated by that build, so builds of different schemas
+# can be compared:
 #
 #   bench/drain-profile.sh 20000 -- - "POSTHORN_CLAIM_BATCH_SIZE=50" "POSTHORN_CLAIM_BATCH_SIZE=400"
 #   bench/drain-profile.sh 20000 -- bin=/tmp/posthorn-before - bin=/tmp/posthorn-before -
@@ -31,32 +33,62 @@ ensure_smtp_sink
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 admin=$POSTHORN_TEST_DATABASE_URL
-db=posthorn_profile_$$
-url=$(pg_url_with_db "$admin" "$db")
-pg_psql -d "$admin" -c "CREATE DATABASE $db"
 server="" sink="" sampler=""
+declare -A databases=()
 cleanup() {
   for pid in $server $sink $sampler; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  pg_psql -d "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  for db in "${databases[@]}"; do pg_psql -d "$admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
 }
 trap cleanup EXIT
 q() { pg_psql -At -d "$url" -c "$1"; }
-export POSTHORN_DATABASE_URL=$url POSTHORN_JWT_SECRET=bench-secret-0123456789-0123456789-0123 \
+export POSTHORN_JWT_SECRET=bench-secret-0123456789-0123456789-0123 \
   POSTHORN_LOG=warn POSTHORN_RATE_LIMIT=0 POSTHORN_PROFILE=production
 
-# Load once, with no upstream configured so nothing drains meanwhile.
-port=$(free_port)
-POSTHORN_LISTEN=127.0.0.1:$port "$bin" serve 2>/dev/null &
-server=$!
-until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.2; done
-token=$("$bin" token --sub bench --scope send,read)
-step "loading $total messages"
-python3 bench/load.py 127.0.0.1 "$port" "$token" "$total" 16 >/dev/null
-kill "$server"
-wait "$server" 2>/dev/null || true
-server=""
+# use_database BIN: points db and url at BIN's database, creating it and loading $total messages through
+# BIN (no upstream configured, so nothing drains meanwhile) on first use.
+use_database() {
+  local run_bin=$1 port token
+  if [[ -n "${databases[$run_bin]:-}" ]]; then
+    db=${databases[$run_bin]}
+    url=$(pg_url_with_db "$admin" "$db")
+    return
+  fi
+  db=posthorn_profile_$$_${#databases[@]}
+  databases[$run_bin]=$db
+  url=$(pg_url_with_db "$admin" "$db")
+  pg_psql -d "$admin" -c "CREATE DATABASE $db" >/dev/null
+  port=$(free_port)
+  POSTHORN_DATABASE_URL=$url POSTHORN_LISTEN=127.0.0.1:$port "$run_bin" serve 2>/dev/null &
+  server=$!
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.2; done
+  token=$(POSTHORN_DATABASE_URL=$url "$run_bin" token --sub bench --scope send,read)
+  step "loading $total messages into $db ($run_bin)"
+  python3 bench/load.py 127.0.0.1 "$port" "$token" "$total" 16 >/dev/null
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  server=""
+}
 
+# reset: every message queued again and due now, on either schema (a job table, or the queue in messages).
+reset() {
+  q "TRUNCATE delivery_attempts" >/dev/null
+  if [[ "$(q "SELECT to_regclass('jobs') IS NOT NULL")" == t ]]; then
+    q "TRUNCATE jobs" >/dev/null
+    q "UPDATE messages SET status = 'queued', attempt_count = 0, sent_at = NULL, finished_at = NULL,
+              last_error = NULL" >/dev/null
+    q "INSERT INTO jobs (message_id, due_at) SELECT id, now() FROM messages" >/dev/null
+    q "VACUUM FULL jobs" >/dev/null
+    DRAINED="SELECT NOT EXISTS (SELECT 1 FROM jobs)"
+  else
+    q "UPDATE messages SET status = 'queued', due_at = now(), attempt_count = 0, sent_at = NULL,
+              finished_at = NULL, lease_token = NULL, pending_recipients = NULL, last_error = NULL" >/dev/null
+    DRAINED="SELECT NOT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'sending'))"
+  fi
+  q "VACUUM FULL messages" >/dev/null
+  q "ANALYZE" >/dev/null
+  q "CHECKPOINT" >/dev/null
+}
 sink_port=$(free_port)
 "$POSTHORN_TEST_SMTP_SINK" -u postfix -c "127.0.0.1:$sink_port" 1024 >/dev/null 2>&1 &
 sink=$!
@@ -68,17 +100,14 @@ for variant in "$@"; do
     if [[ "$word" == bin=* ]]; then run_bin=${word#bin=}; else settings+=("$word"); fi
   done
   [[ -x "$run_bin" ]] || die "$run_bin is not an executable"
-  q "TRUNCATE delivery_attempts" >/dev/null
-  q "UPDATE messages SET status = 'queued', due_at = now(), attempt_count = 0, sent_at = NULL,
-            finished_at = NULL, lease_token = NULL, pending_recipients = NULL, last_error = NULL" >/dev/null
-  q "VACUUM FULL messages" >/dev/null
-  q "ANALYZE messages" >/dev/null
-  q "CHECKPOINT" >/dev/null
+  use_database "$run_bin"
+  reset
   commits0=$(q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$db'")
   wal0=$(q "SELECT pg_current_wal_lsn()")
   start=$(date +%s.%N)
   env POSTHORN_LISTEN="127.0.0.1:$(free_port)" POSTHORN_SMTP_URL="smtp://127.0.0.1:$sink_port${QUERY:-}" \
-    POSTHORN_SMTP_MAX_CONNECTIONS=4 POSTHORN_WORKERS=8 "${settings[@]}" "$run_bin" serve 2>/dev/null &
+    POSTHORN_DATABASE_URL="$url" POSTHORN_SMTP_MAX_CONNECTIONS=4 POSTHORN_WORKERS=8 "${settings[@]}" \
+    "$run_bin" serve 2>/dev/null &
   server=$!
   : >"$samples"
   if [[ "${WAITS:-0}" == 1 ]]; then
@@ -92,8 +121,8 @@ for variant in "$@"; do
     done) &
     sampler=$!
   fi
-  # An index probe (messages_due_idx) that stops at the first unfinished row: cheap enough to run often.
-  until [[ "$(q "SELECT NOT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'sending'))")" == t ]]; do
+  # An index probe that stops at the first unfinished job: cheap enough to run often.
+  until [[ "$(q "$DRAINED")" == t ]]; do
     kill -0 "$server" 2>/dev/null || die "posthorn ($run_bin) exited during the drain"
     sleep 0.1
   done

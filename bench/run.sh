@@ -156,7 +156,7 @@ reap_stale_dbs() {
              WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
-reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages CASCADE" -c "VACUUM ANALYZE messages"; }
+reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
 
 # start_posthorn [VAR=VALUE...]: posthorn serve on DB_URL and a free port; sets PH_PID and PH_PORT.
 start_posthorn() {
@@ -300,30 +300,34 @@ load_payload() {
 UUID7="(lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0') || '7' || substr(md5(random()::text), 1, 3)
         || '8' || substr(md5(random()::text), 1, 15))::uuid"
 # copy_rows CALLER COUNT STATUS DUE [AGE]: COUNT copies of the template row; DUE is an SQL expression of ts
-# (the row's creation time, spread over AGE before now).
+# (the row's creation time, spread over AGE before now). A queued row gets its job, due at its send time
+# (DUE, when it is days ahead) or its creation time.
 copy_rows() {
   local caller=$1 count=$2 status=$3 due=$4 age=${5:-0 seconds}
   local sent="NULL" finished="NULL" attempts=0 send_at="NULL"
   if [[ "$status" == sent ]]; then sent="g.ts + interval '2 seconds'" finished=$sent attempts=1; fi
   if [[ "$due" == *days* ]]; then send_at=g.due; fi
   sql "INSERT INTO messages (id, caller, status, message_id, envelope, body, tags, metadata, created_at, updated_at,
-                             send_at, due_at, attempt_count, sent_at, finished_at)
+                             send_at, attempt_count, sent_at, finished_at)
        SELECT g.id, t.caller || '$caller', '$status', '<' || replace(g.id::text, '-', '') || '@example.com>',
-              t.envelope, t.body, t.tags, t.metadata, g.ts, g.ts, $send_at, g.due, $attempts, $sent, $finished
+              t.envelope, t.body, t.tags, t.metadata, g.ts, g.ts, $send_at, $attempts, $sent, $finished
          FROM (SELECT $UUID7 AS id, ts, $due AS due
                  FROM (SELECT now() - interval '$age' * (n::float8 / $count) AS ts
                          FROM generate_series($count, 1, -1) AS n) AS times) AS g,
               messages AS t
         WHERE t.id = '$TEMPLATE_ID'" >/dev/null
+  [[ "$status" != queued ]] || sql "INSERT INTO jobs (message_id, due_at, updated_at)
+       SELECT id, coalesce(send_at, created_at), created_at FROM messages
+        WHERE caller = (SELECT caller FROM messages WHERE id = '$TEMPLATE_ID') || '$caller'
+       ON CONFLICT (message_id) DO NOTHING" >/dev/null
 }
-queue_empty() { [[ "$(sql "SELECT count(*) FROM messages WHERE status IN ('queued', 'sending')")" == 0 ]]; }
+queue_empty() { [[ "$(sql "SELECT count(*) FROM jobs")" == 0 ]]; }
 pf_queued() { [[ "$(find "$1/queue/deferred" -type f | wc -l)" -ge "$2" ]]; }
 pf_empty() { [[ "$(find "$1/queue/incoming" "$1/queue/active" "$1/queue/deferred" -type f | wc -l)" == 0 ]]; }
 # The backlog rows: caller "bench-backlog". Nothing else is due (scheduled rows are days ahead), and the
-# check is an index probe (messages_due_idx) that stops at the first row, cheap enough to run every 0.2 s.
+# check is an index probe (jobs_due_idx) that stops at the first row, cheap enough to run every 0.2 s.
 backlog_empty() {
-  [[ "$(sql "SELECT NOT EXISTS (SELECT 1 FROM messages WHERE status IN ('queued', 'sending')
-                                  AND due_at <= now() + interval '1 hour')")" == t ]]
+  [[ "$(sql "SELECT NOT EXISTS (SELECT 1 FROM jobs WHERE due_at <= now() + interval '1 hour')")" == t ]]
 }
 
 # drain NAME [URL_QUERY]: the backlog becomes due at an instant T0 a few seconds ahead; posthorn is started
@@ -337,11 +341,11 @@ drain() {
   # Distinct due times, 1 µs apart in the backlog's order and ending at T0, as a stream of enqueues would
   # leave them (SQL-made rows all share one timestamp, and a key repeated 20000 times is not what the
   # claim's index sees in service).
-  sql "UPDATE messages AS m SET due_at = to_timestamp($t0) - (b.n - 1) * interval '1 microsecond'
+  sql "UPDATE jobs AS j SET due_at = to_timestamp($t0) - (b.n - 1) * interval '1 microsecond'
          FROM (SELECT id, row_number() OVER (ORDER BY id DESC) AS n FROM messages
                 WHERE caller = 'bench-backlog' AND status = 'queued') AS b
-        WHERE m.id = b.id" >/dev/null
-  sql "VACUUM ANALYZE messages" >/dev/null
+        WHERE j.message_id = b.id" >/dev/null
+  sql "VACUUM ANALYZE messages, jobs" >/dev/null
   start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT$query" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
     POSTHORN_WORKERS=$((SMTP_CONNS * 2)) POSTHORN_POLL_INTERVAL=1h
   late=$(calc "int($(now) > $t0 - 0.5)")
@@ -583,7 +587,8 @@ section_delivery() {
 # load_backlog: $MESSAGES queued backlog rows, replacing the previous backlog and its attempts (drain
 # vacuums and analyzes the table before it starts).
 load_backlog() {
-  sql "TRUNCATE delivery_attempts; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
+  sql "TRUNCATE delivery_attempts; DELETE FROM jobs USING messages AS m
+       WHERE jobs.message_id = m.id AND m.caller = 'bench-backlog'; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
   copy_rows -backlog "$MESSAGES" queued ts
 }
 
@@ -753,8 +758,9 @@ depth_step() {
   DEPTH_ACCEPT=$WRK_RATE
   stop_posthorn
   # The messages just accepted are not part of the history: remove them before the drain.
-  sql "DELETE FROM messages WHERE caller = 'bench' AND id <> '$TEMPLATE_ID'" >/dev/null
-  sql "VACUUM ANALYZE messages" >/dev/null
+  sql "DELETE FROM jobs USING messages AS m WHERE jobs.message_id = m.id AND m.caller = 'bench' AND m.id <> '$TEMPLATE_ID';
+       DELETE FROM messages WHERE caller = 'bench' AND id <> '$TEMPLATE_ID'" >/dev/null
+  sql "VACUUM ANALYZE messages, jobs" >/dev/null
   copy_rows -backlog "$MESSAGES" queued ts
   drain "depth$rows-drain"
   DEPTH_DRAIN=$DRAIN_RATE

@@ -618,10 +618,7 @@ async fn shutdown_finishes_or_releases_every_claimed_job() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     app.stop().await;
-    let sending = app
-        .database
-        .scalar("SELECT count(*) FROM messages WHERE status = 'sending'")
-        .await;
+    let sending = app.database.sending(None).await;
     assert_eq!(sending, 0, "no job stays claimed after shutdown");
     let sent = app
         .database

@@ -641,11 +641,7 @@ async fn kill_during_send(point: KillPoint) -> KillResult {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     server.kill9();
-    let sending = database
-        .scalar(&format!(
-            "SELECT count(*) FROM messages WHERE id = '{id}' AND status = 'sending'"
-        ))
-        .await;
+    let sending = database.sending(Some(&id)).await;
     assert_eq!(sending, 1, "killed mid-send: the job is still claimed");
 
     // The upstream recovers; a new process takes the job over when its lease expires.

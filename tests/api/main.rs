@@ -19,3 +19,4 @@ mod rate_limit;
 mod replicas;
 mod send;
 mod store;
+mod upgrade;

@@ -1,5 +1,5 @@
 //! The accept path's batch: idempotency keys first, in a fixed order so two batches never deadlock,
-//! then every message of the batch in one multi-row INSERT and at most one notification.
+//! then every message of the batch and its job in one statement, and at most one notification.
 
 use std::time::Duration;
 
@@ -116,8 +116,8 @@ async fn claim_idempotency_key(
     }))
 }
 
-/// One multi-row INSERT for the whole batch, and one notification if anything is due now; the
-/// notification is delivered at commit, so no worker wakes for a row it cannot see yet.
+/// One statement inserts the whole batch's messages and their jobs, and sends one notification if
+/// anything is due now; it is delivered at commit, so no worker wakes for a job it cannot see yet.
 async fn insert_messages<'e>(
     executor: impl PgExecutor<'e>,
     requests: &[&EnqueueRequest],
@@ -144,17 +144,20 @@ async fn insert_messages<'e>(
     }
     sqlx::query(
         "WITH inserted AS (
-             INSERT INTO messages
-                 (id, caller, message_id, envelope, body, tags, metadata, send_at, due_at)
+             INSERT INTO messages (id, caller, message_id, envelope, body, tags, metadata, send_at)
              SELECT id, caller, message_id, envelope, body,
-                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at,
-                    COALESCE(send_at, now())
+                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
                            $7::jsonb[], $8::timestamptz[])
                     AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at)
+             RETURNING id, send_at
+         ),
+         queued AS (
+             INSERT INTO jobs (message_id, due_at)
+             SELECT id, COALESCE(send_at, now()) FROM inserted
              RETURNING due_at
          )
-         SELECT pg_notify($9, '') FROM inserted WHERE due_at <= now() LIMIT 1",
+         SELECT pg_notify($9, '') FROM queued WHERE due_at <= now() LIMIT 1",
     )
     .bind(&ids)
     .bind(&callers)

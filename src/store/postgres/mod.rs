@@ -189,8 +189,9 @@ impl MessageStore for PostgresStore {
         id: Uuid,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {} FROM messages WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
-            rows::SUMMARY_COLUMNS
+            "SELECT {} FROM {} WHERE m.id = $1 AND ($2::text IS NULL OR m.caller = $2)",
+            rows::summary_columns(),
+            rows::MESSAGES_WITH_JOBS
         ))
         .bind(id)
         .bind(owner)
@@ -221,16 +222,18 @@ impl MessageStore for PostgresStore {
     ) -> Result<Page, StoreError> {
         let limit = i64::from(filter.limit.max(1));
         let rows = sqlx::query(&format!(
-            "SELECT {} FROM messages
-             WHERE ($1::text IS NULL OR caller = $1)
-               AND ($2::text IS NULL OR status = $2)
-               AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
-               AND ($4::timestamptz IS NULL OR created_at >= $4)
-               AND ($5::timestamptz IS NULL OR created_at < $5)
-               AND ($6::uuid IS NULL OR id < $6)
-             ORDER BY id DESC
+            "SELECT {columns} FROM {from}
+             WHERE ($1::text IS NULL OR m.caller = $1)
+               AND ($2::text IS NULL OR {status} = $2)
+               AND ($3::text IS NULL OR m.tags @> ARRAY[$3::text])
+               AND ($4::timestamptz IS NULL OR m.created_at >= $4)
+               AND ($5::timestamptz IS NULL OR m.created_at < $5)
+               AND ($6::uuid IS NULL OR m.id < $6)
+             ORDER BY m.id DESC
              LIMIT $7",
-            rows::SUMMARY_COLUMNS
+            columns = rows::summary_columns(),
+            from = rows::MESSAGES_WITH_JOBS,
+            status = rows::STATUS,
         ))
         .bind(owner)
         .bind(filter.status.map(MessageStatus::as_str))

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::interval;
+use super::{interval, rows};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
 use crate::store::content::{self, Body, Envelope};
@@ -29,56 +29,82 @@ pub(super) async fn claim(
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let token = Uuid::now_v7();
-    // One statement: pick due rows through the partial index, skip rows other workers hold, lease them.
+    // One statement: pick due jobs through their index, skip jobs other workers hold, lease them, and
+    // read what to send from their messages.
     let rows = sqlx::query(
         "WITH due AS (
-             SELECT id, status AS prior_status
-             FROM messages
-             WHERE status IN ('queued', 'sending') AND due_at <= now()
+             SELECT message_id, lease_token IS NOT NULL AS reclaimed
+             FROM jobs
+             WHERE due_at <= now()
              ORDER BY due_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED
+         ),
+         claimed AS (
+             UPDATE jobs AS j
+                SET attempt_count = j.attempt_count + 1,
+                    lease_token = $2,
+                    due_at = now() + $3::interval,
+                    updated_at = now()
+               FROM due
+              WHERE j.message_id = due.message_id
+             RETURNING j.message_id, j.attempt_count, j.pending_recipients, due.reclaimed
          )
-         UPDATE messages AS m
-            SET status = 'sending',
-                attempt_count = m.attempt_count + 1,
-                lease_token = $2,
-                due_at = now() + $3::interval,
-                updated_at = now()
-           FROM due
-          WHERE m.id = due.id
-         RETURNING m.id, m.attempt_count, m.message_id, m.envelope, m.body, m.created_at,
-                   m.pending_recipients, due.prior_status",
+         SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, c.reclaimed, m.status,
+                m.message_id, m.envelope, m.body, m.created_at
+           FROM claimed AS c LEFT JOIN messages AS m ON m.id = c.message_id",
     )
     .bind(i64::from(limit))
     .bind(token)
     .bind(interval(lease))
-    // Planned at every execution, as are the other statements that join a batch to `messages`: a
+    // Planned at every execution, as are the other statements that join a batch to a table: a
     // prepared statement's cached plan, made while the table was small (a hash join over a sequential
     // scan), stays in use as the table grows until the next ANALYZE, and then every batch reads the
     // whole table. Planning costs far less than one batch.
     .persistent(false)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let Json(envelope): Json<Envelope> = row.try_get("envelope")?;
-            let Json(body): Json<Body> = row.try_get("body")?;
-            let prior: String = row.try_get("prior_status")?;
-            Ok(ClaimedJob {
-                lease: JobLease {
-                    id: row.try_get("id")?,
-                    token,
-                },
-                attempt: row.try_get("attempt_count")?,
-                message_id: row.try_get("message_id")?,
-                content: content::join_content(envelope, body),
-                created_at: row.try_get("created_at")?,
-                pending_recipients: row.try_get("pending_recipients")?,
-                reclaimed: prior == MessageStatus::Sending.as_str(),
-            })
-        })
-        .collect()
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut stale = Vec::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        let status: Option<String> = row.try_get("status")?;
+        if !matches!(status.as_deref(), Some("queued" | "sending")) {
+            stale.push(id);
+            continue;
+        }
+        let Json(envelope): Json<Envelope> = row.try_get("envelope")?;
+        let Json(body): Json<Body> = row.try_get("body")?;
+        jobs.push(ClaimedJob {
+            lease: JobLease { id, token },
+            attempt: row.try_get("attempt_count")?,
+            message_id: row.try_get("message_id")?,
+            content: content::join_content(envelope, body),
+            created_at: row.try_get("created_at")?,
+            pending_recipients: row.try_get("pending_recipients")?,
+            reclaimed: row.try_get("reclaimed")?,
+        });
+    }
+    if !stale.is_empty() {
+        drop_stale_jobs(pool, &stale, token).await?;
+    }
+    Ok(jobs)
+}
+
+/// Drops jobs whose message is gone or already finished. Only the previous release leaves such jobs
+/// behind, during a rolling update: it finishes messages it claimed before the job table existed, and
+/// cancels without looking at jobs.
+async fn drop_stale_jobs(pool: &PgPool, ids: &[Uuid], token: Uuid) -> Result<(), StoreError> {
+    let result = sqlx::query("DELETE FROM jobs WHERE message_id = ANY($1) AND lease_token = $2")
+        .bind(ids)
+        .bind(token)
+        .execute(pool)
+        .await?;
+    tracing::info!(
+        dropped = result.rows_affected(),
+        "dropped jobs whose message was already finished"
+    );
+    Ok(())
 }
 
 /// An outcome to record: the lease that holds the job, the attempt, and what becomes of the job.
@@ -137,8 +163,9 @@ pub(super) async fn commit_outcomes(
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<bool>, StoreError> {
     let rows: Vec<OutcomeRow<'_>> = outcomes.iter().map(OutcomeRow::new).collect();
-    // The update is fenced by the lease token, and an attempt is inserted only where the update
-    // applied: a worker whose lease was taken over cannot overwrite the newer attempt's outcome.
+    // Every write is fenced by the lease token: the job is deleted or rescheduled, and the message and
+    // its attempt written, only where the worker still holds the job. A worker whose lease was taken
+    // over cannot overwrite the newer attempt's outcome.
     let applied: HashSet<(Uuid, Uuid)> = sqlx::query_as::<_, (Uuid, Uuid)>(
         "WITH o AS (
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
@@ -147,21 +174,36 @@ pub(super) async fn commit_outcomes(
                  outcome text, smtp_code smallint, enhanced_code text, response text,
                  recipients jsonb)
          ),
+         -- A message sent or failed leaves the queue; one to retry goes back to it, due later.
+         settled AS (
+             DELETE FROM jobs AS j
+              USING o
+              WHERE j.message_id = o.id AND j.lease_token = o.token AND o.status <> 'queued'
+             RETURNING o.id, o.token
+         ),
+         retried AS (
+             UPDATE jobs AS j
+                SET lease_token = NULL,
+                    due_at = now() + o.delay_ms * interval '1 millisecond',
+                    pending_recipients = o.pending,
+                    updated_at = now()
+               FROM o
+              WHERE j.message_id = o.id AND j.lease_token = o.token AND o.status = 'queued'
+             RETURNING o.id, o.token
+         ),
+         applied AS (
+             SELECT id, token FROM settled UNION ALL SELECT id, token FROM retried
+         ),
          updated AS (
              UPDATE messages AS m
                 SET status = o.status,
-                    lease_token = NULL,
                     updated_at = now(),
-                    due_at = CASE WHEN o.status = 'queued'
-                                  THEN now() + o.delay_ms * interval '1 millisecond'
-                                  ELSE m.due_at END,
-                    pending_recipients = o.pending,
+                    attempt_count = o.attempt,
                     sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
-                    finished_at = CASE WHEN o.status IN ('sent', 'failed') THEN now() ELSE NULL END,
+                    finished_at = CASE WHEN o.status <> 'queued' THEN now() ELSE NULL END,
                     last_error = o.error
-               FROM o
-              WHERE m.id = o.id AND m.lease_token = o.token
-             RETURNING m.id, o.token
+               FROM applied JOIN o ON o.id = applied.id AND o.token = applied.token
+              WHERE m.id = applied.id
          ),
          attempts AS (
              INSERT INTO delivery_attempts
@@ -170,10 +212,10 @@ pub(super) async fn commit_outcomes(
              SELECT o.id, o.attempt, timestamptz 'epoch' + o.started_us * interval '1 microsecond',
                     o.duration_ms, o.provider, o.outcome, o.smtp_code, o.enhanced_code, o.response,
                     o.recipients
-               FROM o JOIN updated ON updated.id = o.id AND updated.token = o.token
+               FROM o JOIN applied ON applied.id = o.id AND applied.token = o.token
              ON CONFLICT (message_id, attempt) DO NOTHING
          )
-         SELECT id, token FROM updated",
+         SELECT id, token FROM applied",
     )
     .bind(Json(&rows))
     .persistent(false)
@@ -194,11 +236,11 @@ pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, S
     let ids: Vec<Uuid> = leases.iter().map(|lease| lease.id).collect();
     let tokens: Vec<Uuid> = leases.iter().map(|lease| lease.token).collect();
     let result = sqlx::query(
-        "UPDATE messages AS m
-            SET status = 'queued', lease_token = NULL, due_at = now(), updated_at = now(),
-                attempt_count = greatest(m.attempt_count - 1, 0)
+        "UPDATE jobs AS j
+            SET lease_token = NULL, due_at = now(), updated_at = now(),
+                attempt_count = greatest(j.attempt_count - 1, 0)
            FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
-          WHERE m.id = l.id AND m.lease_token = l.token AND m.status = 'sending'",
+          WHERE j.message_id = l.id AND j.lease_token = l.token",
     )
     .bind(&ids)
     .bind(&tokens)
@@ -213,11 +255,22 @@ pub(super) async fn cancel(
     owner: Option<&str>,
     id: Uuid,
 ) -> Result<CancelOutcome, StoreError> {
+    // Only a job no worker holds can be cancelled. A claim in progress holds the job's row lock, so
+    // the delete waits for it and then finds the job leased.
     let cancelled = sqlx::query(
-        "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now(),
-                lease_token = NULL
-          WHERE id = $1 AND ($2::text IS NULL OR caller = $2) AND status = 'queued'
-         RETURNING id",
+        "WITH job AS (
+             DELETE FROM jobs AS j
+              USING messages AS m
+              WHERE j.message_id = $1 AND j.lease_token IS NULL
+                AND m.id = j.message_id AND ($2::text IS NULL OR m.caller = $2)
+                AND m.status = 'queued'
+             RETURNING j.message_id
+         )
+         UPDATE messages AS m
+            SET status = 'cancelled', finished_at = now(), updated_at = now()
+           FROM job
+          WHERE m.id = job.message_id
+         RETURNING m.id",
     )
     .bind(id)
     .bind(owner)
@@ -226,9 +279,11 @@ pub(super) async fn cancel(
     if cancelled.is_some() {
         return Ok(CancelOutcome::Cancelled);
     }
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM messages WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
-    )
+    let status: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT {} FROM {} WHERE m.id = $1 AND ($2::text IS NULL OR m.caller = $2)",
+        rows::STATUS,
+        rows::MESSAGES_WITH_JOBS
+    ))
     .bind(id)
     .bind(owner)
     .fetch_optional(pool)
@@ -241,9 +296,9 @@ pub(super) async fn cancel(
 
 pub(super) async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>, StoreError> {
     let rows: Vec<(String, bool, i64)> = sqlx::query_as(
-        "SELECT status, due_at > now() AS later, count(*)
-           FROM messages
-          WHERE status IN ('queued', 'sending')
+        "SELECT CASE WHEN lease_token IS NULL THEN 'queued' ELSE 'sending' END,
+                due_at > now() AS later, count(*)
+           FROM jobs
           GROUP BY 1, 2",
     )
     .fetch_all(pool)

@@ -9,16 +9,30 @@ use crate::store::StoreError;
 use crate::store::content::Envelope;
 use crate::store::records::{AttemptRecord, MessageSummary, RecipientResult};
 
-/// The columns [`summary`] reads.
-pub(super) const SUMMARY_COLUMNS: &str = "id, status, message_id, envelope, tags, metadata, created_at, \
-     updated_at, send_at, due_at, sent_at, attempt_count, last_error";
+/// Messages with their jobs, for reads: `m` is the message, `j` its job while it has one.
+pub(super) const MESSAGES_WITH_JOBS: &str =
+    "messages AS m LEFT JOIN jobs AS j ON j.message_id = m.id";
+
+/// A message's status over [`MESSAGES_WITH_JOBS`]: a queued message is `sending` while a worker holds
+/// its job's lease.
+pub(super) const STATUS: &str =
+    "CASE WHEN m.status = 'queued' AND j.lease_token IS NOT NULL THEN 'sending' ELSE m.status END";
+
+/// The columns [`summary`] reads, over [`MESSAGES_WITH_JOBS`].
+pub(super) fn summary_columns() -> String {
+    format!(
+        "m.id, {STATUS} AS status, m.message_id, m.envelope, m.tags, m.metadata, m.created_at, \
+         greatest(m.updated_at, j.updated_at) AS updated_at, m.send_at, j.due_at, m.sent_at, \
+         coalesce(j.attempt_count, m.attempt_count) AS attempt_count, m.last_error"
+    )
+}
 
 fn status(row: &PgRow) -> Result<MessageStatus, StoreError> {
     let text: String = row.try_get("status")?;
     Ok(text.parse()?)
 }
 
-/// Reads a row selected with [`SUMMARY_COLUMNS`].
+/// Reads a row selected with [`summary_columns`].
 pub(super) fn summary(row: &PgRow) -> Result<MessageSummary, StoreError> {
     let status = status(row)?;
     let Json(envelope): Json<Envelope> = row.try_get("envelope")?;
@@ -39,7 +53,7 @@ pub(super) fn summary(row: &PgRow) -> Result<MessageSummary, StoreError> {
         updated_at: row.try_get("updated_at")?,
         send_at: row.try_get("send_at")?,
         next_attempt_at: if status == MessageStatus::Queued {
-            Some(row.try_get("due_at")?)
+            row.try_get("due_at")?
         } else {
             None
         },

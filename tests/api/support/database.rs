@@ -196,6 +196,23 @@ impl TestDatabase {
             .expect("connect test database")
     }
 
+    /// How many messages a worker holds (status `sending`), on either backend: SQLite keeps the status
+    /// on the message, PostgreSQL reads it off the job's lease. `id` narrows it to one message.
+    pub async fn sending(&self, id: Option<&str>) -> i64 {
+        let only = |column: &str| id.map_or(String::new(), |id| format!(" AND {column} = '{id}'"));
+        let sql = match &self.sqlite {
+            Some(_) => format!(
+                "SELECT count(*) FROM messages WHERE status = 'sending'{}",
+                only("id")
+            ),
+            None => format!(
+                "SELECT count(*) FROM jobs WHERE lease_token IS NOT NULL{}",
+                only("message_id")
+            ),
+        };
+        self.scalar(&sql).await
+    }
+
     /// The first column of the first row of `sql`, on either backend. Use portable SQL (no parameters).
     pub async fn scalar(&self, sql: &str) -> i64 {
         match &self.sqlite {
