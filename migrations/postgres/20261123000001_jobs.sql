@@ -20,6 +20,9 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_due_idx ON jobs (due_at);
 
+-- The previous release's writes wait until this migration commits: none is missed by the copy below.
+LOCK TABLE messages IN ACCESS EXCLUSIVE MODE;
+
 -- Every unfinished message becomes a job, its lease (if a worker holds one) included.
 INSERT INTO jobs (message_id, due_at, attempt_count, lease_token, pending_recipients, updated_at)
 SELECT id, due_at, attempt_count, lease_token, pending_recipients, updated_at
@@ -32,24 +35,64 @@ ALTER TABLE messages ALTER COLUMN due_at SET DEFAULT 'infinity';
 UPDATE messages SET due_at = 'infinity' WHERE status IN ('queued', 'sending');
 DROP INDEX messages_due_idx;
 
--- What the previous release writes with a due time (an accept, a retry, a release) is queued as a job
--- here, so nothing it accepts or gives back waits for a claim that no longer looks at `messages`. Rows
--- written by this release never match the WHEN clause, so the function never runs for them.
-CREATE FUNCTION posthorn_queue_job() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The triggers below keep the previous release's writes during a rolling update in step with the jobs.
+-- Rows written by this release never match their WHEN clauses (it writes no due time or lease on a
+-- message), except a cancel, which costs one index probe.
+
+-- A message the previous release accepts is queued as a job, and wakes the workers if it is due.
+CREATE FUNCTION posthorn_previous_accept() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO jobs (message_id, due_at, attempt_count, pending_recipients)
-    VALUES (NEW.id, NEW.due_at, NEW.attempt_count, NEW.pending_recipients)
-    ON CONFLICT (message_id) DO UPDATE
-        SET due_at = EXCLUDED.due_at,
-            attempt_count = EXCLUDED.attempt_count,
-            pending_recipients = EXCLUDED.pending_recipients,
-            lease_token = NULL,
-            updated_at = now();
+    VALUES (NEW.id, NEW.due_at, NEW.attempt_count, NEW.pending_recipients);
+    IF NEW.due_at <= now() THEN
+        PERFORM pg_notify('posthorn_jobs', '');
+    END IF;
     NEW.due_at := 'infinity';
-    NEW.lease_token := NULL;
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER messages_queue_job BEFORE INSERT OR UPDATE ON messages
+CREATE TRIGGER messages_previous_accept BEFORE INSERT ON messages
     FOR EACH ROW WHEN (NEW.status = 'queued' AND NEW.due_at <> 'infinity')
-    EXECUTE FUNCTION posthorn_queue_job();
+    EXECUTE FUNCTION posthorn_previous_accept();
+
+-- An outcome or a release by the previous release, for a message it claimed before this migration: it
+-- applies only while that lease still holds the job. Once this release has taken the job over, the write
+-- is skipped (the previous release then counts a lost lease), so it can neither unlock a job another
+-- worker holds nor finish a message that worker is sending.
+CREATE FUNCTION posthorn_previous_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM jobs WHERE message_id = OLD.id AND lease_token = OLD.lease_token FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.status = 'queued' THEN
+        UPDATE jobs
+           SET due_at = NEW.due_at, lease_token = NULL, attempt_count = NEW.attempt_count,
+               pending_recipients = NEW.pending_recipients, updated_at = now()
+         WHERE message_id = OLD.id;
+        NEW.due_at := 'infinity';
+    ELSE
+        DELETE FROM jobs WHERE message_id = OLD.id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER messages_previous_lease BEFORE UPDATE ON messages
+    FOR EACH ROW WHEN (OLD.lease_token IS NOT NULL AND NEW.lease_token IS DISTINCT FROM OLD.lease_token)
+    EXECUTE FUNCTION posthorn_previous_lease();
+
+-- No message is cancelled while a worker holds its job: this release's cancel deletes only a job no
+-- worker holds; the previous release's cancel does not look at jobs, and is skipped here instead (the
+-- lock waits for a claim in progress). A job left behind by a cancel is dropped by the next claim.
+CREATE FUNCTION posthorn_cancel_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM jobs WHERE message_id = OLD.id FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM jobs WHERE message_id = OLD.id AND lease_token IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER messages_cancel_guard BEFORE UPDATE ON messages
+    FOR EACH ROW WHEN (NEW.status = 'cancelled' AND OLD.status <> 'cancelled')
+    EXECUTE FUNCTION posthorn_cancel_guard();

@@ -256,29 +256,33 @@ pub(super) async fn cancel(
     id: Uuid,
 ) -> Result<CancelOutcome, StoreError> {
     // Only a job no worker holds can be cancelled. A claim in progress holds the job's row lock, so
-    // the delete waits for it and then finds the job leased.
-    let cancelled = sqlx::query(
-        "WITH job AS (
-             DELETE FROM jobs AS j
-              USING messages AS m
-              WHERE j.message_id = $1 AND j.lease_token IS NULL
-                AND m.id = j.message_id AND ($2::text IS NULL OR m.caller = $2)
-                AND m.status = 'queued'
-             RETURNING j.message_id
-         )
-         UPDATE messages AS m
-            SET status = 'cancelled', finished_at = now(), updated_at = now()
-           FROM job
-          WHERE m.id = job.message_id
-         RETURNING m.id",
+    // the delete waits for it and then finds the job leased. The message is marked in a second
+    // statement, once the job is gone (the migration's cancel guard looks for a leased job).
+    let mut tx = pool.begin().await?;
+    let dequeued = sqlx::query(
+        "DELETE FROM jobs AS j
+          USING messages AS m
+          WHERE j.message_id = $1 AND j.lease_token IS NULL
+            AND m.id = j.message_id AND ($2::text IS NULL OR m.caller = $2)
+            AND m.status IN ('queued', 'sending')
+         RETURNING j.message_id",
     )
     .bind(id)
     .bind(owner)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if cancelled.is_some() {
+    if dequeued.is_some() {
+        sqlx::query(
+            "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now()
+              WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         return Ok(CancelOutcome::Cancelled);
     }
+    drop(tx);
     let status: Option<String> = sqlx::query_scalar(&format!(
         "SELECT {} FROM {} WHERE m.id = $1 AND ($2::text IS NULL OR m.caller = $2)",
         rows::STATUS,

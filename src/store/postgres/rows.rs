@@ -13,10 +13,11 @@ use crate::store::records::{AttemptRecord, MessageSummary, RecipientResult};
 pub(super) const MESSAGES_WITH_JOBS: &str =
     "messages AS m LEFT JOIN jobs AS j ON j.message_id = m.id";
 
-/// A message's status over [`MESSAGES_WITH_JOBS`]: a queued message is `sending` while a worker holds
-/// its job's lease.
-pub(super) const STATUS: &str =
-    "CASE WHEN m.status = 'queued' AND j.lease_token IS NOT NULL THEN 'sending' ELSE m.status END";
+/// A message's status over [`MESSAGES_WITH_JOBS`]: an unfinished message is `sending` while a worker
+/// holds its job's lease, and `queued` otherwise. (Only a message that was being sent when the job
+/// table was created says `sending` itself, until its outcome.)
+pub(super) const STATUS: &str = "CASE WHEN m.status NOT IN ('queued', 'sending') THEN m.status \
+     WHEN j.lease_token IS NULL THEN 'queued' ELSE 'sending' END";
 
 /// The columns [`summary`] reads, over [`MESSAGES_WITH_JOBS`].
 pub(super) fn summary_columns() -> String {
