@@ -124,11 +124,13 @@ async fn previous_cancel(db: &mut PgConnection, id: Uuid) -> bool {
 }
 
 async fn job(db: &mut PgConnection, id: Uuid) -> Option<(Option<Uuid>, i32, Option<Vec<String>>)> {
-    sqlx::query_as("SELECT lease_token, attempt_count, pending_recipients FROM jobs WHERE message_id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT lease_token, attempt_count, pending_recipients FROM jobs WHERE message_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+    .unwrap()
 }
 
 fn store(database: &TestDatabase) -> SharedStore {

@@ -3,12 +3,13 @@
 //! Items queue on a channel; a few tasks each take whatever is waiting (up to a batch), commit it in one
 //! transaction and answer every item afterwards. An answer still means committed. Without a linger
 //! nothing waits for a batch to fill: an idle server commits a lone item at once, a busy one commits many
-//! per flush. With one, a task that found fewer than a batch waiting keeps collecting for that long
-//! first: fewer, larger statements for writes nobody is waiting on.
+//! per flush. With one ([`Linger`]), a task that found too few waiting keeps collecting for a while
+//! first: fewer, larger statements.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
@@ -26,6 +27,18 @@ pub(super) type CommitFn<T, O> = Arc<
         + Sync,
 >;
 
+/// How a task that emptied the queue waits for more before it commits.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Linger {
+    /// The longest wait; zero commits at once.
+    pub wait: Duration,
+    /// A batch this large is committed without waiting.
+    pub enough: usize,
+    /// Wait only while items come in a stream (the previous batch held more than one). A caller that
+    /// sends one item at a time and waits for each answer gets no batch by waiting, only a delay.
+    pub streams_only: bool,
+}
+
 struct Pending<T, O> {
     item: T,
     reply: oneshot::Sender<Result<O, StoreError>>,
@@ -38,21 +51,23 @@ pub(super) struct Batcher<T, O> {
 
 impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
     /// Starts `tasks` committing tasks in `runtime`, each committing at most `max_batch` items at once,
-    /// after collecting for up to `linger` past the first.
+    /// after collecting as `linger` says.
     pub(super) fn start(
         runtime: &tokio::runtime::Handle,
         pool: PgPool,
         tasks: usize,
         max_batch: usize,
-        linger: Duration,
+        linger: Linger,
         commit: CommitFn<T, O>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
+        let last_batch = Arc::new(AtomicUsize::new(0));
         for _ in 0..tasks.max(1) {
             runtime.spawn(run(
                 pool.clone(),
                 receiver.clone(),
+                last_batch.clone(),
                 max_batch.max(1),
                 linger,
                 commit.clone(),
@@ -77,8 +92,9 @@ impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
 async fn run<T, O>(
     pool: PgPool,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<T, O>>>>,
+    last_batch: Arc<AtomicUsize>,
     max_batch: usize,
-    linger: Duration,
+    linger: Linger,
     commit: CommitFn<T, O>,
 ) {
     loop {
@@ -89,11 +105,13 @@ async fn run<T, O>(
                 Some(pending) => batch.push(pending),
                 None => return,
             }
-            let deadline = tokio::time::Instant::now() + linger;
+            let waits = !linger.wait.is_zero()
+                && (!linger.streams_only || last_batch.load(Ordering::Relaxed) > 1);
+            let deadline = tokio::time::Instant::now() + linger.wait;
             while batch.len() < max_batch {
                 match receiver.try_recv() {
                     Ok(pending) => batch.push(pending),
-                    Err(_) if linger.is_zero() => break,
+                    Err(_) if !waits || batch.len() >= linger.enough => break,
                     // Closed, or the linger is over: commit what there is.
                     Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
                         Ok(Some(pending)) => batch.push(pending),
@@ -102,6 +120,7 @@ async fn run<T, O>(
                 }
             }
         }
+        last_batch.store(batch.len(), Ordering::Relaxed);
         let (items, replies): (Vec<T>, Vec<_>) = batch
             .into_iter()
             .map(|pending| (pending.item, pending.reply))
