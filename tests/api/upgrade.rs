@@ -16,6 +16,13 @@ use crate::support::TestDatabase;
 /// The schema before the job table: the first migration alone.
 const FIRST_MIGRATION: &str = "20261122000001_messages.sql";
 
+/// A job: its message, lease, attempts and recipients left.
+type JobState = (Uuid, Option<Uuid>, i32, Option<Vec<String>>);
+/// A job and whether it is due more than 23 hours from now.
+type MigratedJob = (Uuid, Option<Uuid>, i32, Option<Vec<String>>, bool);
+/// A message after the rollback: status, lease, attempts, recipients left, due more than an hour ahead.
+type RestoredMessage = (Uuid, String, Option<Uuid>, i32, Option<Vec<String>>, bool);
+
 const ENVELOPE: &str = r#"{"from": {"address": "shop@example.com"}, "to": [{"address": "a@example.org"}],
     "cc": [], "bcc": [], "reply_to": [], "subject": "from the previous release"}"#;
 const BODY: &str = r#"{"text": "hello", "html": null, "headers": [], "attachments": []}"#;
@@ -237,7 +244,7 @@ async fn unfinished_messages_become_jobs_with_their_state_and_leases() {
 
     // Every unfinished message is a job with its attempts, recipients left and lease; the finished
     // one is not.
-    let jobs: Vec<(Uuid, Option<Uuid>, i32, Option<Vec<String>>, bool)> = sqlx::query_as(
+    let jobs: Vec<MigratedJob> = sqlx::query_as(
         "SELECT j.message_id, j.lease_token, j.attempt_count, j.pending_recipients,
                 j.due_at > now() + interval '23 hours'
            FROM jobs AS j ORDER BY j.message_id",
@@ -466,7 +473,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
     } = upgraded().await;
     // This release leases the due job.
     assert_eq!(claimed(&store).await, [due]);
-    let before: Vec<(Uuid, Option<Uuid>, i32, Option<Vec<String>>)> = sqlx::query_as(
+    let before: Vec<JobState> = sqlx::query_as(
         "SELECT message_id, lease_token, attempt_count, pending_recipients FROM jobs ORDER BY 1",
     )
     .fetch_all(&mut db)
@@ -481,7 +488,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
     sqlx::raw_sql(&script).execute(&mut db).await.unwrap();
 
     // Due times are back on the messages: the leases' expiries, and tomorrow for the scheduled one.
-    let rows: Vec<(Uuid, String, Option<Uuid>, i32, Option<Vec<String>>, bool)> = sqlx::query_as(
+    let rows: Vec<RestoredMessage> = sqlx::query_as(
         "SELECT id, status, lease_token, attempt_count, pending_recipients,
                 due_at > now() + interval '1 hour'
            FROM messages WHERE status <> 'sent' ORDER BY id",
@@ -524,7 +531,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
 
     // A later release upgrades the database again: the same jobs, leases included.
     store.migrate().await.unwrap();
-    let after: Vec<(Uuid, Option<Uuid>, i32, Option<Vec<String>>)> = sqlx::query_as(
+    let after: Vec<JobState> = sqlx::query_as(
         "SELECT message_id, lease_token, attempt_count, pending_recipients FROM jobs ORDER BY 1",
     )
     .fetch_all(&mut db)
