@@ -164,16 +164,26 @@ async fn status(store: &SharedStore, id: Uuid) -> MessageStatus {
         .status
 }
 
-async fn claimed(store: &SharedStore) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = store
+async fn claim(store: &SharedStore) -> Vec<posthorn::store::ClaimedJob> {
+    store
         .claim_due_jobs(100, Duration::from_secs(300))
         .await
         .unwrap()
-        .into_iter()
-        .map(|job| job.lease.id)
-        .collect();
+}
+
+async fn claimed(store: &SharedStore) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = claim(store).await.iter().map(|job| job.lease.id).collect();
     ids.sort();
     ids
+}
+
+/// Makes a job due now, as if its lease or its wait had run out.
+async fn make_due(db: &mut PgConnection, id: Uuid) {
+    sqlx::query("UPDATE jobs SET due_at = now() - interval '1 second' WHERE message_id = $1")
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
 }
 
 /// A database at the first migration with a message of each kind, then upgraded through `store`.
@@ -230,17 +240,7 @@ async fn upgraded() -> Upgraded {
 #[tokio::test]
 async fn unfinished_messages_become_jobs_with_their_state_and_leases() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        later,
-        in_flight,
-        old_lease,
-        sent,
-        database: _database,
-        ..
-    } = upgraded().await;
+    let mut up = upgraded().await;
 
     // Every unfinished message is a job with its attempts, recipients left and lease; the finished
     // one is not.
@@ -249,34 +249,44 @@ async fn unfinished_messages_become_jobs_with_their_state_and_leases() {
                 j.due_at > now() + interval '23 hours'
            FROM jobs AS j ORDER BY j.message_id",
     )
-    .fetch_all(&mut db)
+    .fetch_all(&mut up.db)
     .await
     .unwrap();
     assert_eq!(
         jobs,
         [
-            (due, None, 0, None, false),
-            (later, None, 1, Some(vec!["a@example.org".to_owned()]), true),
-            (in_flight, Some(old_lease), 1, None, false),
+            (up.due, None, 0, None, false),
+            (
+                up.later,
+                None,
+                1,
+                Some(vec!["a@example.org".to_owned()]),
+                true
+            ),
+            (up.in_flight, Some(up.old_lease), 1, None, false),
         ]
     );
     let infinite: i64 =
         sqlx::query_scalar("SELECT count(*) FROM messages WHERE due_at = 'infinity'")
-            .fetch_one(&mut db)
+            .fetch_one(&mut up.db)
             .await
             .unwrap();
     assert_eq!(infinite, 3, "the previous release's claim sees nothing due");
-    assert_eq!(previous_claim(&mut db).await, 0);
+    assert_eq!(previous_claim(&mut up.db).await, 0);
 
     // Reads: status from the lease, the next attempt from the job.
-    assert_eq!(status(&store, in_flight).await, MessageStatus::Sending);
-    assert_eq!(status(&store, sent).await, MessageStatus::Sent);
-    let scheduled = store.get_message(None, later).await.unwrap().unwrap();
+    assert_eq!(
+        status(&up.store, up.in_flight).await,
+        MessageStatus::Sending
+    );
+    assert_eq!(status(&up.store, up.sent).await, MessageStatus::Sent);
+    let scheduled = up.store.get_message(None, up.later).await.unwrap().unwrap();
     assert_eq!(scheduled.summary.status, MessageStatus::Queued);
     assert_eq!(scheduled.summary.attempt_count, 1);
     let next = scheduled.summary.next_attempt_at.expect("a next attempt");
     assert!(next > time::OffsetDateTime::now_utc() + Duration::from_secs(23 * 3600));
-    let sending = store
+    let sending = up
+        .store
         .list_messages(
             None,
             &MessageFilter {
@@ -289,81 +299,56 @@ async fn unfinished_messages_become_jobs_with_their_state_and_leases() {
         .unwrap();
     assert_eq!(
         sending.items.iter().map(|m| m.id).collect::<Vec<_>>(),
-        [in_flight]
+        [up.in_flight]
     );
 
     // Only the due job is claimed: the scheduled one waits, the leased one is held.
-    assert_eq!(claimed(&store).await, [due]);
+    assert_eq!(claimed(&up.store).await, [up.due]);
 }
 
 #[tokio::test]
 async fn the_previous_release_s_accepts_are_queued_and_wake_the_workers() {
     crate::postgres_only!();
-    let Upgraded {
-        database,
-        mut db,
-        store,
-        due,
-        ..
-    } = upgraded().await;
-    let mut listener = sqlx::postgres::PgListener::connect(&database.url())
+    let mut up = upgraded().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&up.database.url())
         .await
         .unwrap();
     listener.listen("posthorn_jobs").await.unwrap();
 
-    let accepted = insert_previous(&mut db, "queued", "now()", None).await;
+    let accepted = insert_previous(&mut up.db, "queued", "now()", None).await;
     tokio::time::timeout(Duration::from_secs(5), listener.recv())
         .await
         .expect("a notification")
         .unwrap();
-    let scheduled = insert_previous(&mut db, "queued", "now() + interval '1 day'", None).await;
-    assert_eq!(job(&mut db, scheduled).await, Some((None, 0, None)));
-    assert_eq!(previous_claim(&mut db).await, 0);
-    assert_eq!(claimed(&store).await, [due, accepted]);
+    let scheduled = insert_previous(&mut up.db, "queued", "now() + interval '1 day'", None).await;
+    assert_eq!(job(&mut up.db, scheduled).await, Some((None, 0, None)));
+    assert_eq!(previous_claim(&mut up.db).await, 0);
+    assert_eq!(claimed(&up.store).await, [up.due, accepted]);
 }
 
 #[tokio::test]
 async fn the_previous_release_s_outcome_applies_while_its_lease_holds_the_job() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        in_flight,
-        old_lease,
-        database: _database,
-        ..
-    } = upgraded().await;
-    assert!(previous_outcome(&mut db, in_flight, old_lease, "sent").await);
-    assert_eq!(status(&store, in_flight).await, MessageStatus::Sent);
-    assert_eq!(job(&mut db, in_flight).await, None, "the job is done");
-    assert_eq!(claimed(&store).await, [due]);
+    let mut up = upgraded().await;
+    assert!(previous_outcome(&mut up.db, up.in_flight, up.old_lease, "sent").await);
+    assert_eq!(status(&up.store, up.in_flight).await, MessageStatus::Sent);
+    assert_eq!(job(&mut up.db, up.in_flight).await, None, "the job is done");
+    assert_eq!(claimed(&up.store).await, [up.due]);
 }
 
 #[tokio::test]
 async fn a_retry_written_by_the_previous_release_is_queued_as_a_job() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        in_flight,
-        old_lease,
-        database: _database,
-        ..
-    } = upgraded().await;
-    assert!(previous_outcome(&mut db, in_flight, old_lease, "queued").await);
-    assert_eq!(status(&store, in_flight).await, MessageStatus::Queued);
-    let jobs = store
-        .claim_due_jobs(10, Duration::from_secs(300))
-        .await
-        .unwrap();
+    let mut up = upgraded().await;
+    assert!(previous_outcome(&mut up.db, up.in_flight, up.old_lease, "queued").await);
+    assert_eq!(status(&up.store, up.in_flight).await, MessageStatus::Queued);
+    let jobs = claim(&up.store).await;
     let retried = jobs
         .iter()
-        .find(|job| job.lease.id == in_flight)
+        .find(|job| job.lease.id == up.in_flight)
         .expect("the retry is claimed at once, not after the lease");
     assert_eq!(jobs.len(), 2, "{jobs:?}");
-    assert_eq!(jobs[0].lease.id, due);
+    assert_eq!(jobs[0].lease.id, up.due);
     assert_eq!(retried.attempt, 2);
     assert_eq!(
         retried.pending_recipients.as_deref(),
@@ -375,44 +360,32 @@ async fn a_retry_written_by_the_previous_release_is_queued_as_a_job() {
 #[tokio::test]
 async fn once_a_job_is_taken_over_the_previous_release_s_writes_are_skipped() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        in_flight,
-        old_lease,
-        database: _database,
-        ..
-    } = upgraded().await;
+    let mut up = upgraded().await;
     // The old lease runs out and this release takes the job over.
-    sqlx::query("UPDATE jobs SET due_at = now() - interval '1 second' WHERE message_id = $1")
-        .bind(in_flight)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let jobs = store
-        .claim_due_jobs(10, Duration::from_secs(300))
-        .await
-        .unwrap();
+    make_due(&mut up.db, up.in_flight).await;
+    let jobs = claim(&up.store).await;
     let taken = jobs
         .iter()
-        .find(|job| job.lease.id == in_flight)
+        .find(|job| job.lease.id == up.in_flight)
         .expect("taken over");
     assert!(taken.reclaimed, "counted as a possible duplicate");
     let new_lease = taken.lease;
 
     // The previous release's worker wakes up: its retry, its success and its cancel are all skipped.
-    assert!(!previous_outcome(&mut db, in_flight, old_lease, "queued").await);
-    assert!(!previous_outcome(&mut db, in_flight, old_lease, "sent").await);
-    assert!(!previous_cancel(&mut db, in_flight).await);
+    assert!(!previous_outcome(&mut up.db, up.in_flight, up.old_lease, "queued").await);
+    assert!(!previous_outcome(&mut up.db, up.in_flight, up.old_lease, "sent").await);
+    assert!(!previous_cancel(&mut up.db, up.in_flight).await);
     assert_eq!(
-        job(&mut db, in_flight).await.map(|(lease, ..)| lease),
+        job(&mut up.db, up.in_flight).await.map(|(lease, ..)| lease),
         Some(Some(new_lease.token)),
         "the new holder keeps the job"
     );
-    assert_eq!(status(&store, in_flight).await, MessageStatus::Sending);
+    assert_eq!(
+        status(&up.store, up.in_flight).await,
+        MessageStatus::Sending
+    );
     // A message this release is sending cannot be cancelled by the previous one either.
-    assert!(!previous_cancel(&mut db, due).await);
+    assert!(!previous_cancel(&mut up.db, up.due).await);
 
     // The new holder's outcome is recorded.
     let attempt = AttemptRecord {
@@ -427,56 +400,43 @@ async fn once_a_job_is_taken_over_the_previous_release_s_writes_are_skipped() {
         recipients: vec![],
     };
     assert!(
-        store
+        up.store
             .record_outcome(new_lease, attempt, Disposition::Sent)
             .await
             .unwrap()
     );
-    assert_eq!(status(&store, in_flight).await, MessageStatus::Sent);
-    assert_eq!(job(&mut db, in_flight).await, None);
+    assert_eq!(status(&up.store, up.in_flight).await, MessageStatus::Sent);
+    assert_eq!(job(&mut up.db, up.in_flight).await, None);
 }
 
 #[tokio::test]
 async fn jobs_of_messages_the_previous_release_cancelled_are_dropped_unsent() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        later,
-        database: _database,
-        ..
-    } = upgraded().await;
-    assert!(previous_cancel(&mut db, later).await, "no worker holds it");
-    sqlx::query("UPDATE jobs SET due_at = now() - interval '1 second' WHERE message_id = $1")
-        .bind(later)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(claimed(&store).await, [due]);
-    assert_eq!(job(&mut db, later).await, None, "the stale job is dropped");
-    assert_eq!(status(&store, later).await, MessageStatus::Cancelled);
+    let mut up = upgraded().await;
+    assert!(
+        previous_cancel(&mut up.db, up.later).await,
+        "no worker holds it"
+    );
+    make_due(&mut up.db, up.later).await;
+    assert_eq!(claimed(&up.store).await, [up.due]);
+    assert_eq!(
+        job(&mut up.db, up.later).await,
+        None,
+        "the stale job is dropped"
+    );
+    assert_eq!(status(&up.store, up.later).await, MessageStatus::Cancelled);
 }
 
 #[tokio::test]
 async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade_runs_again() {
     crate::postgres_only!();
-    let Upgraded {
-        mut db,
-        store,
-        due,
-        later,
-        in_flight,
-        old_lease,
-        database: _database,
-        ..
-    } = upgraded().await;
+    let mut up = upgraded().await;
     // This release leases the due job.
-    assert_eq!(claimed(&store).await, [due]);
+    assert_eq!(claimed(&up.store).await, [up.due]);
     let before: Vec<JobState> = sqlx::query_as(
         "SELECT message_id, lease_token, attempt_count, pending_recipients FROM jobs ORDER BY 1",
     )
-    .fetch_all(&mut db)
+    .fetch_all(&mut up.db)
     .await
     .unwrap();
 
@@ -485,7 +445,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
             .join("migrations/postgres-rollback/20261123000001_jobs.sql"),
     )
     .unwrap();
-    sqlx::raw_sql(&script).execute(&mut db).await.unwrap();
+    sqlx::raw_sql(&script).execute(&mut up.db).await.unwrap();
 
     // Due times are back on the messages: the leases' expiries, and tomorrow for the scheduled one.
     let rows: Vec<RestoredMessage> = sqlx::query_as(
@@ -493,7 +453,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
                 due_at > now() + interval '1 hour'
            FROM messages WHERE status <> 'sent' ORDER BY id",
     )
-    .fetch_all(&mut db)
+    .fetch_all(&mut up.db)
     .await
     .unwrap();
     let due_lease = before[0].1;
@@ -501,9 +461,9 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
     assert_eq!(
         rows,
         [
-            (due, "sending".to_owned(), due_lease, 1, None, false),
+            (up.due, "sending".to_owned(), due_lease, 1, None, false),
             (
-                later,
+                up.later,
                 "queued".to_owned(),
                 None,
                 1,
@@ -511,9 +471,9 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
                 true
             ),
             (
-                in_flight,
+                up.in_flight,
                 "sending".to_owned(),
-                Some(old_lease),
+                Some(up.old_lease),
                 1,
                 None,
                 false
@@ -524,17 +484,17 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
         "SELECT to_regclass('jobs') IS NULL, to_regclass('messages_due_idx') IS NOT NULL,
                 (SELECT count(*) FROM _sqlx_migrations WHERE version = 20261123000001)",
     )
-    .fetch_one(&mut db)
+    .fetch_one(&mut up.db)
     .await
     .unwrap();
     assert_eq!(restored, (true, true, 0));
 
     // A later release upgrades the database again: the same jobs, leases included.
-    store.migrate().await.unwrap();
+    up.store.migrate().await.unwrap();
     let after: Vec<JobState> = sqlx::query_as(
         "SELECT message_id, lease_token, attempt_count, pending_recipients FROM jobs ORDER BY 1",
     )
-    .fetch_all(&mut db)
+    .fetch_all(&mut up.db)
     .await
     .unwrap();
     assert_eq!(after, before);
