@@ -321,6 +321,11 @@ copy_rows() {
         WHERE caller = (SELECT caller FROM messages WHERE id = '$TEMPLATE_ID') || '$caller'
        ON CONFLICT (message_id) DO NOTHING" >/dev/null
 }
+# delete_messages CONDITION: the messages matching CONDITION (SQL over messages), and their jobs.
+delete_messages() {
+  sql "DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE $1);
+       DELETE FROM messages WHERE $1" >/dev/null
+}
 queue_empty() { [[ "$(sql "SELECT count(*) FROM jobs")" == 0 ]]; }
 pf_queued() { [[ "$(find "$1/queue/deferred" -type f | wc -l)" -ge "$2" ]]; }
 pf_empty() { [[ "$(find "$1/queue/incoming" "$1/queue/active" "$1/queue/deferred" -type f | wc -l)" == 0 ]]; }
@@ -587,8 +592,8 @@ section_delivery() {
 # load_backlog: $MESSAGES queued backlog rows, replacing the previous backlog and its attempts (drain
 # vacuums and analyzes the table before it starts).
 load_backlog() {
-  sql "TRUNCATE delivery_attempts; DELETE FROM jobs USING messages AS m
-       WHERE jobs.message_id = m.id AND m.caller = 'bench-backlog'; DELETE FROM messages WHERE caller = 'bench-backlog'" >/dev/null
+  sql "TRUNCATE delivery_attempts" >/dev/null
+  delete_messages "caller = 'bench-backlog'"
   copy_rows -backlog "$MESSAGES" queued ts
 }
 
@@ -758,8 +763,7 @@ depth_step() {
   DEPTH_ACCEPT=$WRK_RATE
   stop_posthorn
   # The messages just accepted are not part of the history: remove them before the drain.
-  sql "DELETE FROM jobs USING messages AS m WHERE jobs.message_id = m.id AND m.caller = 'bench' AND m.id <> '$TEMPLATE_ID';
-       DELETE FROM messages WHERE caller = 'bench' AND id <> '$TEMPLATE_ID'" >/dev/null
+  delete_messages "caller = 'bench' AND id <> '$TEMPLATE_ID'"
   sql "VACUUM ANALYZE messages, jobs" >/dev/null
   copy_rows -backlog "$MESSAGES" queued ts
   drain "depth$rows-drain"

@@ -50,7 +50,8 @@ pub(super) async fn claim(
               WHERE j.message_id = due.message_id
              RETURNING j.message_id, j.attempt_count, j.pending_recipients, due.reclaimed
          )
-         SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, c.reclaimed, m.status,
+         SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, c.reclaimed,
+                coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
                 m.message_id, m.envelope, m.body, m.created_at
            FROM claimed AS c LEFT JOIN messages AS m ON m.id = c.message_id",
     )
@@ -68,8 +69,7 @@ pub(super) async fn claim(
     let mut stale = Vec::new();
     for row in &rows {
         let id: Uuid = row.try_get("id")?;
-        let status: Option<String> = row.try_get("status")?;
-        if !matches!(status.as_deref(), Some("queued" | "sending")) {
+        if !row.try_get::<bool, _>("unfinished")? {
             stale.push(id);
             continue;
         }
