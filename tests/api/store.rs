@@ -485,3 +485,38 @@ async fn enqueueing_a_due_message_wakes_listeners(store: SharedStore) {
     listener.await.unwrap();
     assert!(woke.is_ok(), "no wake-up after enqueueing");
 }
+
+/// Attempts have no foreign key on PostgreSQL: the outcome statement writes one only for a message it
+/// updated. A message removed by hand while its job was leased leaves neither an attempt nor a job.
+#[tokio::test]
+async fn an_outcome_for_a_message_deleted_by_hand_writes_no_attempt() {
+    crate::postgres_only!();
+    let subject = postgres().await;
+    let store = subject.store;
+    let kept = enqueue(&store, "alice", message("kept", None)).await;
+    let gone = enqueue(&store, "alice", message("gone", None)).await;
+    let jobs = store
+        .claim_due_jobs(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let database = subject._database.as_ref().unwrap();
+    database
+        .execute(&format!("DELETE FROM messages WHERE id = '{gone}'"))
+        .await;
+    for job in &jobs {
+        let applied = store
+            .record_outcome(job.lease, attempt(1, "sent"), Disposition::Sent)
+            .await
+            .unwrap();
+        assert!(applied, "the lease held, so the job is settled");
+    }
+    let attempts_of = |id: uuid::Uuid| {
+        format!("SELECT count(*) FROM delivery_attempts WHERE message_id = '{id}'")
+    };
+    assert_eq!(database.scalar(&attempts_of(kept)).await, 1);
+    assert_eq!(database.scalar(&attempts_of(gone)).await, 0);
+    assert_eq!(database.scalar("SELECT count(*) FROM jobs").await, 0);
+    let record = store.get_message(None, kept).await.unwrap().unwrap();
+    assert_eq!(record.summary.status, MessageStatus::Sent);
+}

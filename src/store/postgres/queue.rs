@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::types::Json;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,10 +30,12 @@ pub(super) async fn claim(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let token = Uuid::now_v7();
     // One statement: pick due jobs through their index, skip jobs other workers hold, lease them, and
-    // read what to send from their messages.
+    // read what to send from their messages. The update finds its rows by key (`= ANY` of the picked
+    // ids, one index probe each): written as a join, the planner hashed the whole job table for every
+    // claim once the queue held some thousands of jobs (33 ms instead of 11 ms for 400 of 40000).
     let rows = sqlx::query(
         "WITH due AS (
-             SELECT message_id, lease_token IS NOT NULL AS reclaimed
+             SELECT message_id, due_at, lease_token IS NOT NULL AS reclaimed
              FROM jobs
              WHERE due_at <= now()
              ORDER BY due_at
@@ -46,14 +48,16 @@ pub(super) async fn claim(
                     lease_token = $2,
                     due_at = now() + $3::interval,
                     updated_at = now()
-               FROM due
-              WHERE j.message_id = due.message_id
-             RETURNING j.message_id, j.attempt_count, j.pending_recipients, due.reclaimed
+              WHERE j.message_id = ANY (ARRAY(SELECT message_id FROM due))
+             RETURNING j.message_id, j.attempt_count, j.pending_recipients
          )
-         SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, c.reclaimed,
+         SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
                 m.message_id, m.envelope, m.body, m.created_at
-           FROM claimed AS c LEFT JOIN messages AS m ON m.id = c.message_id",
+           FROM claimed AS c
+           JOIN due ON due.message_id = c.message_id
+           LEFT JOIN messages AS m ON m.id = c.message_id
+          ORDER BY due.due_at",
     )
     .bind(i64::from(limit))
     .bind(token)
@@ -110,49 +114,55 @@ async fn drop_stale_jobs(pool: &PgPool, ids: &[Uuid], token: Uuid) -> Result<(),
 /// An outcome to record: the lease that holds the job, the attempt, and what becomes of the job.
 pub(super) type Outcome = (JobLease, AttemptRecord, Disposition);
 
-/// One outcome as the batch statement reads it (`jsonb_to_recordset`).
-#[derive(Serialize)]
-struct OutcomeRow<'a> {
-    id: Uuid,
-    token: Uuid,
-    status: &'static str,
-    delay_ms: i64,
-    pending: Option<&'a [String]>,
-    error: Option<&'a str>,
-    attempt: i32,
-    /// Microseconds since the Unix epoch: exact, whatever the session's time zone.
-    started_us: i64,
-    duration_ms: i32,
-    provider: &'a str,
-    outcome: &'a str,
-    smtp_code: Option<i16>,
-    enhanced_code: Option<&'a str>,
-    response: Option<&'a str>,
-    recipients: &'a [RecipientResult],
+/// A batch of outcomes as the statement reads it: one array per column, unnested together. Typed arrays
+/// reach PostgreSQL in binary; a JSON document of the batch had to be parsed twice there (once as the
+/// parameter, once into records), which took a fifth of the statement's time.
+#[derive(Default)]
+struct OutcomeColumns<'a> {
+    id: Vec<Uuid>,
+    token: Vec<Uuid>,
+    status: Vec<&'static str>,
+    delay_ms: Vec<i64>,
+    pending: Vec<Option<Json<&'a [String]>>>,
+    error: Vec<Option<&'a str>>,
+    attempt: Vec<i32>,
+    started_at: Vec<OffsetDateTime>,
+    duration_ms: Vec<i32>,
+    provider: Vec<&'a str>,
+    outcome: Vec<&'a str>,
+    smtp_code: Vec<Option<i16>>,
+    enhanced_code: Vec<Option<&'a str>>,
+    response: Vec<Option<&'a str>>,
+    recipients: Vec<Json<&'a [RecipientResult]>>,
 }
 
-impl<'a> OutcomeRow<'a> {
-    fn new((lease, attempt, disposition): &'a Outcome) -> Self {
-        Self {
-            id: lease.id,
-            token: lease.token,
-            status: disposition.status().as_str(),
-            delay_ms: disposition.retry_delay().map_or(0, |delay| {
-                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
-            }),
-            pending: disposition.pending_recipients(),
-            error: disposition.error(),
-            attempt: attempt.attempt,
-            started_us: i64::try_from(attempt.started_at.unix_timestamp_nanos() / 1_000)
-                .unwrap_or_default(),
-            duration_ms: attempt.duration_ms,
-            provider: &attempt.provider,
-            outcome: &attempt.outcome,
-            smtp_code: attempt.smtp_code,
-            enhanced_code: attempt.enhanced_code.as_deref(),
-            response: attempt.response.as_deref(),
-            recipients: &attempt.recipients,
+impl<'a> OutcomeColumns<'a> {
+    fn new(outcomes: &'a [Outcome]) -> Self {
+        let mut columns = Self::default();
+        for (lease, attempt, disposition) in outcomes {
+            columns.id.push(lease.id);
+            columns.token.push(lease.token);
+            columns.status.push(disposition.status().as_str());
+            columns
+                .delay_ms
+                .push(disposition.retry_delay().map_or(0, |delay| {
+                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+                }));
+            columns
+                .pending
+                .push(disposition.pending_recipients().map(Json));
+            columns.error.push(disposition.error());
+            columns.attempt.push(attempt.attempt);
+            columns.started_at.push(attempt.started_at);
+            columns.duration_ms.push(attempt.duration_ms);
+            columns.provider.push(&attempt.provider);
+            columns.outcome.push(&attempt.outcome);
+            columns.smtp_code.push(attempt.smtp_code);
+            columns.enhanced_code.push(attempt.enhanced_code.as_deref());
+            columns.response.push(attempt.response.as_deref());
+            columns.recipients.push(Json(&attempt.recipients));
         }
+        columns
     }
 }
 
@@ -162,62 +172,79 @@ pub(super) async fn commit_outcomes(
     pool: PgPool,
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<bool>, StoreError> {
-    let rows: Vec<OutcomeRow<'_>> = outcomes.iter().map(OutcomeRow::new).collect();
+    let columns = OutcomeColumns::new(&outcomes);
     // Every write is fenced by the lease token: the job is deleted or rescheduled, and the message and
     // its attempt written, only where the worker still holds the job. A worker whose lease was taken
-    // over cannot overwrite the newer attempt's outcome.
+    // over cannot overwrite the newer attempt's outcome. Each step passes its rows on to the next, so
+    // an attempt is written only for a message this statement updated (and so holds locked).
     let applied: HashSet<(Uuid, Uuid)> = sqlx::query_as::<_, (Uuid, Uuid)>(
         "WITH o AS (
-             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
-                 id uuid, token uuid, status text, delay_ms bigint, pending text[], error text,
-                 attempt integer, started_us bigint, duration_ms integer, provider text,
-                 outcome text, smtp_code smallint, enhanced_code text, response text,
-                 recipients jsonb)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::jsonb[],
+                                  $6::text[], $7::integer[], $8::timestamptz[], $9::integer[],
+                                  $10::text[], $11::text[], $12::smallint[], $13::text[], $14::text[],
+                                  $15::jsonb[])
+                 AS o(id, token, status, delay_ms, pending, error, attempt, started_at, duration_ms,
+                      provider, outcome, smtp_code, enhanced_code, response, recipients)
          ),
          -- A message sent or failed leaves the queue; one to retry goes back to it, due later.
          settled AS (
              DELETE FROM jobs AS j
               USING o
               WHERE j.message_id = o.id AND j.lease_token = o.token AND o.status <> 'queued'
-             RETURNING o.id, o.token
+             RETURNING o.*
          ),
          retried AS (
              UPDATE jobs AS j
                 SET lease_token = NULL,
                     due_at = now() + o.delay_ms * interval '1 millisecond',
-                    pending_recipients = o.pending,
+                    pending_recipients = CASE WHEN o.pending IS NOT NULL
+                        THEN ARRAY(SELECT jsonb_array_elements_text(o.pending)) END,
                     updated_at = now()
                FROM o
               WHERE j.message_id = o.id AND j.lease_token = o.token AND o.status = 'queued'
-             RETURNING o.id, o.token
+             RETURNING o.*
          ),
          applied AS (
-             SELECT id, token FROM settled UNION ALL SELECT id, token FROM retried
+             SELECT * FROM settled UNION ALL SELECT * FROM retried
          ),
          updated AS (
              UPDATE messages AS m
-                SET status = o.status,
+                SET status = a.status,
                     updated_at = now(),
-                    attempt_count = o.attempt,
-                    sent_at = CASE WHEN o.status = 'sent' THEN now() ELSE m.sent_at END,
-                    finished_at = CASE WHEN o.status <> 'queued' THEN now() ELSE NULL END,
-                    last_error = o.error
-               FROM applied JOIN o ON o.id = applied.id AND o.token = applied.token
-              WHERE m.id = applied.id
+                    attempt_count = a.attempt,
+                    sent_at = CASE WHEN a.status = 'sent' THEN now() ELSE m.sent_at END,
+                    finished_at = CASE WHEN a.status <> 'queued' THEN now() ELSE NULL END,
+                    last_error = a.error
+               FROM applied AS a
+              WHERE m.id = a.id
+             RETURNING a.*
          ),
          attempts AS (
              INSERT INTO delivery_attempts
                  (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
                   enhanced_code, response, recipients)
-             SELECT o.id, o.attempt, timestamptz 'epoch' + o.started_us * interval '1 microsecond',
-                    o.duration_ms, o.provider, o.outcome, o.smtp_code, o.enhanced_code, o.response,
-                    o.recipients
-               FROM o JOIN applied ON applied.id = o.id AND applied.token = o.token
+             SELECT id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
+                    enhanced_code, response, recipients
+               FROM updated
              ON CONFLICT (message_id, attempt) DO NOTHING
          )
          SELECT id, token FROM applied",
     )
-    .bind(Json(&rows))
+    .bind(&columns.id)
+    .bind(&columns.token)
+    .bind(&columns.status)
+    .bind(&columns.delay_ms)
+    .bind(&columns.pending)
+    .bind(&columns.error)
+    .bind(&columns.attempt)
+    .bind(&columns.started_at)
+    .bind(&columns.duration_ms)
+    .bind(&columns.provider)
+    .bind(&columns.outcome)
+    .bind(&columns.smtp_code)
+    .bind(&columns.enhanced_code)
+    .bind(&columns.response)
+    .bind(&columns.recipients)
     .persistent(false)
     .fetch_all(&pool)
     .await?

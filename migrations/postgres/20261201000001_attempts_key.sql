@@ -1,0 +1,12 @@
+-- Delivery attempts no longer carry a foreign key to their message.
+--
+-- The outcome statement writes an attempt only for a message it has just updated, and so holds
+-- locked, which is what the key's check made sure of; the check itself (a lookup and a row lock of
+-- the message for every attempt) was a sixth of PostgreSQL's time per delivered message. posthorn
+-- never deletes messages: whoever deletes some by hand deletes their attempts too, as
+-- `DELETE FROM delivery_attempts WHERE message_id = ...`.
+--
+-- The previous release works unchanged on this schema (it wrote attempts only for messages it held
+-- as well), so rolling back the image needs nothing here.
+-- A brief lock of both tables (no rewrite, no scan).
+ALTER TABLE delivery_attempts DROP CONSTRAINT IF EXISTS delivery_attempts_message_id_fkey;
