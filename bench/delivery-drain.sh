@@ -58,7 +58,7 @@ POSTHORN_LISTEN=127.0.0.1:$api_port POSTHORN_SMTP_URL="smtp://127.0.0.1:$sink_po
   POSTHORN_SMTP_MAX_CONNECTIONS=$connections POSTHORN_WORKERS=${WORKERS:-$((connections * 2))} \
   "$bin" serve &
 server=$!
-while [[ "$(pg_psql -At "$url" -c "SELECT count(*) FROM messages WHERE status <> 'sent'")" != 0 ]]; do
+while [[ "$(pg_psql -At "$url" -c "SELECT count(*) FROM message_states WHERE status <> 'sent'")" != 0 ]]; do
   sleep 0.1
 done
 end=$(date +%s.%N)

@@ -367,15 +367,16 @@ drain() {
   WAIT_STEP=1 wait_until 900 "the backlog to drain" backlog_empty
   stop_sampler
   stop_posthorn
-  failed=$(sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status <> 'sent'")
+  # message_states: each message with its current state (its outcome is recorded on its last attempt).
+  failed=$(sql "SELECT count(*) FROM message_states WHERE caller = 'bench-backlog' AND status <> 'sent'")
   [[ "$failed" == 0 ]] || warn "$failed backlog messages were not sent"
-  end=$(sql "SELECT extract(epoch FROM max(sent_at)) FROM messages WHERE caller = 'bench-backlog'")
+  end=$(sql "SELECT extract(epoch FROM max(sent_at)) FROM message_states WHERE caller = 'bench-backlog'")
   [[ -n "$end" ]] || die "no backlog message was sent"
   DRAIN_RATE=$(calc "round($count / ($end - $start))")
   DRAIN_SPAN_RATE=$(sql "SELECT round(($count - 1) / extract(epoch FROM max(sent_at) - min(sent_at)))
-                           FROM messages WHERE caller = 'bench-backlog'")
+                           FROM message_states WHERE caller = 'bench-backlog'")
   local first
-  first=$(sql "SELECT round((extract(epoch FROM min(sent_at)) - $start) * 1000) FROM messages
+  first=$(sql "SELECT round((extract(epoch FROM min(sent_at)) - $start) * 1000) FROM message_states
                 WHERE caller = 'bench-backlog'")
   note "$name: $count messages in $(calc "round($end - $start, 2)") s: $DRAIN_RATE msg/s (first to last send: $DRAIN_SPAN_RATE msg/s; first outcome $first ms after the NOTIFY)"
 }
@@ -821,7 +822,7 @@ section_resources() {
   local load_json=$SAMPLER_OUT peak hwm sent
   peak=$(calc "round($(jget "$load_json" rss_max_kib.posthorn) / 1024, 1)")
   hwm=$(calc "round($(jget "$load_json" hwm_kib.posthorn) / 1024, 1)")
-  sent=$(sql "SELECT count(*) FROM messages WHERE status = 'sent'")
+  sent=$(sql "SELECT count(*) FROM message_states WHERE status = 'sent'")
   wait_until 600 "the queue to drain after the load" queue_empty
   sleep 5
   local after

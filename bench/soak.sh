@@ -148,9 +148,9 @@ sample "$(($(date +%s) - started))"
 step "summary"
 note "load: $(cat "$work/load.json")"
 note "SMTP peer: $(cat "$work/smtp.json")"
-note "database: $(pg_psql -At -d "$url" -c "SELECT string_agg(status || '=' || n, ' ' ORDER BY status) FROM (SELECT status, count(*) n FROM messages GROUP BY status) s")"
+note "database: $(pg_psql -At -d "$url" -c "SELECT string_agg(status || '=' || n, ' ' ORDER BY status) FROM (SELECT status, count(*) n FROM message_states GROUP BY status) s")"
 note "attempts: $(pg_psql -At -d "$url" -c "SELECT string_agg(outcome || '=' || n, ' ' ORDER BY outcome) FROM (SELECT outcome, count(*) n FROM delivery_attempts GROUP BY outcome) s")"
-sent_db=$(pg_psql -At -d "$url" -c "SELECT count(*) FROM messages WHERE status = 'sent'")
+sent_db=$(pg_psql -At -d "$url" -c "SELECT count(*) FROM message_states WHERE status = 'sent'")
 accepted_smtp=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["250"])' "$work/smtp.json")
 note "messages sent per the database: $sent_db; messages the SMTP peer accepted (250): $accepted_smtp"
 warnings=$(grep -c '"level":"WARN"' "$work/posthorn.log" || true)

@@ -60,9 +60,7 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     let server = start(&database, &smtp).await;
     let mut unsent = TOTAL as i64;
     for _ in 0..400 {
-        unsent = database
-            .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-            .await;
+        unsent = database.count_messages("status <> 'sent'").await;
         if unsent == 0 {
             break;
         }

@@ -620,10 +620,7 @@ async fn shutdown_finishes_or_releases_every_claimed_job() {
     app.stop().await;
     let sending = app.database.sending(None).await;
     assert_eq!(sending, 0, "no job stays claimed after shutdown");
-    let sent = app
-        .database
-        .scalar("SELECT count(*) FROM messages WHERE status = 'sent'")
-        .await;
+    let sent = app.database.count_messages("status = 'sent'").await;
     assert!(
         (1..20).contains(&sent),
         "some finished in the grace period, the rest were released: {sent}"
@@ -633,10 +630,7 @@ async fn shutdown_finishes_or_releases_every_claimed_job() {
     let app = app.restart().await;
     let mut remaining = 20;
     for _ in 0..100 {
-        remaining = app
-            .database
-            .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-            .await;
+        remaining = app.database.count_messages("status <> 'sent'").await;
         if remaining == 0 {
             break;
         }

@@ -150,7 +150,7 @@ async fn wait_all_sent(
     let deadline = Instant::now() + timeout;
     loop {
         let rows: Vec<(String, String, String)> = match sqlx::PgConnection::connect(url).await {
-            Ok(mut db) => sqlx::query_as("SELECT id::text, message_id, status FROM messages")
+            Ok(mut db) => sqlx::query_as("SELECT id::text, message_id, status FROM message_states")
                 .fetch_all(&mut db)
                 .await
                 .unwrap_or_default(),
@@ -856,7 +856,7 @@ async fn delivery_keeps_working_while_a_snapshot_is_held_and_recovers_after() {
         tokio::time::sleep(PAUSE).await;
     }
     let dead: i64 =
-        sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'messages'")
+        sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'jobs'")
             .fetch_one(&mut observer)
             .await
             .unwrap_or(-1);
@@ -868,15 +868,12 @@ async fn delivery_keeps_working_while_a_snapshot_is_held_and_recovers_after() {
     let during_mean = during.iter().sum::<f64>() / during.len() as f64;
     eprintln!(
         "drain rate (msg/s, accept to delivery): before {before:.0}; during a {held_for:.0?} snapshot \
-         {during:.0?} (mean {during_mean:.0}); after {after:.0}; dead tuples in messages while held: {dead}"
+         {during:.0?} (mean {during_mean:.0}); after {after:.0}; dead tuples in jobs while held: {dead}"
     );
     // Outcomes are recorded just after the upstream's reply: give the last ones a moment.
     let recorded = Instant::now() + Duration::from_secs(10);
     let unsent = loop {
-        let unsent = app
-            .database
-            .scalar("SELECT count(*) FROM messages WHERE status <> 'sent'")
-            .await;
+        let unsent = app.database.count_messages("status <> 'sent'").await;
         if unsent == 0 || Instant::now() > recorded {
             break unsent;
         }

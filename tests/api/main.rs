@@ -20,3 +20,4 @@ mod replicas;
 mod send;
 mod store;
 mod upgrade;
+mod upgrade_outcomes;

@@ -440,12 +440,19 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
     .await
     .unwrap();
 
-    let script = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations/postgres-rollback/20261123000001_jobs.sql"),
-    )
-    .unwrap();
-    sqlx::raw_sql(&script).execute(&mut up.db).await.unwrap();
+    // The rollback scripts of later migrations first, newest first, as the chart's README says.
+    for script in [
+        "20261201000001_attempt_outcomes.sql",
+        "20261123000001_jobs.sql",
+    ] {
+        let script = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations/postgres-rollback")
+                .join(script),
+        )
+        .unwrap();
+        sqlx::raw_sql(&script).execute(&mut up.db).await.unwrap();
+    }
 
     // Due times are back on the messages: the leases' expiries, and tomorrow for the scheduled one.
     let rows: Vec<RestoredMessage> = sqlx::query_as(

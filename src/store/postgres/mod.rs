@@ -204,9 +204,8 @@ impl MessageStore for PostgresStore {
         id: Uuid,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {} FROM {} WHERE m.id = $1 AND ($2::text IS NULL OR m.caller = $2)",
-            rows::summary_columns(),
-            rows::MESSAGES_WITH_JOBS
+            "SELECT {} FROM message_states WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
+            rows::SUMMARY_COLUMNS
         ))
         .bind(id)
         .bind(owner)
@@ -237,18 +236,16 @@ impl MessageStore for PostgresStore {
     ) -> Result<Page, StoreError> {
         let limit = i64::from(filter.limit.max(1));
         let rows = sqlx::query(&format!(
-            "SELECT {columns} FROM {from}
-             WHERE ($1::text IS NULL OR m.caller = $1)
-               AND ($2::text IS NULL OR {status} = $2)
-               AND ($3::text IS NULL OR m.tags @> ARRAY[$3::text])
-               AND ($4::timestamptz IS NULL OR m.created_at >= $4)
-               AND ($5::timestamptz IS NULL OR m.created_at < $5)
-               AND ($6::uuid IS NULL OR m.id < $6)
-             ORDER BY m.id DESC
+            "SELECT {} FROM message_states
+             WHERE ($1::text IS NULL OR caller = $1)
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
+               AND ($4::timestamptz IS NULL OR created_at >= $4)
+               AND ($5::timestamptz IS NULL OR created_at < $5)
+               AND ($6::uuid IS NULL OR id < $6)
+             ORDER BY id DESC
              LIMIT $7",
-            columns = rows::summary_columns(),
-            from = rows::MESSAGES_WITH_JOBS,
-            status = rows::STATUS,
+            rows::SUMMARY_COLUMNS
         ))
         .bind(owner)
         .bind(filter.status.map(MessageStatus::as_str))

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{interval, rows};
+use super::interval;
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
 use crate::store::content::{self, Body, Envelope};
@@ -173,10 +173,10 @@ pub(super) async fn commit_outcomes(
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<bool>, StoreError> {
     let columns = OutcomeColumns::new(&outcomes);
-    // Every write is fenced by the lease token: the job is deleted or rescheduled, and the message and
-    // its attempt written, only where the worker still holds the job. A worker whose lease was taken
-    // over cannot overwrite the newer attempt's outcome. Each step passes its rows on to the next, so
-    // an attempt is written only for a message this statement updated (and so holds locked).
+    // Every write is fenced by the lease token: the job is deleted or rescheduled, and the attempt
+    // written, only where the worker still holds the job. A worker whose lease was taken over cannot
+    // overwrite the newer attempt's outcome. The attempt records what became of the message; the message
+    // row itself is not written (the view `message_states` reads the outcome off the attempt).
     let applied: HashSet<(Uuid, Uuid)> = sqlx::query_as::<_, (Uuid, Uuid)>(
         "WITH o AS (
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::jsonb[],
@@ -207,25 +207,15 @@ pub(super) async fn commit_outcomes(
          applied AS (
              SELECT * FROM settled UNION ALL SELECT * FROM retried
          ),
-         updated AS (
-             UPDATE messages AS m
-                SET status = a.status,
-                    updated_at = now(),
-                    attempt_count = a.attempt,
-                    sent_at = CASE WHEN a.status = 'sent' THEN now() ELSE m.sent_at END,
-                    finished_at = CASE WHEN a.status <> 'queued' THEN now() ELSE NULL END,
-                    last_error = a.error
-               FROM applied AS a
-              WHERE m.id = a.id
-             RETURNING a.*
-         ),
+         -- Only for a message that exists (attempts have no foreign key: a lookup per attempt).
          attempts AS (
              INSERT INTO delivery_attempts
                  (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
-                  enhanced_code, response, recipients)
+                  enhanced_code, response, recipients, status, error, recorded_at)
              SELECT id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
-                    enhanced_code, response, recipients
-               FROM updated
+                    enhanced_code, response, recipients, status, error, now()
+               FROM applied AS a
+              WHERE EXISTS (SELECT 1 FROM messages AS m WHERE m.id = a.id)
              ON CONFLICT (message_id, attempt) DO NOTHING
          )
          SELECT id, token FROM applied",
@@ -310,11 +300,9 @@ pub(super) async fn cancel(
         return Ok(CancelOutcome::Cancelled);
     }
     drop(tx);
-    let status: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT {} FROM {} WHERE m.id = $1 AND ($2::text IS NULL OR m.caller = $2)",
-        rows::STATUS,
-        rows::MESSAGES_WITH_JOBS
-    ))
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM message_states WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
+    )
     .bind(id)
     .bind(owner)
     .fetch_optional(pool)

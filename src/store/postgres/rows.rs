@@ -9,24 +9,10 @@ use crate::store::StoreError;
 use crate::store::content::Envelope;
 use crate::store::records::{AttemptRecord, MessageSummary, RecipientResult};
 
-/// Messages with their jobs, for reads: `m` is the message, `j` its job while it has one.
-pub(super) const MESSAGES_WITH_JOBS: &str =
-    "messages AS m LEFT JOIN jobs AS j ON j.message_id = m.id";
-
-/// A message's status over [`MESSAGES_WITH_JOBS`]: an unfinished message is `sending` while a worker
-/// holds its job's lease, and `queued` otherwise. (Only a message that was being sent when the job
-/// table was created says `sending` itself, until its outcome.)
-pub(super) const STATUS: &str = "CASE WHEN m.status NOT IN ('queued', 'sending') THEN m.status \
-     WHEN j.lease_token IS NULL THEN 'queued' ELSE 'sending' END";
-
-/// The columns [`summary`] reads, over [`MESSAGES_WITH_JOBS`].
-pub(super) fn summary_columns() -> String {
-    format!(
-        "m.id, {STATUS} AS status, m.message_id, m.envelope, m.tags, m.metadata, m.created_at, \
-         greatest(m.updated_at, j.updated_at) AS updated_at, m.send_at, j.due_at, m.sent_at, \
-         coalesce(j.attempt_count, m.attempt_count) AS attempt_count, m.last_error"
-    )
-}
+/// The columns [`summary`] reads, from the view `message_states` (migration `20261201000001`): a
+/// message with its current state, put together from its job and its last attempt.
+pub(super) const SUMMARY_COLUMNS: &str = "id, status, message_id, envelope, tags, metadata, created_at, \
+     updated_at, send_at, next_attempt_at, sent_at, attempt_count, last_error";
 
 fn status(row: &PgRow) -> Result<MessageStatus, StoreError> {
     let text: String = row.try_get("status")?;
@@ -53,11 +39,7 @@ pub(super) fn summary(row: &PgRow) -> Result<MessageSummary, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         send_at: row.try_get("send_at")?,
-        next_attempt_at: if status == MessageStatus::Queued {
-            row.try_get("due_at")?
-        } else {
-            None
-        },
+        next_attempt_at: row.try_get("next_attempt_at")?,
         sent_at: row.try_get("sent_at")?,
         attempt_count: row.try_get("attempt_count")?,
         last_error: row.try_get("last_error")?,

@@ -213,6 +213,19 @@ impl TestDatabase {
         self.scalar(&sql).await
     }
 
+    /// How many messages match `condition` (SQL over their current `status`, `caller`, `sent_at` ...), on
+    /// either backend: SQLite keeps the state on the message, PostgreSQL puts it together from the job
+    /// and the last attempt (the view `message_states`).
+    pub async fn count_messages(&self, condition: &str) -> i64 {
+        let from = if self.sqlite.is_some() {
+            "messages"
+        } else {
+            "message_states"
+        };
+        self.scalar(&format!("SELECT count(*) FROM {from} WHERE {condition}"))
+            .await
+    }
+
     /// The first column of the first row of `sql`, on either backend. Use portable SQL (no parameters).
     pub async fn scalar(&self, sql: &str) -> i64 {
         match &self.sqlite {
