@@ -93,7 +93,9 @@ impl Provider {
 
     async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {
         let wait = self.upstream.timeout * 2;
-        match tokio::time::timeout(wait, self.pool.get()).await {
+        // Boxed: deadpool's `get` is a future of some 4 KiB that would otherwise be part of (and copied
+        // with) every send's future.
+        match tokio::time::timeout(wait, Box::pin(self.pool.get())).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(PoolError::Backend(error))) => Err(error.0),
             Ok(Err(error)) => Err(Reply::none(format!("no SMTP connection: {error}"))),

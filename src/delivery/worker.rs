@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::compose::{Composition, compose};
 use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
@@ -193,7 +194,11 @@ impl Worker {
                 self.release(&[job.lease]).await;
                 continue;
             }
-            let (lease, report, disposition) = self.deliver(job).await;
+            // The span is attached here rather than with `#[instrument]`, which keeps two copies of the
+            // future (with and without a span) and so doubled what is moved for every message.
+            let span =
+                tracing::info_span!("deliver", message_id = %job.lease.id, attempt = job.attempt);
+            let (lease, report, disposition) = self.deliver(job).instrument(span).await;
             let worker = Arc::clone(&self);
             recording.spawn(async move {
                 worker.record(lease, report, disposition).await;
@@ -217,7 +222,6 @@ impl Worker {
     }
 
     /// Sends one job; returns what to record.
-    #[tracing::instrument(skip_all, fields(message_id = %job.lease.id, attempt = job.attempt))]
     async fn deliver(&self, job: ClaimedJob) -> (JobLease, AttemptRecord, Disposition) {
         let provider = self.transport.name().to_owned();
         if job.reclaimed {
