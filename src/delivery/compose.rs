@@ -120,21 +120,29 @@ fn body_part(content: &MessageContent) -> Body {
     }
 }
 
-/// CRLF, bare CR and bare LF all become one line break (LF here; lettre writes CRLF).
+/// CRLF, bare CR and bare LF all become one CRLF. Given LF alone, lettre would insert each missing CR
+/// one at a time, moving the rest of the body every time; given CRLF it has nothing to do.
 fn normalize_newlines(text: &str) -> String {
-    // Most bodies hold no CR at all: one scan and one copy.
-    if !text.as_bytes().contains(&b'\r') {
-        return text.to_owned();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+    // CR and LF are ASCII, so every cut below falls between characters.
+    let mut start = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let width = match bytes[index] {
+            b'\r' if bytes.get(index + 1) == Some(&b'\n') => 2,
+            b'\r' | b'\n' => 1,
+            _ => {
+                index += 1;
+                continue;
+            }
+        };
+        out.push_str(&text[start..index]);
+        out.push_str("\r\n");
+        index += width;
+        start = index;
     }
-    let mut out = String::with_capacity(text.len());
-    // CR is ASCII, so splitting on it keeps every piece valid UTF-8.
-    let mut pieces = text.split('\r');
-    out.push_str(pieces.next().unwrap_or_default());
-    for piece in pieces {
-        out.push('\n');
-        // A CR followed by LF is one break: drop the LF that opens the next piece.
-        out.push_str(piece.strip_prefix('\n').unwrap_or(piece));
-    }
+    out.push_str(&text[start..]);
     out
 }
 
@@ -246,12 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_of_line_break_becomes_one_lf() {
+    fn every_kind_of_line_break_becomes_one_crlf() {
         assert_eq!(normalize_newlines("plain"), "plain");
-        assert_eq!(normalize_newlines("a\nb"), "a\nb");
-        assert_eq!(normalize_newlines("a\r\nb\rc\n\rd"), "a\nb\nc\n\nd");
-        assert_eq!(normalize_newlines("\r\r\n\r"), "\n\n\n");
-        assert_eq!(normalize_newlines("ü\r\nß\r"), "ü\nß\n");
+        assert_eq!(normalize_newlines("a\nb"), "a\r\nb");
+        assert_eq!(normalize_newlines("a\r\nb\rc\n\rd"), "a\r\nb\r\nc\r\n\r\nd");
+        assert_eq!(normalize_newlines("\r\r\n\r"), "\r\n\r\n\r\n");
+        assert_eq!(normalize_newlines("ü\r\nß\r\n\n"), "ü\r\nß\r\n\r\n");
+        assert_eq!(normalize_newlines(""), "");
     }
 
     #[test]
