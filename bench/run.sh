@@ -35,6 +35,8 @@
 #   BENCH_OUT=target/bench      results (results.tsv, results.md), raw JSON and logs
 #   POSTHORN_TEST_DATABASE_URL  the PostgreSQL server (default: the local one on 5432, else a throwaway one;
 #                               see scripts/lib/postgres.sh); baselines run on the same server
+#   BENCH_PG_SSLMODE=disable    sslmode of every database connection the benchmark makes (unless the URL
+#                               has one): prefer uses TLS where the server offers it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -338,12 +340,13 @@ backlog_empty() {
   [[ "$(sql "SELECT NOT EXISTS (SELECT 1 FROM jobs WHERE due_at <= now() + interval '1 hour')")" == t ]]
 }
 
-# drain NAME [URL_QUERY]: the backlog becomes due at an instant T0 a few seconds ahead; posthorn is started
+# drain NAME [URL_QUERY [VAR=VALUE...]]: the backlog becomes due at an instant T0 a few seconds ahead; posthorn is started
 # (sink as upstream, no polling) and ready before T0, and is told at T0 (NOTIFY, as an enqueue would). The
 # drain is timed from that NOTIFY to the commit of the last outcome (its sent_at): the drain of a running
 # gateway, not its start-up, and not the poll that notices the end. Sets DRAIN_RATE.
 drain() {
   local name=$1 query=${2:-} count start end failed t0 late
+  shift $(($# < 2 ? $# : 2))
   count=$(sql "SELECT count(*) FROM messages WHERE caller = 'bench-backlog' AND status = 'queued'")
   t0=$(sql "SELECT extract(epoch FROM now() + interval '8 seconds')")
   # Distinct due times, 1 µs apart in the backlog's order and ending at T0, as a stream of enqueues would
@@ -355,7 +358,7 @@ drain() {
         WHERE j.message_id = b.id" >/dev/null
   sql "VACUUM ANALYZE messages, jobs" >/dev/null
   start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT$query" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
-    POSTHORN_WORKERS=$((SMTP_CONNS * 2)) POSTHORN_POLL_INTERVAL=1h
+    POSTHORN_WORKERS=$((SMTP_CONNS * 2)) POSTHORN_POLL_INTERVAL=1h "$@"
   late=$(calc "int($(now) > $t0 - 0.5)")
   [[ "$late" == 0 ]] || warn "posthorn was ready less than 0.5 s before T0: this drain's figure may be too high"
   sleep "$(calc "max(0, $t0 - 0.4 - $(now))")"
@@ -577,6 +580,12 @@ section_delivery() {
   drain delivery-posthorn-stepwise "?pipelining=off"
   local stepwise=$DRAIN_RATE
 
+  # Diagnostic: the same backlog with posthorn's database connections over TLS, where the server offers it.
+  load_backlog
+  wait_quiet "delivery over TLS to the database"
+  drain delivery-posthorn-tls "" POSTHORN_DATABASE_URL="${DB_URL/sslmode=disable/sslmode=prefer}"
+  local over_tls=$DRAIN_RATE
+
   # Baseline 2: Postfix relaying the same backlog to the same sink.
   postfix_drain
   local pf_rate=$PF_RATE pf_cpu=$PF_CPU
@@ -589,6 +598,8 @@ section_delivery() {
     "$(verdict "$rate / $pf_rate" '>=' 3)"
   row delivery "diagnostic: the same drain with ?pipelining=off (one SMTP command per round trip)" \
     "$stepwise msg/s" "pipelined: $rate msg/s" "$(fmt_ratio "$stepwise" "$rate")" "-" "-"
+  row delivery "diagnostic: the same drain with the database connections over TLS (sslmode=prefer; the server's ssl = $(sql "SHOW ssl"))" \
+    "$over_tls msg/s" "without TLS: $rate msg/s" "$(fmt_ratio "$over_tls" "$rate")" "-" "-"
   row delivery "CPU while posthorn drains: $(cpu_split "$rate_cpu")" \
     "posthorn $(cpu_each "$rate_cpu" posthorn "$MESSAGES") us/msg, postgres $(cpu_each "$rate_cpu" postgres "$MESSAGES") us/msg, smtp-sink $(cpu_each "$rate_cpu" smtp-sink "$MESSAGES") us/msg" \
     "smtp-source: $(cpu_split "$source_cpu"), smtp-sink $(cpu_each "$source_cpu" smtp-sink "$MESSAGES") us/msg, smtp-source $(cpu_each "$source_cpu" smtp-source "$MESSAGES") us/msg; Postfix: $(cpu_split "$pf_cpu")" "-" "-" "-"
@@ -878,7 +889,11 @@ SMTP_SOURCE=$(dirname "$POSTHORN_TEST_SMTP_SINK")/smtp-source
 [[ -x "$SMTP_SOURCE" ]] || die "smtp-source is missing next to $POSTHORN_TEST_SMTP_SINK"
 command -v postfix >/dev/null || die "postfix is missing (apt-get install postfix)"
 ensure_postgres
-ADMIN_URL=$POSTHORN_TEST_DATABASE_URL
+# PostgreSQL runs on this machine: posthorn, pgbench and the scripts connect without TLS, as a gateway
+# beside its database would. Debian's server offers TLS and libpq and sqlx take it by default, which costs
+# both sides CPU for every byte; BENCH_PG_SSLMODE=prefer measures with it (and the delivery section shows
+# a drain over TLS either way). An sslmode already in POSTHORN_TEST_DATABASE_URL is kept.
+ADMIN_URL=$(pg_url_with_param "$POSTHORN_TEST_DATABASE_URL" sslmode "${BENCH_PG_SSLMODE:-disable}")
 on_exit drop_all_dbs
 on_exit stop_all # runs first: processes stop before their databases are dropped
 server_version=$(pg_psql -At "$ADMIN_URL" -c "SHOW server_version_num")

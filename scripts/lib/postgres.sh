@@ -47,6 +47,13 @@ pg_url_with_db() {
   printf '%s://%s/%s%s\n' "$scheme" "${rest%%/*}" "$db" "$query"
 }
 
+# The URL with query parameter NAME=VALUE added, unless it already has NAME.
+pg_url_with_param() {
+  local url=$1 name=$2 value=$3
+  [[ "$url" =~ [?\&]$name= ]] && { printf '%s\n' "$url"; return; }
+  if [[ "$url" == *\?* ]]; then printf '%s&%s=%s\n' "$url" "$name" "$value"; else printf '%s?%s=%s\n' "$url" "$name" "$value"; fi
+}
+
 # True if the URL accepts connections and its role can create databases.
 pg_url_usable() {
   local out

@@ -1,5 +1,6 @@
 //! Delivery: workers drain the queue through pooled SMTP connections.
 
+mod attempt;
 mod compose;
 mod outcome;
 mod pool;
@@ -92,6 +93,7 @@ impl Delivery {
             metrics,
             wake,
             held: held.clone(),
+            senders: settings_workers,
         });
         // Up to two batches of claimed jobs wait for the senders: the claimer claims the next batch
         // while a whole one is still queued, so the senders keep working through the claim (which

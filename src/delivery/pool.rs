@@ -33,6 +33,9 @@ pub struct SmtpConnection {
     /// The server offers PIPELINING and the upstream allows it: a transaction's envelope goes in one
     /// write.
     pub(super) pipelining: bool,
+    /// The next transaction's envelope went out with the last one's data: its replies are still to be
+    /// read, by the sender that sent it. Such a connection never goes back to the pool.
+    pub(super) envelope_sent: bool,
 }
 
 /// Why a connection could not be opened. Carries no credentials.
@@ -130,6 +133,7 @@ impl SmtpManager {
             broken: false,
             transactions: 0,
             pipelining,
+            envelope_sent: false,
         })
     }
 
@@ -200,6 +204,10 @@ impl managed::Manager for SmtpManager {
     ) -> RecycleResult<ConnectError> {
         if connection.broken || connection.inner.has_broken() {
             return Err(RecycleError::message("connection is broken"));
+        }
+        if connection.envelope_sent {
+            // Its sender stopped with a transaction half-sent (it was cancelled at shutdown).
+            return Err(RecycleError::message("a transaction was left half-sent"));
         }
         let idle = connection.last_used.elapsed();
         if idle > MAX_IDLE {

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{Object, PoolError};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
@@ -57,38 +58,149 @@ impl Transport {
         }
     }
 
-    /// Delivers one message.
-    pub(super) async fn send(&self, id: Uuid, transaction: &Transaction<'_>) -> AttemptOutcome {
+    /// Sends messages in order, telling `each` what became of every message as soon as it is known
+    /// (with the message's index), and returns how many were started: a message is started only before
+    /// its `start_by`, and those after the started ones were not tried. On SMTP the messages share a
+    /// connection while it lasts, each message's data going out with the next one's envelope.
+    pub(super) async fn send_all(
+        &self,
+        messages: &[Queued<'_>],
+        mut each: impl FnMut(usize, Delivered),
+    ) -> usize {
         match self {
-            Transport::Smtp(provider) => provider.send(transaction).await,
-            Transport::Outbox(outbox) => outbox.send(id, transaction).await,
+            Transport::Smtp(provider) => provider.send_all(messages, each).await,
+            Transport::Outbox(outbox) => {
+                for (index, message) in messages.iter().enumerate() {
+                    if Instant::now() > message.start_by {
+                        return index;
+                    }
+                    let clock = Clock::start();
+                    let outcome = outbox.send(message.id, &message.transaction).await;
+                    each(index, clock.end(outcome));
+                }
+                messages.len()
+            }
+        }
+    }
+}
+
+/// A message to send: its transaction, and the latest instant at which it may start (its lease must
+/// outlast the send).
+pub struct Queued<'a> {
+    /// The message's id.
+    pub id: Uuid,
+    /// Envelope and content.
+    pub transaction: Transaction<'a>,
+    /// Not started after this.
+    pub start_by: Instant,
+}
+
+/// What became of one message, and when its attempt ran.
+pub struct Delivered {
+    /// The outcome.
+    pub outcome: AttemptOutcome,
+    /// When the attempt began.
+    pub started_at: OffsetDateTime,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// The clock of one attempt.
+struct Clock {
+    started_at: OffsetDateTime,
+    started: Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            started_at: OffsetDateTime::now_utc(),
+            started: Instant::now(),
+        }
+    }
+
+    fn end(self, outcome: AttemptOutcome) -> Delivered {
+        Delivered {
+            outcome,
+            started_at: self.started_at,
+            duration: self.started.elapsed(),
         }
     }
 }
 
 impl Provider {
-    async fn send(&self, transaction: &Transaction<'_>) -> AttemptOutcome {
+    async fn send_all(
+        &self,
+        messages: &[Queued<'_>],
+        mut each: impl FnMut(usize, Delivered),
+    ) -> usize {
         let timeout = self.upstream.timeout;
-        // One immediate retry on a fresh connection when a pooled one turns out to be closed.
-        for _ in 0..2 {
+        // Messages done so far; the next one is `messages[done]`.
+        let mut done = 0;
+        // Whether the next message already met a closed connection: it is retried at once on a fresh
+        // one, but only once.
+        let mut retried = false;
+        'connections: while let Some(first) = messages.get(done) {
+            if Instant::now() > first.start_by {
+                break;
+            }
+            // The first message's attempt includes waiting for the connection.
+            let mut clock = Some(Clock::start());
             let mut connection = match self.connection().await {
                 Ok(connection) => connection,
-                Err(reply) => return AttemptOutcome::whole(OutcomeClass::Transient, reply),
+                Err(reply) => {
+                    // No connection now: every message left fails alike, to be retried later.
+                    while done < messages.len() {
+                        let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply.clone());
+                        each(done, clock.take().unwrap_or_else(Clock::start).end(outcome));
+                        done += 1;
+                    }
+                    break;
+                }
             };
-            let result = transact(&mut connection, transaction, timeout).await;
-            if connection.broken {
-                // Out of the pool at once: the slot is freed and the socket closed.
-                drop(Object::take(connection));
+            while let Some(message) = messages.get(done) {
+                if !connection.envelope_sent && Instant::now() > message.start_by {
+                    break 'connections;
+                }
+                // The next envelope goes out with this message's data only if the next message will
+                // start (its data written after this message's reply) well before its deadline.
+                let next = messages
+                    .get(done + 1)
+                    .filter(|next| Instant::now() + timeout * 2 < next.start_by)
+                    .map(|next| &next.transaction);
+                let clock = clock.take().unwrap_or_else(Clock::start);
+                let result = transact(&mut connection, &message.transaction, timeout, next).await;
+                if connection.broken {
+                    // Out of the pool at once: the slot is freed and the socket closed. A message
+                    // whose envelope went out with this one's data was not sent: it starts afresh on
+                    // the next connection.
+                    drop(Object::take(connection));
+                    if result.stale && !std::mem::replace(&mut retried, true) {
+                        continue 'connections;
+                    }
+                    let outcome = if result.stale {
+                        AttemptOutcome::whole(
+                            OutcomeClass::Transient,
+                            Reply::none("the upstream closed the connection"),
+                        )
+                    } else {
+                        result.outcome
+                    };
+                    retried = false;
+                    each(done, clock.end(outcome));
+                    done += 1;
+                    continue 'connections;
+                }
+                retried = false;
+                each(done, clock.end(result.outcome));
+                done += 1;
+                if connection.needs_reset {
+                    // Back to the pool, which resets it before it is used again.
+                    continue 'connections;
+                }
             }
-            if result.stale {
-                continue;
-            }
-            return result.outcome;
         }
-        AttemptOutcome::whole(
-            OutcomeClass::Transient,
-            Reply::none("the upstream closed the connection"),
-        )
+        done
     }
 
     async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {

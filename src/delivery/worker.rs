@@ -1,28 +1,21 @@
 //! The delivery loops: one claimer claims batches of due jobs in one short statement each and hands
-//! them to senders, which send each job outside any transaction and record its outcome (group-committed
-//! with the other senders' outcomes) while they send the next.
+//! them to senders, which send a few jobs at a time on one connection outside any transaction and record
+//! their outcomes (group-committed with the other senders' outcomes) while they send the next ones.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use lettre::Address;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::compose::{Composition, compose};
-use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
+use super::attempt::{Prepared, conclude};
 use super::retry::RetryPolicy;
-use super::session::Transaction;
-use super::transport::Transport;
+use super::transport::{Delivered, Queued, Transport};
 use crate::metrics::Metrics;
-use crate::store::{
-    AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, SharedStore,
-};
+use crate::store::{AttemptRecord, ClaimedJob, Disposition, JobLease, SharedStore};
 
 /// How workers claim.
 #[derive(Debug, Clone)]
@@ -37,6 +30,11 @@ pub struct WorkerSettings {
 
 /// The fewest outcomes a sender may have waiting for their commit before it waits itself.
 const MIN_OUTCOMES_IN_FLIGHT: usize = 64;
+
+/// Most jobs a sender takes at once (those already waiting). They go out one after another on one
+/// connection, each one's data in the same write as the next one's envelope; more would leave other
+/// connections idle when only a few jobs are due.
+const SEND_BATCH: usize = 8;
 
 /// The longest wait before a failed claim is tried again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
@@ -87,6 +85,8 @@ pub struct Worker {
     pub(super) metrics: Metrics,
     pub(super) wake: Arc<Notify>,
     pub(super) held: Arc<HeldLeases>,
+    /// How many senders share the claimed jobs.
+    pub(super) senders: usize,
 }
 
 impl Worker {
@@ -159,13 +159,13 @@ impl Worker {
         }
     }
 
-    /// A sender: takes claimed jobs and delivers them until `stop`, finishing the send in progress.
+    /// A sender: takes claimed jobs and delivers them until `stop`, finishing the sends in progress.
     pub async fn send(
         self: Arc<Self>,
         queue: Arc<AsyncMutex<mpsc::Receiver<Assigned>>>,
         stop: CancellationToken,
     ) {
-        // Outcomes are recorded while the next job is sent, so the upstream connection stays busy and
+        // Outcomes are recorded while the next jobs are sent, so the upstream connection stays busy and
         // the outcomes of all senders share commits. Every one is recorded before the sender ends.
         let mut recording = JoinSet::new();
         // At least a few dozen: an outcome commit waits up to the committer's linger (20 ms), and a
@@ -176,36 +176,94 @@ impl Worker {
             while recording.len() >= in_flight {
                 recording.join_next().await;
             }
-            let next = tokio::select! {
+            let taken = tokio::select! {
                 biased;
-                () = stop.cancelled() => None,
-                next = async { queue.lock().await.recv().await } => next,
+                () = stop.cancelled() => Vec::new(),
+                taken = take(&queue, self.senders) => taken,
             };
             // Jobs still queued at shutdown stay held, and are released then.
-            let Some(Assigned { job, claimed_at }) = next else {
+            if taken.is_empty() {
                 break;
-            };
-            // Each send must finish inside its lease, or another worker could take the job over while
-            // this one still talks to the upstream. A fresh claim always fits (the configuration
-            // demands a lease of at least six timeouts); a job that waited too long is given back.
-            let needed = self.transport.timeout() * 3;
-            if claimed_at.elapsed() + needed > self.settings.lease {
-                tracing::debug!(message_id = %job.lease.id, "releasing a job whose lease is running out");
-                self.release(&[job.lease]).await;
-                continue;
             }
-            // The span is attached here rather than with `#[instrument]`, which keeps two copies of the
-            // future (with and without a span) and so doubled what is moved for every message.
-            let span =
-                tracing::info_span!("deliver", message_id = %job.lease.id, attempt = job.attempt);
-            let (lease, report, disposition) = self.deliver(job).instrument(span).await;
-            let worker = Arc::clone(&self);
-            recording.spawn(async move {
-                worker.record(lease, report, disposition).await;
-                worker.held.remove(&lease);
-            });
+            self.deliver(taken, &mut recording).await;
         }
         while recording.join_next().await.is_some() {}
+    }
+
+    /// Sends a few jobs one after another on one connection, and records each outcome as soon as it
+    /// is known (in `recording`). Jobs whose lease would run out before their send could finish are
+    /// given back instead.
+    async fn deliver(self: &Arc<Self>, taken: Vec<Assigned>, recording: &mut JoinSet<()>) {
+        // Each send must finish inside its lease, or another worker could take the job over while
+        // this one still talks to the upstream. A fresh claim always fits (the configuration demands
+        // a lease of at least six timeouts); a job that waited too long is given back.
+        let needed = self.transport.timeout() * 3;
+        let provider = self.transport.name();
+        let mut expired = Vec::new();
+        let mut ready = Vec::with_capacity(taken.len());
+        for Assigned { job, claimed_at } in taken {
+            let Some(start_by) = (claimed_at + self.settings.lease)
+                .checked_sub(needed)
+                .filter(|start_by| Instant::now() < *start_by)
+            else {
+                expired.push(job.lease);
+                continue;
+            };
+            match Prepared::new(&job) {
+                Ok(prepared) => ready.push((job, prepared, start_by)),
+                Err(outcome) => {
+                    let delivered = Delivered {
+                        outcome,
+                        started_at: OffsetDateTime::now_utc(),
+                        duration: Duration::ZERO,
+                    };
+                    let (report, disposition) =
+                        conclude(&job, delivered, provider, &self.policy, &self.metrics);
+                    self.start_recording(recording, job.lease, report, disposition);
+                }
+            }
+        }
+        let queued: Vec<Queued<'_>> = ready
+            .iter()
+            .map(|(job, prepared, start_by)| Queued {
+                id: job.lease.id,
+                transaction: prepared.transaction(),
+                start_by: *start_by,
+            })
+            .collect();
+        let started = self
+            .transport
+            .send_all(&queued, |index, delivered| {
+                let job = &ready[index].0;
+                let (report, disposition) =
+                    conclude(job, delivered, provider, &self.policy, &self.metrics);
+                self.start_recording(recording, job.lease, report, disposition);
+            })
+            .await;
+        // Not started: their time ran out while the ones before them were sent.
+        expired.extend(ready.iter().skip(started).map(|(job, _, _)| job.lease));
+        if !expired.is_empty() {
+            tracing::debug!(
+                jobs = expired.len(),
+                "releasing jobs whose lease is running out"
+            );
+            self.release(&expired).await;
+        }
+    }
+
+    /// Records an outcome in the background: the sender goes on sending meanwhile.
+    fn start_recording(
+        self: &Arc<Self>,
+        recording: &mut JoinSet<()>,
+        lease: JobLease,
+        report: AttemptRecord,
+        disposition: Disposition,
+    ) {
+        let worker = Arc::clone(self);
+        recording.spawn(async move {
+            worker.record(lease, report, disposition).await;
+            worker.held.remove(&lease);
+        });
     }
 
     async fn release(&self, leases: &[JobLease]) {
@@ -219,81 +277,6 @@ impl Worker {
                 tracing::warn!(error = %error, "releasing jobs failed; their leases will expire")
             }
         }
-    }
-
-    /// Sends one job; returns what to record.
-    async fn deliver(&self, job: ClaimedJob) -> (JobLease, AttemptRecord, Disposition) {
-        let provider = self.transport.name().to_owned();
-        if job.reclaimed {
-            // The previous holder's lease expired mid-attempt: it may have delivered already.
-            self.metrics.possible_duplicates.inc();
-        }
-        let started_at = OffsetDateTime::now_utc();
-        let started = Instant::now();
-        let outcome = self.attempt(&job).await;
-        let duration = started.elapsed();
-
-        self.metrics
-            .delivery_attempts
-            .with_label_values(&[provider.as_str(), outcome.class.as_str()])
-            .inc();
-        let code = outcome
-            .reply
-            .code
-            .map_or_else(|| "none".to_owned(), |c| c.to_string());
-        self.metrics
-            .smtp_replies
-            .with_label_values(&[provider.as_str(), code.as_str()])
-            .inc();
-        if outcome.class == OutcomeClass::Unknown {
-            self.metrics.possible_duplicates.inc();
-        }
-
-        let disposition = self.dispose(&job, &outcome);
-        match &disposition {
-            Disposition::Sent => {
-                self.metrics.messages_sent.inc();
-                let age = OffsetDateTime::now_utc() - job.created_at;
-                self.metrics
-                    .delivery_duration
-                    .observe(age.as_seconds_f64().max(0.0));
-                tracing::info!(domain = %first_domain(&job), reply = %outcome.reply, "message sent");
-            }
-            Disposition::Retry { delay, .. } => {
-                self.metrics.messages_retried.inc();
-                tracing::info!(
-                    domain = %first_domain(&job),
-                    reply = %outcome.reply,
-                    retry_in = ?delay,
-                    "delivery deferred"
-                );
-            }
-            Disposition::Failed { error } => {
-                self.metrics.messages_failed.inc();
-                tracing::warn!(domain = %first_domain(&job), %error, "delivery failed");
-            }
-        }
-        let report = AttemptRecord {
-            attempt: job.attempt,
-            started_at,
-            duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
-            provider,
-            outcome: outcome.class.as_str().to_owned(),
-            smtp_code: outcome.reply.code.and_then(|c| i16::try_from(c).ok()),
-            enhanced_code: outcome.reply.enhanced.clone(),
-            response: Some(outcome.reply.text.clone()).filter(|text| !text.is_empty()),
-            recipients: outcome
-                .recipients
-                .iter()
-                .map(|r| RecipientResult {
-                    address: r.address.clone(),
-                    outcome: r.class.as_str().to_owned(),
-                    smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
-                    response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
-                })
-                .collect(),
-        };
-        (job.lease, report, disposition)
     }
 
     /// Records the outcome, retrying briefly: the message has been handled, and losing the record
@@ -324,90 +307,24 @@ impl Worker {
             "could not record the outcome; the job will be retried when its lease expires"
         );
     }
-
-    fn dispose(&self, job: &ClaimedJob, outcome: &AttemptOutcome) -> Disposition {
-        let age = (OffsetDateTime::now_utc() - job.created_at)
-            .try_into()
-            .unwrap_or(Duration::ZERO);
-        let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
-        let retry = |recipients: Option<Vec<String>>| match self.policy.next_delay(attempt, age) {
-            Some(delay) => Disposition::Retry {
-                delay,
-                recipients,
-                error: outcome.reply.to_string(),
-            },
-            None => Disposition::Failed {
-                error: format!("gave up after {attempt} attempts: {}", outcome.reply),
-            },
-        };
-        match outcome.class {
-            OutcomeClass::Sent => {
-                let pending = outcome.retry_recipients();
-                if pending.is_empty() {
-                    Disposition::Sent
-                } else {
-                    retry(Some(pending))
-                }
-            }
-            OutcomeClass::Transient | OutcomeClass::Unknown => {
-                retry(job.pending_recipients.clone())
-            }
-            OutcomeClass::Permanent => Disposition::Failed {
-                error: outcome.reply.to_string(),
-            },
-        }
-    }
-
-    async fn attempt(&self, job: &ClaimedJob) -> AttemptOutcome {
-        let content = &job.content;
-        let date = SystemTime::from(job.created_at);
-        let data = match compose(&Composition {
-            content,
-            message_id: &job.message_id,
-            date,
-        }) {
-            Ok(data) => data,
-            Err(error) => {
-                return AttemptOutcome::whole(
-                    OutcomeClass::Permanent,
-                    Reply::none(error.to_string()),
-                );
-            }
-        };
-        let Ok(sender) = Address::from_str(content.from.address.as_str()) else {
-            return AttemptOutcome::whole(
-                OutcomeClass::Permanent,
-                Reply::none("sender is not encodable"),
-            );
-        };
-        let recipients: Vec<Address> = match &job.pending_recipients {
-            Some(pending) => pending
-                .iter()
-                .filter_map(|a| Address::from_str(a).ok())
-                .collect(),
-            None => content
-                .envelope_recipients()
-                .into_iter()
-                .filter_map(|a| Address::from_str(a).ok())
-                .collect(),
-        };
-        let transaction = Transaction {
-            sender: &sender,
-            recipients: &recipients,
-            data: &data,
-        };
-        self.transport.send(job.lease.id, &transaction).await
-    }
 }
 
-/// The first recipient's domain: logs name domains, never addresses.
-fn first_domain(job: &ClaimedJob) -> String {
-    job.content
-        .to
-        .iter()
-        .chain(&job.content.cc)
-        .chain(&job.content.bcc)
-        .next()
-        .map(|mailbox| mailbox.address.domain().to_owned())
-        .unwrap_or_default()
+/// Takes the next job, waiting for it, and this sender's share of the jobs already waiting (spread over
+/// `senders`, so that a burst keeps every connection busy), at most [`SEND_BATCH`] in all. Empty when
+/// the claimer is gone.
+async fn take(queue: &AsyncMutex<mpsc::Receiver<Assigned>>, senders: usize) -> Vec<Assigned> {
+    let mut queue = queue.lock().await;
+    let Some(first) = queue.recv().await else {
+        return Vec::new();
+    };
+    let share = (queue.len() + 1).div_ceil(senders.max(1)).min(SEND_BATCH);
+    let mut taken = Vec::with_capacity(share);
+    taken.push(first);
+    while taken.len() < share {
+        match queue.try_recv() {
+            Ok(next) => taken.push(next),
+            Err(_) => break,
+        }
+    }
+    taken
 }

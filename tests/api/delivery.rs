@@ -7,7 +7,7 @@ use posthorn::config::Secret;
 use serde_json::{Value, json};
 
 use crate::support::smtp::{Action, Script, SmtpServer};
-use crate::support::{spawn_delivering_app, valid_message};
+use crate::support::{TestApp, spawn_delivering_app, valid_message};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -830,4 +830,109 @@ async fn a_message_for_many_recipients_is_not_pipelined_in_one_write() {
     let received = smtp.wait_for(1, WAIT).await;
     assert_eq!(received[0].to.len(), 101);
     assert_eq!(smtp.mail_pipelined(), vec![false]);
+}
+
+/// Accepts `count` messages due at one instant a moment from now, so that one claim takes them all and
+/// one sender gets them together.
+async fn accept_due_together(app: &TestApp, count: usize) -> Vec<String> {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let mut body = valid_message();
+        body["subject"] = json!(format!("together {i}"));
+        body["to"] = json!(format!("customer{i}@example.org"));
+        body["send_at"] = json!(at);
+        ids.push(app.accept(&body).await);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn messages_sent_together_put_each_one_s_data_and_the_next_envelope_in_one_write() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 1;
+        config.workers = 1;
+    })
+    .await;
+    let ids = accept_due_together(&app, 5).await;
+    for id in &ids {
+        app.wait_for_status(id, "sent", WAIT).await;
+    }
+    // Every data but the last carried the next envelope; every envelope was one write.
+    assert_eq!(smtp.chained(), [true, true, true, true, false]);
+    assert_eq!(smtp.mail_pipelined(), [true; 5]);
+    assert_eq!(smtp.connections(), 1);
+    let received = smtp.received();
+    for i in 0..5 {
+        let mail = received
+            .iter()
+            .find(|mail| mail.header("Subject").as_deref() == Some(&format!("together {i}")))
+            .unwrap_or_else(|| panic!("message {i} was not received"));
+        assert_eq!(mail.to, [format!("customer{i}@example.org")]);
+        assert!(mail.data().contains("Thank you for your order."));
+    }
+}
+
+#[tokio::test]
+async fn a_refused_message_does_not_hold_up_the_one_whose_envelope_went_with_it() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::reply("554 5.7.1 rejected for policy reasons")].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 1;
+        config.workers = 1;
+    })
+    .await;
+    let ids = accept_due_together(&app, 2).await;
+    let refused = app.wait_for_status(&ids[0], "failed", WAIT).await;
+    assert_eq!(refused["attempts"][0]["smtp_code"], 554);
+    let sent = app.wait_for_status(&ids[1], "sent", WAIT).await;
+    assert_eq!(sent["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(smtp.chained(), [true, false]);
+    assert_eq!(
+        smtp.connections(),
+        1,
+        "the session went on after the refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_connection() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data: [Action::Drop].into(),
+        ..Script::default()
+    })
+    .await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 1;
+        config.workers = 1;
+    })
+    .await;
+    let ids = accept_due_together(&app, 2).await;
+    // The first one may have arrived (no reply came): retried, and counted as a possible duplicate.
+    let first = app.wait_for_status(&ids[0], "sent", WAIT).await;
+    assert_eq!(first["attempts"][0]["outcome"], "unknown");
+    // The second's envelope went out with the first's data, but its own data never did: it is sent on
+    // the next connection at once, in one attempt.
+    let second = app.wait_for_status(&ids[1], "sent", WAIT).await;
+    assert_eq!(second["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(second["attempts"][0]["outcome"], "sent");
+    let copies = |subject: &str| {
+        smtp.received()
+            .iter()
+            .filter(|mail| mail.header("Subject").as_deref() == Some(subject))
+            .count()
+    };
+    assert_eq!(copies("together 1"), 1);
+    assert_eq!(copies("together 0"), 2, "the unanswered one and its retry");
+    assert_eq!(
+        app.metric("posthorn_possible_duplicates_total", "").await,
+        1.0
+    );
 }

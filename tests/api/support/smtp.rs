@@ -122,6 +122,8 @@ struct State {
     auth_lines: Vec<String>,
     /// Per MAIL command: whether the commands after it had already arrived when it was read.
     mail_pipelined: Vec<bool>,
+    /// Per final dot: whether more commands (the next message's envelope) came in the same write.
+    chained: Vec<bool>,
 }
 
 /// A running test SMTP server.
@@ -208,6 +210,12 @@ impl SmtpServer {
     /// Per MAIL command: whether the commands after it had already arrived when it was read.
     pub fn mail_pipelined(&self) -> Vec<bool> {
         self.state.lock().unwrap().mail_pipelined.clone()
+    }
+
+    /// Per message (final dot), in order: whether the next message's commands had already arrived
+    /// behind its data.
+    pub fn chained(&self) -> Vec<bool> {
+        self.state.lock().unwrap().chained.clone()
     }
 
     /// Every AUTH command line received (and the lines answering its challenges), as sent.
@@ -367,6 +375,8 @@ impl SmtpServer {
                             return Ok(());
                         }
                         if buffer == b".\r\n" {
+                            let behind = !read.buffer().is_empty();
+                            self.state.lock().unwrap().chained.push(behind);
                             break;
                         }
                         raw.extend_from_slice(&buffer);

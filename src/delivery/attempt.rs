@@ -1,0 +1,195 @@
+//! One delivery attempt of one job, before and after the wire: the message composed and its envelope
+//! parsed, then the outcome classified into what becomes of the job (with its metrics and log line),
+//! and the attempt record to store.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use lettre::Address;
+use time::OffsetDateTime;
+
+use super::compose::{Composition, compose};
+use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
+use super::retry::RetryPolicy;
+use super::session::Transaction;
+use super::transport::Delivered;
+use crate::metrics::Metrics;
+use crate::store::{AttemptRecord, ClaimedJob, Disposition, RecipientResult};
+
+/// A job's message as it goes on the wire.
+pub(super) struct Prepared {
+    data: Vec<u8>,
+    sender: Address,
+    recipients: Vec<Address>,
+}
+
+impl Prepared {
+    /// Composes the message and parses its envelope; an outcome (permanent) when it cannot be sent.
+    pub(super) fn new(job: &ClaimedJob) -> Result<Self, AttemptOutcome> {
+        let content = &job.content;
+        let data = compose(&Composition {
+            content,
+            message_id: &job.message_id,
+            date: SystemTime::from(job.created_at),
+        })
+        .map_err(|error| {
+            AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
+        })?;
+        let sender = Address::from_str(content.from.address.as_str()).map_err(|_| {
+            AttemptOutcome::whole(
+                OutcomeClass::Permanent,
+                Reply::none("sender is not encodable"),
+            )
+        })?;
+        let recipients = match &job.pending_recipients {
+            Some(pending) => pending
+                .iter()
+                .filter_map(|a| Address::from_str(a).ok())
+                .collect(),
+            None => content
+                .envelope_recipients()
+                .into_iter()
+                .filter_map(|a| Address::from_str(a).ok())
+                .collect(),
+        };
+        Ok(Self {
+            data,
+            sender,
+            recipients,
+        })
+    }
+
+    /// The SMTP transaction.
+    pub(super) fn transaction(&self) -> Transaction<'_> {
+        Transaction {
+            sender: &self.sender,
+            recipients: &self.recipients,
+            data: &self.data,
+        }
+    }
+}
+
+/// Counts the attempt, decides what becomes of the job, logs it, and builds the attempt record.
+pub(super) fn conclude(
+    job: &ClaimedJob,
+    delivered: Delivered,
+    provider: &str,
+    policy: &RetryPolicy,
+    metrics: &Metrics,
+) -> (AttemptRecord, Disposition) {
+    let Delivered {
+        outcome,
+        started_at,
+        duration,
+    } = delivered;
+    let _span =
+        tracing::info_span!("deliver", message_id = %job.lease.id, attempt = job.attempt).entered();
+    if job.reclaimed {
+        // The previous holder's lease expired mid-attempt: it may have delivered already.
+        metrics.possible_duplicates.inc();
+    }
+    metrics
+        .delivery_attempts
+        .with_label_values(&[provider, outcome.class.as_str()])
+        .inc();
+    let code = outcome
+        .reply
+        .code
+        .map_or_else(|| "none".to_owned(), |c| c.to_string());
+    metrics
+        .smtp_replies
+        .with_label_values(&[provider, code.as_str()])
+        .inc();
+    if outcome.class == OutcomeClass::Unknown {
+        metrics.possible_duplicates.inc();
+    }
+
+    let disposition = dispose(job, &outcome, policy);
+    match &disposition {
+        Disposition::Sent => {
+            metrics.messages_sent.inc();
+            let age = OffsetDateTime::now_utc() - job.created_at;
+            metrics
+                .delivery_duration
+                .observe(age.as_seconds_f64().max(0.0));
+            tracing::info!(domain = %first_domain(job), reply = %outcome.reply, "message sent");
+        }
+        Disposition::Retry { delay, .. } => {
+            metrics.messages_retried.inc();
+            tracing::info!(
+                domain = %first_domain(job),
+                reply = %outcome.reply,
+                retry_in = ?delay,
+                "delivery deferred"
+            );
+        }
+        Disposition::Failed { error } => {
+            metrics.messages_failed.inc();
+            tracing::warn!(domain = %first_domain(job), %error, "delivery failed");
+        }
+    }
+    let report = AttemptRecord {
+        attempt: job.attempt,
+        started_at,
+        duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
+        provider: provider.to_owned(),
+        outcome: outcome.class.as_str().to_owned(),
+        smtp_code: outcome.reply.code.and_then(|c| i16::try_from(c).ok()),
+        enhanced_code: outcome.reply.enhanced.clone(),
+        response: Some(outcome.reply.text.clone()).filter(|text| !text.is_empty()),
+        recipients: outcome
+            .recipients
+            .iter()
+            .map(|r| RecipientResult {
+                address: r.address.clone(),
+                outcome: r.class.as_str().to_owned(),
+                smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
+                response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
+            })
+            .collect(),
+    };
+    (report, disposition)
+}
+
+fn dispose(job: &ClaimedJob, outcome: &AttemptOutcome, policy: &RetryPolicy) -> Disposition {
+    let age = (OffsetDateTime::now_utc() - job.created_at)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+    let retry = |recipients: Option<Vec<String>>| match policy.next_delay(attempt, age) {
+        Some(delay) => Disposition::Retry {
+            delay,
+            recipients,
+            error: outcome.reply.to_string(),
+        },
+        None => Disposition::Failed {
+            error: format!("gave up after {attempt} attempts: {}", outcome.reply),
+        },
+    };
+    match outcome.class {
+        OutcomeClass::Sent => {
+            let pending = outcome.retry_recipients();
+            if pending.is_empty() {
+                Disposition::Sent
+            } else {
+                retry(Some(pending))
+            }
+        }
+        OutcomeClass::Transient | OutcomeClass::Unknown => retry(job.pending_recipients.clone()),
+        OutcomeClass::Permanent => Disposition::Failed {
+            error: outcome.reply.to_string(),
+        },
+    }
+}
+
+/// The first recipient's domain: logs name domains, never addresses.
+fn first_domain(job: &ClaimedJob) -> String {
+    job.content
+        .to
+        .iter()
+        .chain(&job.content.cc)
+        .chain(&job.content.bcc)
+        .next()
+        .map(|mailbox| mailbox.address.domain().to_owned())
+        .unwrap_or_default()
+}
