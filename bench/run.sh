@@ -9,7 +9,9 @@
 #   accept     sustained durable POST /v1/send rate (wrk, closed loop) against pgbench doing one INSERT of the
 #              same payload per transaction with as many clients; p50/p99 latency at 50 %, 70 % and 100 % of
 #              that maximum (fixed-rate load: oha with latency correction, installed once into
-#              target/bench-tools; bench/openloop.py if it cannot be installed)
+#              target/bench-tools; bench/openloop.py if it cannot be installed), each step beside a commit
+#              probe (one pgbench client, 100 one-row commits/s on a table of its own) that shows whether
+#              the server's commits stalled when posthorn's answers did
 #   delivery   drain rate of a queued backlog into Postfix's smtp-sink, against smtp-source sending the same
 #              message over as many connections, and against a private Postfix instance relaying the same
 #              backlog to the same sink (bench/postfix/)
@@ -292,6 +294,35 @@ run_pgbench() {
   PGB_TPS=$(calc "round($PGB_TPS)")
 }
 
+# start_commit_probe NAME SECONDS: one pgbench client making PROBE_RATE one-row commits a second on a table
+# of its own (bench/pgbench-probe.sql), beside a measured step; stop_commit_probe NAME writes the summary of
+# their latencies to $OUT/NAME.probe.json. When posthorn's latency shows a stall, the probe's shows
+# whether the server's commits stalled at the same time.
+PROBE_RATE=100
+start_commit_probe() {
+  local name=$1 seconds=$2
+  sql "CREATE TABLE IF NOT EXISTS bench_commit_probe (at timestamptz NOT NULL)" >/dev/null
+  rm -f "$OUT/$name.probe".[0-9]*
+  timeout $((seconds + 60)) "$PGBENCH" -n -c 1 -R "$PROBE_RATE" -T "$seconds" -l --log-prefix="$OUT/$name.probe" \
+    -f bench/pgbench-probe.sql "$DB_URL" >"$OUT/$name.probe.txt" 2>&1 &
+  PROBE_PID=$!
+  BG_PIDS+=("$PROBE_PID")
+}
+stop_commit_probe() {
+  local name=$1
+  wait "$PROBE_PID" || true
+  python3 bench/probe_summary.py "$OUT/$name.probe".[0-9]* >"$OUT/$name.probe.json"
+}
+# probe_note NAME: "server commits meanwhile (...): p99 X / max Y ms at T" for a row.
+probe_note() {
+  local file=$OUT/$1.probe.json
+  if [[ "$(jget "$file" commits)" == 0 ]]; then
+    echo "commit probe: no commits logged (see $OUT/$1.probe.txt)"
+    return
+  fi
+  echo "the server's own commits meanwhile (probe: pgbench, 1 client, $PROBE_RATE one-row commits/s): p99 $(jget "$file" p99_ms) / max $(jget "$file" max_ms) ms (at $(jget "$file" worst_at)), $(jget "$file" over_50ms) over 50 ms"
+}
+
 # The payload of a real accepted message (the first row), for pgbench and for SQL-made rows.
 load_payload() {
   TEMPLATE_ID=$(sql "SELECT id FROM messages ORDER BY id LIMIT 1")
@@ -488,9 +519,12 @@ section_accept() {
     name=accept-open-$pct
     wait_quiet "accept at $pct %"
     start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'oha=^\S*oha '
+    start_commit_probe "$name" "$DURATION"
     run_fixed "$PH_PORT" "$rate" "$DURATION" "$name"
+    stop_commit_probe "$name"
     stop_sampler
     note "fixed rate $rate req/s: achieved $(jget "$OUT/$name.json" achieved_rate), p50 $(jget "$OUT/$name.json" p50_ms) ms, p99 $(jget "$OUT/$name.json" p99_ms) ms, $(generator_note "$OUT/$name.json"), answers $(jget "$OUT/$name.json" statuses)"
+    note "$(probe_note "$name")"
   done
   stop_posthorn
 
@@ -523,7 +557,7 @@ section_accept() {
       target="p99 <= 50 ms"
       met=$(verdict "${p99:-1e9}" '<=' 50)
     fi
-    row accept "latency p50 / p99 at $pct % = $(calc "round($(jget "$OUT/$name.json" target_rate))") req/s fixed rate (achieved $(jget "$OUT/$name.json" achieved_rate); non-202: $(calc "$(jget "$OUT/$name.json" scheduled) - $(jget "$OUT/$name.json" ok)"); $(generator_note "$OUT/$name.json"); CPU: $(cpu_split "$OUT/$name.cpu.json"))" \
+    row accept "latency p50 / p99 at $pct % = $(calc "round($(jget "$OUT/$name.json" target_rate))") req/s fixed rate (achieved $(jget "$OUT/$name.json" achieved_rate); non-202: $(calc "$(jget "$OUT/$name.json" scheduled) - $(jget "$OUT/$name.json" ok)"); $(generator_note "$OUT/$name.json"); CPU: $(cpu_split "$OUT/$name.cpu.json"); $(probe_note "$name"))" \
       "$(jget "$OUT/$name.json" p50_ms) / $p99 ms" "-" "-" "$target" "$met"
   done
   row accept "diagnostic: posthorn with POSTHORN_DATABASE_MAX_CONNECTIONS=$CONNS instead of 10" "$bigpool req/s" \
