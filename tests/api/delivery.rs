@@ -832,6 +832,15 @@ async fn a_message_for_many_recipients_is_not_pipelined_in_one_write() {
     assert_eq!(smtp.mail_pipelined(), vec![false]);
 }
 
+/// An app with one sender on one SMTP connection: the messages due together go out together.
+async fn spawn_one_sender_app(smtp: &SmtpServer) -> TestApp {
+    spawn_delivering_app(smtp, |config| {
+        config.smtp_max_connections = 1;
+        config.workers = 1;
+    })
+    .await
+}
+
 /// Accepts `count` messages due at one instant a moment from now, so that one claim takes them all and
 /// one sender gets them together.
 async fn accept_due_together(app: &TestApp, count: usize) -> Vec<String> {
@@ -853,11 +862,7 @@ async fn accept_due_together(app: &TestApp, count: usize) -> Vec<String> {
 #[tokio::test]
 async fn messages_sent_together_put_each_one_s_data_and_the_next_envelope_in_one_write() {
     let smtp = SmtpServer::start().await;
-    let app = spawn_delivering_app(&smtp, |config| {
-        config.smtp_max_connections = 1;
-        config.workers = 1;
-    })
-    .await;
+    let app = spawn_one_sender_app(&smtp).await;
     let ids = accept_due_together(&app, 5).await;
     for id in &ids {
         app.wait_for_status(id, "sent", WAIT).await;
@@ -884,11 +889,7 @@ async fn a_refused_message_does_not_hold_up_the_one_whose_envelope_went_with_it(
         ..Script::default()
     })
     .await;
-    let app = spawn_delivering_app(&smtp, |config| {
-        config.smtp_max_connections = 1;
-        config.workers = 1;
-    })
-    .await;
+    let app = spawn_one_sender_app(&smtp).await;
     let ids = accept_due_together(&app, 2).await;
     let refused = app.wait_for_status(&ids[0], "failed", WAIT).await;
     assert_eq!(refused["attempts"][0]["smtp_code"], 554);
@@ -909,11 +910,7 @@ async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_con
         ..Script::default()
     })
     .await;
-    let app = spawn_delivering_app(&smtp, |config| {
-        config.smtp_max_connections = 1;
-        config.workers = 1;
-    })
-    .await;
+    let app = spawn_one_sender_app(&smtp).await;
     let ids = accept_due_together(&app, 2).await;
     // The first one may have arrived (no reply came): retried, and counted as a possible duplicate.
     let first = app.wait_for_status(&ids[0], "sent", WAIT).await;

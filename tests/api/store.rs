@@ -83,7 +83,7 @@ conformance!(
     enqueueing_a_due_message_wakes_listeners,
 );
 
-fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMessage {
+pub(crate) fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMessage {
     let mut draft = json!({
         "from": "Shop <shop@example.com>",
         "to": ["a@example.org", "b@example.org"],
@@ -101,7 +101,7 @@ fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMessage {
     NewMessage::parse(draft, &Limits::default(), OffsetDateTime::now_utc()).unwrap()
 }
 
-async fn enqueue(store: &SharedStore, caller: &str, message: NewMessage) -> uuid::Uuid {
+pub(crate) async fn enqueue(store: &SharedStore, caller: &str, message: NewMessage) -> uuid::Uuid {
     match store
         .enqueue(EnqueueRequest {
             caller: caller.into(),
@@ -116,7 +116,7 @@ async fn enqueue(store: &SharedStore, caller: &str, message: NewMessage) -> uuid
     }
 }
 
-fn attempt(number: i32, outcome: &str) -> AttemptRecord {
+pub(crate) fn attempt(number: i32, outcome: &str) -> AttemptRecord {
     AttemptRecord {
         attempt: number,
         started_at: OffsetDateTime::now_utc(),

@@ -140,7 +140,8 @@ async fn job(db: &mut PgConnection, id: Uuid) -> Option<(Option<Uuid>, i32, Opti
     .unwrap()
 }
 
-fn store(database: &TestDatabase) -> SharedStore {
+/// A store on the upgraded database, as the new release opens it.
+pub(crate) fn store(database: &TestDatabase) -> SharedStore {
     Arc::new(
         PostgresStore::connect(
             &posthorn::config::Secret::new(database.url()),

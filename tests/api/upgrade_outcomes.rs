@@ -2,21 +2,17 @@
 //! outcomes, written on the message, still read right; and the rollback script writes this release's
 //! outcomes back onto the messages, where the previous release reads them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use posthorn::domain::{Limits, MessageDraft, MessageStatus, NewMessage};
-use posthorn::store::postgres::{PoolSettings, PostgresStore};
-use posthorn::store::{
-    AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
-    MessageFilter, SharedStore,
-};
+use posthorn::domain::MessageStatus;
+use posthorn::store::{CancelOutcome, ClaimedJob, Disposition, MessageFilter, SharedStore};
 use serde_json::json;
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::store::{attempt, enqueue, message};
 use crate::support::TestDatabase;
+use crate::upgrade;
 
 const ROLLBACK: &str = "migrations/postgres-rollback/20261201000001_attempt_outcomes.sql";
 
@@ -32,17 +28,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let database = TestDatabase::create_postgres().await;
     let db = database.connect().await;
-    let store: SharedStore = Arc::new(
-        PostgresStore::connect(
-            &posthorn::config::Secret::new(database.url()),
-            &PoolSettings {
-                max_connections: 5,
-                acquire_timeout: Duration::from_secs(5),
-                idempotency_retention: Duration::from_secs(60),
-            },
-        )
-        .unwrap(),
-    );
+    let store = upgrade::store(&database);
     Fixture {
         database,
         db,
@@ -52,40 +38,7 @@ async fn fixture() -> Fixture {
 
 /// Accepts a message (the accept path is the same in both releases).
 async fn accept(store: &SharedStore, subject: &str) -> Uuid {
-    let draft: MessageDraft = serde_json::from_value(json!({
-        "from": "shop@example.com",
-        "to": "a@example.org",
-        "subject": subject,
-        "text": "hello",
-    }))
-    .unwrap();
-    let message = NewMessage::parse(draft, &Limits::default(), OffsetDateTime::now_utc()).unwrap();
-    match store
-        .enqueue(EnqueueRequest {
-            caller: "shop".into(),
-            message,
-            idempotency: None,
-        })
-        .await
-        .unwrap()
-    {
-        EnqueueOutcome::Created(accepted) => accepted.id,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn attempt(number: i32, outcome: &str) -> AttemptRecord {
-    AttemptRecord {
-        attempt: number,
-        started_at: OffsetDateTime::now_utc(),
-        duration_ms: 5,
-        provider: "test".into(),
-        outcome: outcome.into(),
-        smtp_code: Some(250),
-        enhanced_code: None,
-        response: Some("ok".into()),
-        recipients: vec![],
-    }
+    enqueue(store, "shop", message(subject, None)).await
 }
 
 async fn claim_all(store: &SharedStore) -> Vec<ClaimedJob> {
