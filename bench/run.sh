@@ -16,7 +16,7 @@
 #              message over as many connections, and against a private Postfix instance relaying the same
 #              backlog to the same sink (bench/postfix/)
 #   e2e        accept-to-arrival latency at Postfix's smtp-sink (arrival read off the files it writes, by
-#              bench/dump_latency.py) at 50 % of the drain rate
+#              bench/dump_latency.py) at 50 % of the drain rate, beside the same commit probe
 #   depth      accept and drain rates with 100k (and optionally 1M) rows of sent history and as many
 #              scheduled messages in the table, against the same on an empty table
 #   resources  RSS idle and under load (accept at the maximum rate while delivering), CPU split between
@@ -792,7 +792,9 @@ e2e_at() {
   run_openloop "$PH_PORT" "$(calc "max(1, round($rate / 4))")" 3 "$name-warmup"
   wait_quiet "$name"
   start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'smtp-sink=smtp-sink .*'"$DSINK_PORT"
+  start_commit_probe "$name" "$DURATION"
   run_openloop "$PH_PORT" "$rate" "$DURATION" "$name-load" --stamp-header X-Bench-Sent
+  stop_commit_probe "$name"
   local accepted
   accepted=$(jget "$OUT/$name-load.json" ok)
   wait_until 300 "every message to arrive" queue_empty
@@ -804,7 +806,7 @@ e2e_at() {
   p99=$(jget "$DSINK_OUT" p99_ms)
   [[ "$target" == "-" ]] || met=$(verdict "${p99:-1e9}" '<=' 150)
   note "arrived $(jget "$DSINK_OUT" stamped) stamped of $accepted accepted: p50 $p50 ms, p99 $p99 ms, max $(jget "$DSINK_OUT" max_ms) ms"
-  row e2e "accept-to-arrival at $rate msg/s fixed rate = $label ($(jget "$DSINK_OUT" stamped) of $accepted arrived; accept p99 $(jget "$OUT/$name-load.json" p99_ms) ms)" \
+  row e2e "accept-to-arrival at $rate msg/s fixed rate = $label ($(jget "$DSINK_OUT" stamped) of $accepted arrived; accept p99 $(jget "$OUT/$name-load.json" p99_ms) ms; $(probe_note "$name"))" \
     "p50 $p50 / p99 $p99 ms" "-" "-" "$target" "$met"
   row e2e "CPU during $name: $(cpu_split "$SAMPLER_OUT")" "-" "-" "-" "-" "-"
   drop_db "$DB"
