@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{Object, PoolError};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
@@ -60,18 +61,20 @@ impl Transport {
 
     /// Sends messages in order, telling `each` what became of every message as soon as it is known
     /// (with the message's index), and returns how many were started: a message is started only before
-    /// its `start_by`, and those after the started ones were not tried. On SMTP the messages share a
-    /// connection while it lasts, each message's data going out with the next one's envelope.
+    /// its `start_by` and while `stop` is not cancelled, and those after the started ones were not
+    /// tried. On SMTP the messages share a connection while it lasts, each message's data going out
+    /// with the next one's envelope.
     pub(super) async fn send_all(
         &self,
         messages: &[Queued<'_>],
+        stop: &CancellationToken,
         mut each: impl FnMut(usize, Delivered),
     ) -> usize {
         match self {
-            Transport::Smtp(provider) => provider.send_all(messages, each).await,
+            Transport::Smtp(provider) => provider.send_all(messages, stop, each).await,
             Transport::Outbox(outbox) => {
                 for (index, message) in messages.iter().enumerate() {
-                    if Instant::now() > message.start_by {
+                    if !message.may_start(stop) {
                         return index;
                     }
                     let clock = Clock::start();
@@ -93,6 +96,13 @@ pub struct Queued<'a> {
     pub transaction: Transaction<'a>,
     /// Not started after this.
     pub start_by: Instant,
+}
+
+impl Queued<'_> {
+    /// Whether the message may still start: before its deadline, and while the sender is not stopping.
+    fn may_start(&self, stop: &CancellationToken) -> bool {
+        !stop.is_cancelled() && Instant::now() <= self.start_by
+    }
 }
 
 /// What became of one message, and when its attempt ran.
@@ -132,6 +142,7 @@ impl Provider {
     async fn send_all(
         &self,
         messages: &[Queued<'_>],
+        stop: &CancellationToken,
         mut each: impl FnMut(usize, Delivered),
     ) -> usize {
         let timeout = self.upstream.timeout;
@@ -141,7 +152,7 @@ impl Provider {
         // one, but only once.
         let mut retried = false;
         'connections: while let Some(first) = messages.get(done) {
-            if Instant::now() > first.start_by {
+            if !first.may_start(stop) {
                 break;
             }
             // The first message's attempt includes waiting for the connection.
@@ -159,14 +170,23 @@ impl Provider {
                 }
             };
             while let Some(message) = messages.get(done) {
-                if !connection.envelope_sent && Instant::now() > message.start_by {
+                if !message.may_start(stop) {
+                    if connection.envelope_sent {
+                        // Its envelope went out with the previous message's data, but its data will
+                        // not: the transaction is abandoned with the connection, and nothing of this
+                        // message was sent.
+                        drop(Object::take(connection));
+                    }
                     break 'connections;
                 }
                 // The next envelope goes out with this message's data only if the next message will
-                // start (its data written after this message's reply) well before its deadline.
+                // start (its data written after this message's reply) well before its deadline; if it
+                // cannot start after all, the check above abandons it.
                 let next = messages
                     .get(done + 1)
-                    .filter(|next| Instant::now() + timeout * 2 < next.start_by)
+                    .filter(|next| {
+                        !stop.is_cancelled() && Instant::now() + timeout * 2 < next.start_by
+                    })
                     .map(|next| &next.transaction);
                 let clock = clock.take().unwrap_or_else(Clock::start);
                 let result = transact(&mut connection, &message.transaction, timeout, next).await;

@@ -185,15 +185,20 @@ impl Worker {
             if taken.is_empty() {
                 break;
             }
-            self.deliver(taken, &mut recording).await;
+            self.deliver(taken, &mut recording, &stop).await;
         }
         while recording.join_next().await.is_some() {}
     }
 
     /// Sends a few jobs one after another on one connection, and records each outcome as soon as it
-    /// is known (in `recording`). Jobs whose lease would run out before their send could finish are
-    /// given back instead.
-    async fn deliver(self: &Arc<Self>, taken: Vec<Assigned>, recording: &mut JoinSet<()>) {
+    /// is known (in `recording`). Jobs whose lease would run out before their send could finish, and
+    /// those not yet started when `stop` comes, are given back instead.
+    async fn deliver(
+        self: &Arc<Self>,
+        taken: Vec<Assigned>,
+        recording: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) {
         // Each send must finish inside its lease, or another worker could take the job over while
         // this one still talks to the upstream. A fresh claim always fits (the configuration demands
         // a lease of at least six timeouts); a job that waited too long is given back.
@@ -223,6 +228,8 @@ impl Worker {
                 }
             }
         }
+        // Given back before the others are sent: their lease is close to its end already.
+        self.release_unsent(expired).await;
         let queued: Vec<Queued<'_>> = ready
             .iter()
             .map(|(job, prepared, start_by)| Queued {
@@ -233,22 +240,22 @@ impl Worker {
             .collect();
         let started = self
             .transport
-            .send_all(&queued, |index, delivered| {
+            .send_all(&queued, stop, |index, delivered| {
                 let job = &ready[index].0;
                 let (report, disposition) =
                     conclude(job, delivered, provider, &self.policy, &self.metrics);
                 self.start_recording(recording, job.lease, report, disposition);
             })
             .await;
-        // Not started: their time ran out while the ones before them were sent.
-        expired.extend(ready.iter().skip(started).map(|(job, _, _)| job.lease));
-        if !expired.is_empty() {
-            tracing::debug!(
-                jobs = expired.len(),
-                "releasing jobs whose lease is running out"
-            );
-            self.release(&expired).await;
-        }
+        // Not started: their time ran out while the ones before them were sent, or the sender stops.
+        self.release_unsent(
+            ready
+                .iter()
+                .skip(started)
+                .map(|(job, _, _)| job.lease)
+                .collect(),
+        )
+        .await;
     }
 
     /// Records an outcome in the background: the sender goes on sending meanwhile.
@@ -266,10 +273,15 @@ impl Worker {
         });
     }
 
-    async fn release(&self, leases: &[JobLease]) {
-        match self.store.release_jobs(leases).await {
+    /// Gives back jobs that were not sent: they are due again at once, with no attempt used.
+    async fn release_unsent(&self, leases: Vec<JobLease>) {
+        if leases.is_empty() {
+            return;
+        }
+        tracing::debug!(jobs = leases.len(), "releasing jobs not sent");
+        match self.store.release_jobs(&leases).await {
             Ok(_) => {
-                for lease in leases {
+                for lease in &leases {
                     self.held.remove(lease);
                 }
             }

@@ -904,6 +904,43 @@ async fn a_refused_message_does_not_hold_up_the_one_whose_envelope_went_with_it(
 }
 
 #[tokio::test]
+async fn at_shutdown_the_messages_of_a_batch_not_yet_started_are_given_back_unsent() {
+    let smtp = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(800),
+        ..Script::default()
+    })
+    .await;
+    let mut app = spawn_one_sender_app(&smtp).await;
+    let ids = accept_due_together(&app, 4).await;
+    // Stop while the first message waits for its reply (its next one's envelope went with its data).
+    for _ in 0..200 {
+        if !smtp.chained().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(smtp.chained(), [true], "the first message's data is out");
+    app.stop().await;
+    assert_eq!(app.database.sending(None).await, 0, "nothing stays claimed");
+    assert_eq!(
+        app.database.count_messages("status = 'sent'").await,
+        1,
+        "the one in flight finished; the rest were not started"
+    );
+    assert_eq!(smtp.received().len(), 1);
+    let app = app.restart().await;
+    for id in &ids {
+        let sent = app.wait_for_status(id, "sent", WAIT).await;
+        assert_eq!(
+            sent["attempts"].as_array().unwrap().len(),
+            1,
+            "given back without an attempt"
+        );
+    }
+    assert_eq!(smtp.received().len(), 4, "each message once");
+}
+
+#[tokio::test]
 async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_connection() {
     let smtp = SmtpServer::start_with(Script {
         after_data: [Action::Drop].into(),
@@ -913,6 +950,7 @@ async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_con
     let app = spawn_one_sender_app(&smtp).await;
     let ids = accept_due_together(&app, 2).await;
     // The first one may have arrived (no reply came): retried, and counted as a possible duplicate.
+    // Its data carried the second one's envelope.
     let first = app.wait_for_status(&ids[0], "sent", WAIT).await;
     assert_eq!(first["attempts"][0]["outcome"], "unknown");
     // The second's envelope went out with the first's data, but its own data never did: it is sent on
@@ -928,6 +966,7 @@ async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_con
     };
     assert_eq!(copies("together 1"), 1);
     assert_eq!(copies("together 0"), 2, "the unanswered one and its retry");
+    assert_eq!(smtp.chained().first(), Some(&true));
     assert_eq!(
         app.metric("posthorn_possible_duplicates_total", "").await,
         1.0
