@@ -36,6 +36,9 @@ pub struct SmtpConnection {
     /// The next transaction's envelope went out with the last one's data: its replies are still to be
     /// read, by the sender that sent it. Such a connection never goes back to the pool.
     pub(super) envelope_sent: bool,
+    /// A transaction is under way (set for the whole of one): a connection left so was dropped by a
+    /// cancelled sender mid-exchange, and never goes back to the pool.
+    pub(super) in_transaction: bool,
 }
 
 /// Why a connection could not be opened. Carries no credentials.
@@ -134,6 +137,7 @@ impl SmtpManager {
             transactions: 0,
             pipelining,
             envelope_sent: false,
+            in_transaction: false,
         })
     }
 
@@ -205,7 +209,7 @@ impl managed::Manager for SmtpManager {
         if connection.broken || connection.inner.has_broken() {
             return Err(RecycleError::message("connection is broken"));
         }
-        if connection.envelope_sent {
+        if connection.envelope_sent || connection.in_transaction {
             // Its sender stopped with a transaction half-sent (it was cancelled at shutdown).
             return Err(RecycleError::message("a transaction was left half-sent"));
         }

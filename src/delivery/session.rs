@@ -54,7 +54,11 @@ pub async fn transact(
     next: Option<&Transaction<'_>>,
 ) -> TransactionResult {
     let reused = connection.transactions > 0;
+    // Stays set if this future is dropped part-way (a sender cancelled at shutdown): the session is
+    // then in the middle of a transaction and must not be reused.
+    connection.in_transaction = true;
     let result = run(connection, transaction, timeout, next).await;
+    connection.in_transaction = false;
     connection.last_used = std::time::Instant::now();
     connection.transactions += 1;
     let stale = reused && result.stale_candidate;
