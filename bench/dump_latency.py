@@ -13,12 +13,9 @@ import os
 import re
 import sys
 
+from timing_sink import latency_summary
+
 STAMP = re.compile(rb"^X-Bench-Sent:[ \t]*([0-9.]+)", re.IGNORECASE | re.MULTILINE)
-
-
-def percentile(sorted_values, fraction):
-    index = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[index]
 
 
 def main(directory):
@@ -34,16 +31,7 @@ def main(directory):
         match = STAMP.search(head)
         if match:
             latencies.append(arrived - float(match.group(1)))
-    latencies.sort()
-    result = {"messages": messages, "stamped": len(latencies)}
-    if latencies:
-        result.update(
-            p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
-            p90_ms=round(percentile(latencies, 0.90) * 1000, 2),
-            p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
-            max_ms=round(latencies[-1] * 1000, 2),
-        )
-    json.dump(result, sys.stdout)
+    json.dump(latency_summary(messages, latencies), sys.stdout)
     sys.stdout.write("\n")
 
 

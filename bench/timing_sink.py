@@ -26,6 +26,20 @@ def percentile(sorted_values, fraction):
     return sorted_values[index]
 
 
+def latency_summary(messages, latencies):
+    """{"messages", "stamped", "p50_ms", "p90_ms", "p99_ms", "max_ms"} of latencies in seconds."""
+    values = sorted(latencies)
+    result = {"messages": messages, "stamped": len(values)}
+    if values:
+        result.update(
+            p50_ms=round(percentile(values, 0.50) * 1000, 2),
+            p90_ms=round(percentile(values, 0.90) * 1000, 2),
+            p99_ms=round(percentile(values, 0.99) * 1000, 2),
+            max_ms=round(values[-1] * 1000, 2),
+        )
+    return result
+
+
 class Sink:
     def __init__(self, args):
         self.args = args
@@ -76,16 +90,7 @@ class Sink:
             writer.close()
 
     def summary(self):
-        values = sorted(self.latencies)
-        result = {"messages": self.messages, "stamped": len(values)}
-        if values:
-            result.update(
-                p50_ms=round(percentile(values, 0.50) * 1000, 2),
-                p90_ms=round(percentile(values, 0.90) * 1000, 2),
-                p99_ms=round(percentile(values, 0.99) * 1000, 2),
-                max_ms=round(values[-1] * 1000, 2),
-            )
-        return result
+        return latency_summary(self.messages, self.latencies)
 
 
 async def main():
