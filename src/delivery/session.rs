@@ -249,15 +249,24 @@ async fn pipelined(
     replies
 }
 
-/// Whether `transaction`'s envelope can go out in one pipelined write on `connection`: its MAIL command
-/// (its parameters checked against what the server offers) when it can.
-fn pipelinable(connection: &SmtpConnection, transaction: &Transaction<'_>) -> Option<Mail> {
+/// Whether `transaction`'s envelope goes out in one write on `connection`.
+fn pipelines(connection: &SmtpConnection, transaction: &Transaction<'_>) -> bool {
     // A larger group could fill both sides' socket buffers before the first reply is read.
-    if !connection.pipelining || transaction.recipients.len() > MAX_PIPELINED_RECIPIENTS {
+    connection.pipelining && transaction.recipients.len() <= MAX_PIPELINED_RECIPIENTS
+}
+
+/// The MAIL command, its parameters checked against what the server offers.
+fn mail_command(connection: &SmtpConnection, transaction: &Transaction<'_>) -> Result<Mail, Reply> {
+    let parameters = mail_parameters(connection, transaction)?;
+    Ok(Mail::new(Some(transaction.sender.clone()), parameters))
+}
+
+/// The MAIL command of `transaction` if its envelope can go out in one write with the data before it.
+fn pipelinable(connection: &SmtpConnection, transaction: &Transaction<'_>) -> Option<Mail> {
+    if !pipelines(connection, transaction) {
         return None;
     }
-    let parameters = mail_parameters(connection, transaction).ok()?;
-    Some(Mail::new(Some(transaction.sender.clone()), parameters))
+    mail_command(connection, transaction).ok()
 }
 
 async fn run(
@@ -270,12 +279,11 @@ async fn run(
         // Sent with the previous message's data (so its parameters were checked then).
         pipelined(connection, None, transaction.recipients, timeout).await
     } else {
-        let parameters = match mail_parameters(connection, transaction) {
-            Ok(parameters) => parameters,
+        let mail = match mail_command(connection, transaction) {
+            Ok(mail) => mail,
             Err(reply) => return Run::whole(OutcomeClass::Permanent, reply),
         };
-        let mail = Mail::new(Some(transaction.sender.clone()), parameters);
-        if connection.pipelining && transaction.recipients.len() <= MAX_PIPELINED_RECIPIENTS {
+        if pipelines(connection, transaction) {
             pipelined(connection, Some(mail), transaction.recipients, timeout).await
         } else {
             stepwise(connection, mail, transaction.recipients, timeout).await
