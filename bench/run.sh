@@ -617,8 +617,9 @@ section_delivery() {
   # Diagnostic: the same backlog with posthorn's database connections over TLS, where the server offers it.
   load_backlog
   wait_quiet "delivery over TLS to the database"
-  drain delivery-posthorn-tls "" POSTHORN_DATABASE_URL="${DB_URL/sslmode=disable/sslmode=prefer}"
-  local over_tls=$DRAIN_RATE
+  drain delivery-posthorn-tls "" POSTHORN_DATABASE_URL="$(pg_url_set_param "$DB_URL" sslmode prefer)"
+  local over_tls=$DRAIN_RATE base_sslmode=default
+  [[ "$DB_URL" =~ [?\&]sslmode=([^&]*) ]] && base_sslmode=${BASH_REMATCH[1]}
 
   # Baseline 2: Postfix relaying the same backlog to the same sink.
   postfix_drain
@@ -633,7 +634,7 @@ section_delivery() {
   row delivery "diagnostic: the same drain with ?pipelining=off (one SMTP command per round trip)" \
     "$stepwise msg/s" "pipelined: $rate msg/s" "$(fmt_ratio "$stepwise" "$rate")" "-" "-"
   row delivery "diagnostic: the same drain with the database connections over TLS (sslmode=prefer; the server's ssl = $(sql "SHOW ssl"))" \
-    "$over_tls msg/s" "without TLS: $rate msg/s" "$(fmt_ratio "$over_tls" "$rate")" "-" "-"
+    "$over_tls msg/s" "sslmode=$base_sslmode: $rate msg/s" "$(fmt_ratio "$over_tls" "$rate")" "-" "-"
   row delivery "CPU while posthorn drains: $(cpu_split "$rate_cpu")" \
     "posthorn $(cpu_each "$rate_cpu" posthorn "$MESSAGES") us/msg, postgres $(cpu_each "$rate_cpu" postgres "$MESSAGES") us/msg, smtp-sink $(cpu_each "$rate_cpu" smtp-sink "$MESSAGES") us/msg" \
     "smtp-source: $(cpu_split "$source_cpu"), smtp-sink $(cpu_each "$source_cpu" smtp-sink "$MESSAGES") us/msg, smtp-source $(cpu_each "$source_cpu" smtp-source "$MESSAGES") us/msg; Postfix: $(cpu_split "$pf_cpu")" "-" "-" "-"

@@ -49,9 +49,19 @@ pg_url_with_db() {
 
 # The URL with query parameter NAME=VALUE added, unless it already has NAME.
 pg_url_with_param() {
-  local url=$1 name=$2 value=$3
-  [[ "$url" =~ [?\&]$name= ]] && { printf '%s\n' "$url"; return; }
-  if [[ "$url" == *\?* ]]; then printf '%s&%s=%s\n' "$url" "$name" "$value"; else printf '%s?%s=%s\n' "$url" "$name" "$value"; fi
+  if [[ "$1" =~ [?\&]$2= ]]; then printf '%s\n' "$1"; else pg_url_set_param "$@"; fi
+}
+
+# The URL with query parameter NAME set to VALUE: replaced if it is there, added if not.
+pg_url_set_param() {
+  local url=$1 name=$2 value=$3 query="" pair kept=()
+  [[ "$url" == *\?* ]] && query=${url#*\?}
+  local IFS='&'
+  for pair in $query; do
+    [[ -n "$pair" && "$pair" != "$name="* ]] && kept+=("$pair")
+  done
+  kept+=("$name=$value")
+  printf '%s?%s\n' "${url%%\?*}" "${kept[*]}"
 }
 
 # True if the URL accepts connections and its role can create databases.
