@@ -6,8 +6,9 @@
 #   bench/run.sh accept delivery   only these sections (in the order given)
 #
 # Sections:
-#   accept     sustained durable POST /v1/send rate (wrk, closed loop) against pgbench doing one INSERT of the
-#              same payload per transaction with as many clients; p50/p99 latency at 50 %, 70 % and 100 % of
+#   accept     sustained durable POST /v1/send rate (the best of wrk closed loops over 64, 128 and 256
+#              connections) against pgbench doing one INSERT of the same payload per transaction with 64
+#              clients; p50/p99 latency at 50 %, 70 % and 100 % of
 #              that maximum (fixed-rate load: oha with latency correction, installed once into
 #              target/bench-tools; bench/openloop.py if it cannot be installed), each step beside a commit
 #              probe (one pgbench client, 100 one-row commits/s on a table of its own) that shows whether
@@ -25,6 +26,9 @@
 # Environment (all optional):
 #   BENCH_DURATION=15           seconds of each measured load step
 #   BENCH_CONNECTIONS=64        HTTP connections of the load generators, and pgbench clients
+#   BENCH_ACCEPT_CONNECTIONS=   connection counts of the accept maximum's closed loops (default: 1, 2 and 4
+#                               times BENCH_CONNECTIONS); the best is the maximum, and the fixed-rate
+#                               steps keep that many connections open
 #   BENCH_SMTP_CONNECTIONS=4    SMTP connections: posthorn's pool, smtp-source -s, Postfix's concurrency limit
 #   BENCH_MESSAGES=20000        backlog of the delivery section (for each of posthorn, smtp-source, Postfix)
 #   BENCH_E2E_RATE=             e2e only: this fixed rate instead of half the measured drain rate
@@ -34,6 +38,7 @@
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
 #   BENCH_WAIT_QUIET=900        seconds to wait for running cargo/rustc processes to end before building
 #                               and before measuring (0: do not wait)
+#   BENCH_CHECKPOINT=1          0: no CHECKPOINT before each measured step (see settle_server)
 #   BENCH_OUT=target/bench      results (results.tsv, results.md), raw JSON and logs
 #   POSTHORN_TEST_DATABASE_URL  the PostgreSQL server (default: the local one on 5432, else a throwaway one;
 #                               see scripts/lib/postgres.sh); baselines run on the same server
@@ -50,12 +55,14 @@ source scripts/lib/postfix.sh
 ALL_SECTIONS=(accept delivery e2e depth resources)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
+read -r -a ACCEPT_CONNS <<<"${BENCH_ACCEPT_CONNECTIONS:-$CONNS $((CONNS * 2)) $((CONNS * 4))}"
 SMTP_CONNS=${BENCH_SMTP_CONNECTIONS:-4}
 MESSAGES=${BENCH_MESSAGES:-20000}
 DEPTH_ROWS=${BENCH_DEPTH_ROWS:-100000}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
+CHECKPOINT_FIRST=${BENCH_CHECKPOINT:-1}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
 BIN=$ROOT/target/release/posthorn
 
@@ -212,11 +219,12 @@ data = json.load(open(sys.argv[1]))
 print(round(data["cpu_s"].get(sys.argv[2], 0) * 1e6 / float(sys.argv[3])))' "$@"
 }
 
-# run_wrk PORT SECONDS NAME: closed-loop POSTs over $CONNS connections; $OUT/NAME.json.
+# run_wrk PORT SECONDS NAME [CONNECTIONS]: closed-loop POSTs over CONNECTIONS (default $CONNS)
+# connections; $OUT/NAME.json.
 run_wrk() {
-  local port=$1 seconds=$2 name=$3
+  local port=$1 seconds=$2 name=$3 conns=${4:-$CONNS}
   BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$BODY timeout $((seconds + 60)) \
-    wrk -t"$(nproc)" -c"$CONNS" -d"${seconds}s" --timeout 10s -s bench/wrk-post.lua \
+    wrk -t"$(nproc)" -c"$conns" -d"${seconds}s" --timeout 10s -s bench/wrk-post.lua \
     "http://127.0.0.1:$port/v1/send" >"$OUT/$name.txt" 2>&1 || true
   sed -n 's/^WRK_JSON //p' "$OUT/$name.txt" >"$OUT/$name.json"
   [[ -s "$OUT/$name.json" ]] || {
@@ -230,12 +238,13 @@ print(sum(data[key] for key in ("status_errors", "timeouts", "connect_errors", "
     "$OUT/$name.json")
 }
 
-# run_openloop PORT RATE SECONDS NAME [ARGS...]: fixed-rate POSTs; $OUT/NAME.json.
+# run_openloop PORT RATE SECONDS NAME [ARGS...]: fixed-rate POSTs over $OPEN_CONNS (default $CONNS)
+# connections; $OUT/NAME.json.
 run_openloop() {
   local port=$1 rate=$2 seconds=$3 name=$4
   shift 4
   timeout $((seconds + 90)) python3 bench/openloop.py --url "http://127.0.0.1:$port/v1/send" --token "$TOKEN" \
-    --body "$BODY" --rate "$rate" --duration "$seconds" --connections "$CONNS" "$@" >"$OUT/$name.json" || true
+    --body "$BODY" --rate "$rate" --duration "$seconds" --connections "${OPEN_CONNS:-$CONNS}" "$@" >"$OUT/$name.json" || true
   [[ -s "$OUT/$name.json" ]] || die "openloop.py printed no summary"
 }
 
@@ -248,7 +257,7 @@ run_fixed() {
     run_openloop "$@"
     return
   fi
-  timeout $((seconds + 90)) "$OHA" -q "$rate" --latency-correction -w -c "$CONNS" -z "${seconds}s" --no-tui \
+  timeout $((seconds + 90)) "$OHA" -q "$rate" --latency-correction -w -c "${OPEN_CONNS:-$CONNS}" -z "${seconds}s" --no-tui \
     --output-format json -m POST -T application/json -H "Authorization: Bearer $TOKEN" -D "$BODY" \
     "http://127.0.0.1:$port/v1/send" >"$OUT/$name.oha.json" 2>"$OUT/$name.oha.err" || true
   [[ -s "$OUT/$name.oha.json" ]] || die "oha printed no summary (see $OUT/$name.oha.err)"
@@ -472,6 +481,15 @@ wait_quiet() {
     sleep 3
     QUIET_LEFT=$((QUIET_LEFT - 5))
   done
+  settle_server
+}
+# settle_server: with BENCH_CHECKPOINT=1, a CHECKPOINT before each measured step, so that a step does not
+# pay for the checkpoint its predecessor's writes brought on (the 100 % step writes more WAL in 15 s than
+# the 50 % one would; with the stock max_wal_size a checkpoint then falls due in the next step). Steps of
+# BENCH_DURATION seconds then run between checkpoints; BENCH_CHECKPOINT=0 measures them as they fall.
+settle_server() {
+  ((CHECKPOINT_FIRST)) && [[ -n "${DB_URL:-}" ]] || return 0
+  sql "CHECKPOINT" >/dev/null 2>&1 || warn "CHECKPOINT failed (the role may lack pg_checkpoint); measuring anyway"
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -498,20 +516,31 @@ section_accept() {
   reset_messages
   start_posthorn
   run_wrk "$PH_PORT" 3 accept-warmup2
-  wait_quiet "accept"
-  start_sampler accept-max --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
-  local before_rows after_rows
-  before_rows=$(sql "SELECT count(*) FROM messages")
-  run_wrk "$PH_PORT" "$DURATION" accept-max
-  stop_sampler
-  local max=$WRK_RATE max_errors=$WRK_ERRORS max_json=$OUT/accept-max.json max_cpu=$SAMPLER_OUT
-  after_rows=$(sql "SELECT count(*) FROM messages")
-  note "posthorn: $max req/s (errors: $max_errors), p50 $(jget "$max_json" p50_ms) ms, p99 $(jget "$max_json" p99_ms) ms"
-  local answered
-  answered=$(jget "$max_json" requests)
-  # Every 202 is a committed row (the table may hold a few more: requests cut off by wrk's end).
-  local durable=yes
-  [[ $((after_rows - before_rows)) -ge $((answered - max_errors)) ]] || durable=no
+  # The maximum: the best closed-loop rate over the connection counts of ACCEPT_CONNS (the first is
+  # pgbench's client count; more connections give more concurrent requests to share a commit).
+  local conns best_conns="" max=0 max_errors=0 max_json="" max_cpu="" durable=yes sweep="" at_base_conns=""
+  local before_rows after_rows answered errors
+  for conns in "${ACCEPT_CONNS[@]}"; do
+    wait_quiet "accept with $conns connections"
+    start_sampler "accept-max-c$conns" --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+    before_rows=$(sql "SELECT count(*) FROM messages")
+    run_wrk "$PH_PORT" "$DURATION" "accept-max-c$conns" "$conns"
+    stop_sampler
+    after_rows=$(sql "SELECT count(*) FROM messages")
+    answered=$(jget "$OUT/accept-max-c$conns.json" requests)
+    errors=$WRK_ERRORS
+    # Every 202 is a committed row (the table may hold a few more: requests cut off by wrk's end).
+    [[ $((after_rows - before_rows)) -ge $((answered - errors)) ]] || durable=no
+    note "posthorn, $conns connections: $WRK_RATE req/s (errors: $errors), p50 $(jget "$OUT/accept-max-c$conns.json" p50_ms) ms, p99 $(jget "$OUT/accept-max-c$conns.json" p99_ms) ms"
+    sweep+="${sweep:+, }$conns: $WRK_RATE"
+    [[ -n "$at_base_conns" ]] || at_base_conns=$WRK_RATE
+    if ((WRK_RATE > max)); then
+      max=$WRK_RATE max_errors=$errors best_conns=$conns
+      max_json=$OUT/accept-max-c$conns.json max_cpu=$SAMPLER_OUT
+    fi
+  done
+  # The fixed-rate steps keep as many connections open as gave the maximum.
+  local OPEN_CONNS=$best_conns
 
   local pct rate name
   for pct in 50 70 100; do
@@ -544,10 +573,12 @@ section_accept() {
 
   local base
   base=$(calc "round(($base1 + $base2) / 2)")
-  row accept "sustained durable POST /v1/send (wrk, $CONNS conns, closed loop; errors $max_errors; rows >= 202s: $durable)" \
+  row accept "sustained durable POST /v1/send, the best of wrk closed loops over ${ACCEPT_CONNS[*]} connections (req/s by connections: $sweep; best at $best_conns, errors $max_errors; rows >= 202s: $durable)" \
     "$max req/s" "pgbench 1 INSERT/tx, $CONNS clients: $base tx/s ($base1 / $base2)" \
     "$(fmt_ratio "$max" "$base")" ">= 1.5x" "$(verdict "$max / $base" '>=' 1.5)"
-  row accept "latency p50 / p99 at 100 %, closed loop (wrk, $CONNS conns)" \
+  row accept "the same at pgbench's concurrency (wrk, ${ACCEPT_CONNS[0]} connections)" \
+    "$at_base_conns req/s" "$base tx/s" "$(fmt_ratio "$at_base_conns" "$base")" "-" "-"
+  row accept "latency p50 / p99 at 100 %, closed loop (wrk, $best_conns conns)" \
     "$(calc "round($(jget "$max_json" p50_ms), 2)") / $(calc "round($(jget "$max_json" p99_ms), 2)") ms" "-" "-" "-" "-"
   for pct in 50 70 100; do
     name=accept-open-$pct
@@ -979,7 +1010,7 @@ done
 
 {
   echo "posthorn $commit, $started_at, $(nproc) cores, $(calc "round(($(now) - $run_start) / 60, 1)") min"
-  echo "command: bench/run.sh ${*:-}  (BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNS BENCH_SMTP_CONNECTIONS=$SMTP_CONNS BENCH_MESSAGES=$MESSAGES BENCH_DEPTH_ROWS=$DEPTH_ROWS BENCH_DEPTH_1M=$DEPTH_1M)"
+  echo "command: bench/run.sh ${*:-}  (BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNS BENCH_SMTP_CONNECTIONS=$SMTP_CONNS BENCH_MESSAGES=$MESSAGES BENCH_DEPTH_ROWS=$DEPTH_ROWS BENCH_DEPTH_1M=$DEPTH_1M BENCH_CHECKPOINT=$CHECKPOINT_FIRST BENCH_ACCEPT_CONNECTIONS=\"${ACCEPT_CONNS[*]}\")"
   echo "PostgreSQL $(pg_psql -At "$ADMIN_URL" -c "SHOW server_version"): $pg_settings"
   echo
   echo "| section | figure | posthorn | baseline | ratio | target | met? |"
