@@ -1,8 +1,8 @@
 """Accept-to-arrival latency from the messages Postfix's smtp-sink dumped (`smtp-sink -d`).
 
 smtp-sink writes each message it receives to a file of its own; the file's modification time is when the
-message arrived. A message carrying `X-Bench-Sent: <unix time>` (stamped by bench/openloop.py when the
-request was written) gives arrival - sent. Reading the files after the run costs the measured run nothing:
+message arrived. A message carrying `X-Bench-Sent: <unix time>` (stamped by bench/openloop.py with the
+instant the request was due) gives arrival - sent. Reading the files after the run costs the measured run nothing:
 the sink itself is the same C program as in the delivery section.
 
     dump_latency.py DIR     prints {"messages", "stamped", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
