@@ -8,11 +8,11 @@
 # Sections:
 #   accept     sustained durable POST /v1/send rate (the best of wrk closed loops over 64, 128 and 256
 #              connections) against pgbench doing one INSERT of the same payload per transaction with 64
-#              clients; p50/p99 latency at 50 %, 70 % and 100 % of
-#              that maximum (fixed-rate load: oha with latency correction, installed once into
-#              target/bench-tools; bench/openloop.py if it cannot be installed), each step beside a commit
-#              probe (one pgbench client, 100 one-row commits/s on a table of its own) that shows whether
-#              the server's commits stalled when posthorn's answers did
+#              clients; p50/p99 latency at 50 %, 70 % and 100 % of that maximum (fixed-rate load: oha
+#              with latency correction, installed once into target/bench-tools; bench/openloop.py if it
+#              cannot be installed), each step beside a commit probe (one pgbench client, 100 one-row
+#              commits/s on a table of its own) that shows whether the server's commits stalled when
+#              posthorn's answers did
 #   delivery   drain rate of a queued backlog into Postfix's smtp-sink, against smtp-source sending the same
 #              message over as many connections, and against a private Postfix instance relaying the same
 #              backlog to the same sink (bench/postfix/)
@@ -240,26 +240,27 @@ print(sum(data[key] for key in ("status_errors", "timeouts", "connect_errors", "
     "$OUT/$name.json")
 }
 
-# run_openloop PORT RATE SECONDS NAME [ARGS...]: fixed-rate POSTs over $OPEN_CONNS (default $CONNS)
+# run_openloop PORT RATE SECONDS NAME CONNECTIONS [ARGS...]: fixed-rate POSTs over CONNECTIONS
 # connections; $OUT/NAME.json.
 run_openloop() {
-  local port=$1 rate=$2 seconds=$3 name=$4
-  shift 4
+  local port=$1 rate=$2 seconds=$3 name=$4 conns=$5
+  shift 5
   timeout $((seconds + 90)) python3 bench/openloop.py --url "http://127.0.0.1:$port/v1/send" --token "$TOKEN" \
-    --body "$BODY" --rate "$rate" --duration "$seconds" --connections "${OPEN_CONNS:-$CONNS}" "$@" >"$OUT/$name.json" || true
+    --body "$BODY" --rate "$rate" --duration "$seconds" --connections "$conns" "$@" >"$OUT/$name.json" || true
   [[ -s "$OUT/$name.json" ]] || die "openloop.py printed no summary"
 }
 
-# run_fixed PORT RATE SECONDS NAME: fixed-rate POSTs for the accept latency steps; $OUT/NAME.json in
-# openloop.py's form. oha (compiled, with latency correction) when ensure_oha found it: the Python generator
-# falls behind its own schedule when the machine is busy (its send lag shows it), and then measures itself.
+# run_fixed PORT RATE SECONDS NAME CONNECTIONS: fixed-rate POSTs for the accept latency steps;
+# $OUT/NAME.json in openloop.py's form. oha (compiled, with latency correction) when ensure_oha found it:
+# the Python generator falls behind its own schedule when the machine is busy (its send lag shows it),
+# and then measures itself.
 run_fixed() {
-  local port=$1 rate=$2 seconds=$3 name=$4
+  local port=$1 rate=$2 seconds=$3 name=$4 conns=$5
   if [[ -z "$OHA" ]]; then
     run_openloop "$@"
     return
   fi
-  timeout $((seconds + 90)) "$OHA" -q "$rate" --latency-correction -w -c "${OPEN_CONNS:-$CONNS}" -z "${seconds}s" --no-tui \
+  timeout $((seconds + 90)) "$OHA" -q "$rate" --latency-correction -w -c "$conns" -z "${seconds}s" --no-tui \
     --output-format json -m POST -T application/json -H "Authorization: Bearer $TOKEN" -D "$BODY" \
     "http://127.0.0.1:$port/v1/send" >"$OUT/$name.oha.json" 2>"$OUT/$name.oha.err" || true
   [[ -s "$OUT/$name.oha.json" ]] || die "oha printed no summary (see $OUT/$name.oha.err)"
@@ -460,6 +461,7 @@ NO_TEST_ENV=(-u POSTHORN_TEST_DATABASE_URL -u POSTHORN_TEST_SMTP_SINK -u POSTHOR
 # Wait until the machine is quiet: no cargo or rustc running and, over 2 s, less than a quarter of one core
 # busy. Another build or test run would skew every figure. The waits of a whole run share one budget of
 # BENCH_WAIT_QUIET seconds; once it is spent, measurements go ahead (the "other" CPU figures show the noise).
+# Then the server checkpoints (settle_server).
 QUIET_LEFT=$WAIT_QUIET
 busy_pct() { # percent of one core the whole machine is busy over 2 s
   python3 -c 'import os, time
@@ -485,10 +487,10 @@ wait_quiet() {
   done
   settle_server
 }
-# settle_server: with BENCH_CHECKPOINT=1, a CHECKPOINT before each measured step, so that a step does not
-# pay for the checkpoint its predecessor's writes brought on (the 100 % step writes more WAL in 15 s than
-# the 50 % one would; with the stock max_wal_size a checkpoint then falls due in the next step). Steps of
-# BENCH_DURATION seconds then run between checkpoints; BENCH_CHECKPOINT=0 measures them as they fall.
+# settle_server: with BENCH_CHECKPOINT=1 (wait_quiet calls it, so before each measured step), a
+# CHECKPOINT, so that a step does not pay for the checkpoint its predecessor's writes brought on (with the
+# stock max_wal_size = 1GB a checkpoint starts every ~540 MB of WAL, every 9-16 s at the accept maximum).
+# BENCH_CHECKPOINT=0 measures the steps as the checkpoints fall.
 settle_server() {
   ((CHECKPOINT_FIRST)) && [[ -n "${DB_URL:-}" ]] || return 0
   sql "CHECKPOINT" >/dev/null 2>&1 || warn "CHECKPOINT failed (the role may lack pg_checkpoint); measuring anyway"
@@ -521,7 +523,7 @@ section_accept() {
   # The maximum: the best closed-loop rate over the connection counts of ACCEPT_CONNS (the first is
   # pgbench's client count; more connections give more concurrent requests to share a commit).
   local conns best_conns="" max=0 max_errors=0 max_json="" max_cpu="" durable=yes sweep="" at_base_conns=""
-  local before_rows after_rows answered errors
+  local before_rows after_rows answered
   for conns in "${ACCEPT_CONNS[@]}"; do
     wait_quiet "accept with $conns connections"
     start_sampler "accept-max-c$conns" --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
@@ -530,19 +532,17 @@ section_accept() {
     stop_sampler
     after_rows=$(sql "SELECT count(*) FROM messages")
     answered=$(jget "$OUT/accept-max-c$conns.json" requests)
-    errors=$WRK_ERRORS
     # Every 202 is a committed row (the table may hold a few more: requests cut off by wrk's end).
-    [[ $((after_rows - before_rows)) -ge $((answered - errors)) ]] || durable=no
-    note "posthorn, $conns connections: $WRK_RATE req/s (errors: $errors), p50 $(jget "$OUT/accept-max-c$conns.json" p50_ms) ms, p99 $(jget "$OUT/accept-max-c$conns.json" p99_ms) ms"
+    [[ $((after_rows - before_rows)) -ge $((answered - WRK_ERRORS)) ]] || durable=no
+    note "posthorn, $conns connections: $WRK_RATE req/s (errors: $WRK_ERRORS), p50 $(jget "$OUT/accept-max-c$conns.json" p50_ms) ms, p99 $(jget "$OUT/accept-max-c$conns.json" p99_ms) ms"
     sweep+="${sweep:+, }$conns: $WRK_RATE"
     [[ -n "$at_base_conns" ]] || at_base_conns=$WRK_RATE
     if ((WRK_RATE > max)); then
-      max=$WRK_RATE max_errors=$errors best_conns=$conns
+      max=$WRK_RATE max_errors=$WRK_ERRORS best_conns=$conns
       max_json=$OUT/accept-max-c$conns.json max_cpu=$SAMPLER_OUT
     fi
   done
   # The fixed-rate steps keep as many connections open as gave the maximum.
-  local OPEN_CONNS=$best_conns
 
   local pct rate name
   for pct in 50 70 100; do
@@ -551,7 +551,8 @@ section_accept() {
     wait_quiet "accept at $pct %"
     start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'oha=^\S*oha '
     start_commit_probe "$name" "$DURATION"
-    run_fixed "$PH_PORT" "$rate" "$DURATION" "$name"
+    # As many connections as gave the maximum.
+    run_fixed "$PH_PORT" "$rate" "$DURATION" "$name" "$best_conns"
     stop_commit_probe "$name"
     stop_sampler
     note "fixed rate $rate req/s: achieved $(jget "$OUT/$name.json" achieved_rate), p50 $(jget "$OUT/$name.json" p50_ms) ms, p99 $(jget "$OUT/$name.json" p99_ms) ms, $(generator_note "$OUT/$name.json"), answers $(jget "$OUT/$name.json" statuses)"
@@ -812,21 +813,22 @@ stop_dump_sink() {
 # e2e_at RATE NAME LABEL TARGET: accept-to-arrival latency at a fixed rate into smtp-sink. The generator
 # stamps each request with the instant it was due (X-Bench-Sent), so a request that waited for a free
 # connection is charged its wait; smtp-sink's file for the message says when it arrived. The generator
-# keeps E2E_CONNS connections open, enough that it does not hold requests back for want of one. (The Python timing sink this replaced took a third of a core at these rates, from the
-# machine it was measuring.)
+# keeps E2E_CONNS connections open, enough that it does not hold requests back for want of one. (The
+# Python timing sink this replaced took a third of a core at these rates, from the machine it was
+# measuring.)
 e2e_at() {
-  local rate=$1 name=$2 label=$3 target=$4 OPEN_CONNS=$E2E_CONNS
+  local rate=$1 name=$2 label=$3 target=$4
   step "e2e: accept-to-arrival latency at $rate msg/s ($label; drain rate: $DELIVERY_MAX msg/s)"
   new_db "${name//-/_}"
   start_dump_sink "$name"
   start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$DSINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
     POSTHORN_WORKERS=$((SMTP_CONNS * 2))
   mint_token
-  run_openloop "$PH_PORT" "$(calc "max(1, round($rate / 4))")" 3 "$name-warmup"
+  run_openloop "$PH_PORT" "$(calc "max(1, round($rate / 4))")" 3 "$name-warmup" "$E2E_CONNS"
   wait_quiet "$name"
   start_sampler "$name" --pid "posthorn=$PH_PID" --match 'openloop=openloop\.py' --match 'smtp-sink=smtp-sink .*'"$DSINK_PORT"
   start_commit_probe "$name" "$DURATION"
-  run_openloop "$PH_PORT" "$rate" "$DURATION" "$name-load" --stamp-header X-Bench-Sent
+  run_openloop "$PH_PORT" "$rate" "$DURATION" "$name-load" "$E2E_CONNS" --stamp-header X-Bench-Sent
   stop_commit_probe "$name"
   local accepted
   accepted=$(jget "$OUT/$name-load.json" ok)
@@ -839,7 +841,7 @@ e2e_at() {
   p99=$(jget "$DSINK_OUT" p99_ms)
   [[ "$target" == "-" ]] || met=$(verdict "${p99:-1e9}" '<=' 150)
   note "arrived $(jget "$DSINK_OUT" stamped) stamped of $accepted accepted: p50 $p50 ms, p99 $p99 ms, max $(jget "$DSINK_OUT" max_ms) ms"
-  row e2e "accept-to-arrival at $rate msg/s fixed rate = $label ($(jget "$DSINK_OUT" stamped) of $accepted arrived; achieved $(jget "$OUT/$name-load.json" achieved_rate) msg/s over $OPEN_CONNS connections, generator send lag p99 $(jget "$OUT/$name-load.json" send_lag_p99_ms) ms; accept p99 $(jget "$OUT/$name-load.json" p99_ms) ms; $(probe_note "$name"))" \
+  row e2e "accept-to-arrival at $rate msg/s fixed rate = $label ($(jget "$DSINK_OUT" stamped) of $accepted arrived; achieved $(jget "$OUT/$name-load.json" achieved_rate) msg/s over $E2E_CONNS connections, generator send lag p99 $(jget "$OUT/$name-load.json" send_lag_p99_ms) ms; accept p99 $(jget "$OUT/$name-load.json" p99_ms) ms; $(probe_note "$name"))" \
     "p50 $p50 / p99 $p99 ms" "-" "-" "$target" "$met"
   row e2e "CPU during $name: $(cpu_split "$SAMPLER_OUT")" "-" "-" "-" "-" "-"
   drop_db "$DB"
