@@ -12,13 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::config::{Config, Profile, TokenSecret};
-use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport, WorkerSettings};
-use crate::domain::Limits;
+use crate::config::{Profile, Settings, TokenSecret};
+use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport};
 use crate::metrics::Metrics;
-use crate::store::postgres::{PoolSettings, PostgresStore};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{SharedStore, StoreError};
+use crate::rate_limit::RateLimiter;
+use crate::store::{self, SharedStore, StoreError};
 
 /// How often migrations are retried while the database is unreachable at start.
 const MIGRATION_RETRY: Duration = Duration::from_secs(2);
@@ -31,7 +29,7 @@ pub struct Application {
     port: u16,
     server: Server,
     store: SharedStore,
-    config: Config,
+    settings: Settings,
     metrics: Metrics,
     transport: Option<Transport>,
     migrated: bool,
@@ -47,8 +45,8 @@ impl Application {
     ///
     /// In the development profile, a missing token key is taken from (or generated into) the data
     /// directory, and a missing database URL means the embedded database there.
-    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
-        match config.resolve_token_secret()? {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        match settings.resolve_token_key()? {
             TokenSecret::Configured => {}
             TokenSecret::FromDataDir(path) => {
                 tracing::info!(path = %path.display(), "using the token secret in the data directory");
@@ -58,8 +56,8 @@ impl Application {
                 "generated a token secret (mode 0600); `posthorn token` run from this directory signs with it"
             ),
         }
-        let store = open_store(&config)?;
-        let mut app = Self::build_with_store(config, store)?;
+        let store = open_store(&settings)?;
+        let mut app = Self::build_with_store(settings, store)?;
         match app.store.migrate().await {
             Ok(()) => {}
             Err(StoreError::Unavailable(error)) => {
@@ -75,40 +73,40 @@ impl Application {
     }
 
     /// Builds around an existing store (already migrated).
-    pub fn build_with_store(config: Config, store: SharedStore) -> anyhow::Result<Self> {
-        for name in &config.ignored_env {
+    pub fn build_with_store(settings: Settings, store: SharedStore) -> anyhow::Result<Self> {
+        for name in &settings.ignored_env {
             tracing::warn!(variable = %name, "ignoring an environment variable that names no setting");
         }
-        let authenticator = Authenticator::from_config(&config)?;
-        if !authenticator.has_keys() {
+        if settings.auth.keys.is_empty() {
             anyhow::bail!(
                 "invalid configuration: POSTHORN_JWT_SECRET: no token key is configured (set a secret of at least 32 bytes)"
             );
         }
         let metrics = Metrics::new().context("registering metrics")?;
         let http_metrics = http_metrics(&metrics)?;
-        let providers = config
-            .upstreams()?
-            .into_iter()
+        let providers = settings
+            .delivery
+            .upstreams
+            .iter()
             .map(|upstream| {
-                let name = upstream.name.clone();
-                Delivery::provider(upstream).map_err(|error| {
-                    anyhow::anyhow!("invalid configuration: upstream {name}: {error}")
+                Delivery::provider(upstream.clone()).map_err(|error| {
+                    anyhow::anyhow!("invalid configuration: upstream {}: {error}", upstream.name)
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let transport = choose_transport(&config, &providers);
+        let transport = choose_transport(&settings, &providers);
         let state = web::Data::new(AppState {
             store: store.clone(),
-            authenticator: Arc::new(authenticator),
-            limits: limits(&config),
-            max_body_size: config.max_body_size,
+            authenticator: Arc::new(Authenticator::new(settings.auth.clone())),
+            limits: settings.limits.clone(),
+            max_body_size: settings.http.max_body_size,
             metrics: metrics.clone(),
-            rate_limiter: config.rate_limiter(),
+            rate_limiter: RateLimiter::new(settings.rate_limits.clone()),
             providers: providers.clone(),
         });
-        let listener = TcpListener::bind(config.listen)
-            .with_context(|| format!("binding POSTHORN_LISTEN={}", config.listen))?;
+        let listen = settings.http.listen;
+        let listener = TcpListener::bind(listen)
+            .with_context(|| format!("binding POSTHORN_LISTEN={listen}"))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
@@ -119,13 +117,13 @@ impl Application {
         })
         .listen(listener)?
         .disable_signals()
-        .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
         .run();
         Ok(Self {
             port,
             server,
             store,
-            config,
+            settings,
             metrics,
             transport,
             migrated: true,
@@ -150,28 +148,20 @@ impl Application {
         let server = tokio::spawn(self.server);
         let purge = tokio::spawn(purge_idempotency_keys(
             self.store.clone(),
-            self.config.idempotency_retention,
+            self.settings.store.idempotency_retention,
             self.shutdown.clone(),
         ));
-        let grace = self.config.shutdown_grace;
+        let grace = self.settings.shutdown_grace;
         let delivery = tokio::spawn(run_delivery(
             self.store.clone(),
             self.transport.clone(),
-            DeliverySettings {
-                workers: self.config.workers,
-                worker: WorkerSettings {
-                    batch_size: self.config.claim_batch_size,
-                    lease: self.config.lease_duration,
-                    poll_interval: self.config.poll_interval,
-                },
-                retry: self.config.retry_policy(),
-            },
+            self.settings.delivery.clone(),
             self.metrics.clone(),
             !self.migrated,
             self.shutdown.clone(),
             grace,
         ));
-        tracing::info!(listen = %self.config.listen, port = self.port, "posthorn is serving");
+        tracing::info!(listen = %self.settings.http.listen, port = self.port, "posthorn is serving");
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutdown signal received"),
             () = self.shutdown.cancelled() => {}
@@ -230,45 +220,27 @@ async fn stop(handle: ServerHandle) {
     handle.stop(true).await;
 }
 
-/// Opens the store the configuration names: PostgreSQL for `postgres://`, SQLite for `sqlite:`, and
-/// without a URL the embedded database in the data directory.
-pub fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    let url = config.database_url_or_embedded();
-    if url.expose().starts_with("sqlite:") {
-        if config.database_url.is_none() {
-            let data_dir = config.data_dir();
-            data_dir.create()?;
-            tracing::info!(
-                data_dir = %data_dir.display_path().display(),
-                "using the embedded database in the data directory (set POSTHORN_DATABASE_URL=postgres://... for PostgreSQL)"
-            );
-        }
-        let store = SqliteStore::connect(
-            url.expose(),
-            config.idempotency_retention,
-            config.database_acquire_timeout,
-        )?;
-        return Ok(Arc::new(store));
+/// Opens the store the settings name: PostgreSQL for `postgres://`, SQLite for `sqlite:`, and without a
+/// URL the embedded database in the data directory.
+pub fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+    if settings.database_in_data_dir {
+        settings.data_dir.create()?;
+        tracing::info!(
+            data_dir = %settings.data_dir.display_path().display(),
+            "using the embedded database in the data directory (set POSTHORN_DATABASE_URL=postgres://... for PostgreSQL)"
+        );
     }
-    let store = PostgresStore::connect(
-        &url,
-        &PoolSettings {
-            max_connections: config.database_max_connections,
-            acquire_timeout: config.database_acquire_timeout,
-            idempotency_retention: config.idempotency_retention,
-        },
-    )?;
-    Ok(Arc::new(store))
+    Ok(store::open(&settings.store)?)
 }
 
 /// The first configured upstream; without one, the outbox in development and nothing in production.
-fn choose_transport(config: &Config, providers: &[Provider]) -> Option<Transport> {
+fn choose_transport(settings: &Settings, providers: &[Provider]) -> Option<Transport> {
     if let Some(provider) = providers.first() {
         return Some(Transport::Smtp(provider.clone()));
     }
-    match config.profile {
+    match settings.profile {
         Profile::Development => {
-            let outbox = config.data_dir().outbox();
+            let outbox = settings.data_dir.outbox();
             tracing::warn!(
                 outbox = %outbox.display(),
                 "no SMTP upstream configured: messages are written to the outbox as .eml files; set \
@@ -282,16 +254,6 @@ fn choose_transport(config: &Config, providers: &[Provider]) -> Option<Transport
             );
             None
         }
-    }
-}
-
-fn limits(config: &Config) -> Limits {
-    Limits {
-        max_recipients: config.max_recipients,
-        max_attachments: config.max_attachments,
-        max_attachment_size: config.max_attachment_size,
-        max_headers: config.max_headers,
-        max_schedule_ahead: config.max_schedule_ahead,
     }
 }
 

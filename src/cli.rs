@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Application};
 use crate::auth::{Authenticator, Scope};
-use crate::config::{Config, Profile};
+use crate::config::{Config, Profile, Settings};
 use crate::telemetry;
 
 /// posthorn: a transactional email HTTP gateway.
@@ -55,12 +55,12 @@ pub struct TokenArgs {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let settings = Config::load(cli.config.as_deref())?.validate()?;
     match cli.command {
-        Command::Serve => runtime()?.block_on(serve(config)),
-        Command::Migrate => runtime()?.block_on(migrate(config)),
-        Command::Token(args) => token(&config, args),
-        Command::CheckConfig => check_config(&config),
+        Command::Serve => runtime()?.block_on(serve(settings)),
+        Command::Migrate => runtime()?.block_on(migrate(settings)),
+        Command::Token(args) => token(settings, args),
+        Command::CheckConfig => check_config(&settings),
     }
 }
 
@@ -71,25 +71,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
-    let app = Application::build(config).await?;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(settings.log_format);
+    let app = Application::build(settings).await?;
     app.run_until_stopped().await
 }
 
-async fn migrate(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
-    let store = app::open_store(&config)?;
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(settings.log_format);
+    let store = app::open_store(&settings)?;
     store.migrate().await.context("applying migrations")?;
     println!("migrations applied");
     Ok(())
 }
 
-fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
+fn token(mut settings: Settings, args: TokenArgs) -> anyhow::Result<()> {
     // The same key `serve` uses: configured, or the data directory's (generated if needed).
-    let mut config = config.clone();
-    config.resolve_token_secret()?;
-    let config = &config;
+    settings.resolve_token_key()?;
     let scopes = args
         .scope
         .iter()
@@ -98,46 +96,48 @@ fn token(config: &Config, args: TokenArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("unknown scope `{name}` (expected send, read or admin)"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let authenticator = Authenticator::from_config(config)?;
+    let authenticator = Authenticator::new(settings.auth);
     let domains = (!args.sender_domains.is_empty()).then_some(args.sender_domains);
     let token = authenticator.mint(&args.sub, &scopes, args.ttl, domains)?;
     println!("{token}");
     Ok(())
 }
 
-fn check_config(config: &Config) -> anyhow::Result<()> {
-    let authenticator = Authenticator::from_config(config)?;
-    let token_key = if authenticator.has_keys() {
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    let token_key = if !settings.auth.keys.is_empty() {
         "configured".to_owned()
-    } else if config.profile == Profile::Production {
+    } else if settings.profile == Profile::Production {
         anyhow::bail!(
             "invalid configuration: POSTHORN_JWT_SECRET: the production profile needs an explicit token key"
         );
     } else {
-        format!("from {}", config.data_dir().secret_path().display())
+        format!("from {}", settings.data_dir.secret_path().display())
     };
     println!("configuration is valid");
-    println!("  profile:         {:?}", config.profile);
+    println!("  profile:         {:?}", settings.profile);
     println!("  token key:       {token_key}");
-    println!("  listen:          {}", config.listen);
-    let database = if config.database_url.is_some() {
-        "configured".to_owned()
-    } else {
+    println!("  listen:          {}", settings.http.listen);
+    let database = if settings.database_in_data_dir {
         format!(
             "embedded, in {}",
-            config.data_dir().display_path().display()
+            settings.data_dir.display_path().display()
         )
+    } else {
+        "configured".to_owned()
     };
     println!("  database:        {database}");
     println!(
         "  smtp upstream:   {}",
-        if config.smtp_url.is_some() {
-            "configured"
-        } else {
+        if settings.delivery.upstreams.is_empty() {
             "not configured"
+        } else {
+            "configured"
         }
     );
-    println!("  max body size:   {} bytes", config.max_body_size);
-    println!("  max recipients:  {} per field", config.max_recipients);
+    println!("  max body size:   {} bytes", settings.http.max_body_size);
+    println!(
+        "  max recipients:  {} per field",
+        settings.limits.max_recipients
+    );
     Ok(())
 }

@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::config::{MIN_HMAC_SECRET_BYTES, Secret};
+use crate::auth::MIN_HMAC_SECRET_BYTES;
+use crate::secret::Secret;
 
 /// The file holding the generated HS256 secret.
 const SECRET_FILE: &str = "jwt-secret";
@@ -146,7 +147,7 @@ mod tests {
         assert!(generated);
         let (again, generated) = data.token_secret(true).unwrap().unwrap();
         assert!(!generated);
-        assert_eq!(first, again);
+        assert_eq!(first.expose(), again.expose());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -13,5 +13,6 @@ pub mod delivery;
 pub mod domain;
 pub mod metrics;
 pub mod rate_limit;
+pub mod secret;
 pub mod store;
 pub mod telemetry;

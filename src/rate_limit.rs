@@ -47,6 +47,15 @@ struct Bucket {
     updated: Instant,
 }
 
+/// The quotas: one for every caller, and some callers' own.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// The quota of callers without one of their own.
+    pub default: Quota,
+    /// Quotas by caller `sub`.
+    pub callers: HashMap<String, Quota>,
+}
+
 /// Buckets for every caller seen recently.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -60,10 +69,10 @@ const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
     /// A limiter with a default quota and per-caller overrides.
-    pub fn new(default: Quota, overrides: HashMap<String, Quota>) -> Self {
+    pub fn new(settings: RateLimitSettings) -> Self {
         Self {
-            default,
-            overrides,
+            default: settings.default,
+            overrides: settings.callers,
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -138,7 +147,10 @@ mod tests {
 
     #[test]
     fn bursts_then_refills_at_the_rate() {
-        let limiter = RateLimiter::new(Quota::new(2.0, 3), HashMap::new());
+        let limiter = RateLimiter::new(RateLimitSettings {
+            default: Quota::new(2.0, 3),
+            callers: HashMap::new(),
+        });
         let start = Instant::now();
         for remaining in [2, 1, 0] {
             assert_eq!(
@@ -167,10 +179,10 @@ mod tests {
 
     #[test]
     fn overrides_and_unlimited() {
-        let limiter = RateLimiter::new(
-            Quota::new(0.0, 0),
-            HashMap::from([("tight".to_owned(), Quota::new(1.0, 1))]),
-        );
+        let limiter = RateLimiter::new(RateLimitSettings {
+            default: Quota::new(0.0, 0),
+            callers: HashMap::from([("tight".to_owned(), Quota::new(1.0, 1))]),
+        });
         let now = Instant::now();
         assert_eq!(limiter.check_at("anyone", now), Ok(None));
         assert!(limiter.check_at("tight", now).is_ok());

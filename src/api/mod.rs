@@ -9,11 +9,22 @@ mod send;
 mod state;
 mod views;
 
+use std::net::SocketAddr;
+
 use actix_web::{HttpResponse, guard, web};
 
 pub use problem::{ApiError, PROBLEM_TYPE_PREFIX};
 pub use send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::AppState;
+
+/// The HTTP listener and what it reads.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address the API listens on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_size: usize,
+}
 
 /// Registers every route. Each resource answers other methods with 405 and an `Allow` header; every
 /// GET resource answers HEAD too.

@@ -1,10 +1,28 @@
 //! The configured verification keys, each pinned to one algorithm.
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+use serde::Deserialize;
 
-use crate::config::{Config, MIN_HMAC_SECRET_BYTES};
+use super::MIN_HMAC_SECRET_BYTES;
+use crate::secret::Secret;
+
+/// A verification key as configured (a `[[jwt_keys]]` entry of the TOML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    /// Key id; a token whose header names a `kid` is verified with this key only.
+    pub kid: Option<String>,
+    /// Signature algorithm accepted for this key, e.g. `HS256`, `RS256`, `ES256`, `EdDSA`.
+    pub algorithm: String,
+    /// Shared secret for HMAC algorithms.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// PEM public key for asymmetric algorithms.
+    pub public_key_pem: Option<String>,
+}
 
 /// One key that verifies tokens, and signs them when it is a shared secret.
+#[derive(Clone)]
 pub(crate) struct Key {
     pub(crate) kid: Option<String>,
     pub(crate) algorithm: Algorithm,
@@ -13,6 +31,7 @@ pub(crate) struct Key {
 }
 
 /// Every configured key. A token's `kid` selects among these and nothing else.
+#[derive(Clone, Default)]
 pub struct KeySet {
     pub(crate) keys: Vec<Key>,
 }
@@ -37,70 +56,77 @@ pub enum KeyError {
 }
 
 impl KeySet {
-    /// Builds the key set from `jwt_secret` and `jwt_keys`.
-    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        let mut keys = Vec::new();
-        if let Some(secret) = &config.jwt_secret {
-            let bytes = secret.expose().as_bytes();
-            keys.push(Key {
+    /// No keys yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the HS256 key `secret` without a key id (`POSTHORN_JWT_SECRET`, or the development
+    /// profile's generated secret).
+    pub fn add_secret(&mut self, secret: &Secret) -> Result<(), KeyError> {
+        self.add(
+            &KeySpec {
                 kid: None,
-                algorithm: Algorithm::HS256,
-                decoding: DecodingKey::from_secret(bytes),
-                encoding: Some(EncodingKey::from_secret(bytes)),
-            });
-        }
-        for (index, entry) in config.jwt_keys.iter().enumerate() {
-            let label = entry
-                .kid
-                .clone()
-                .unwrap_or_else(|| format!("#{}", index + 1));
-            let algorithm: Algorithm = entry
-                .algorithm
-                .parse()
-                .map_err(|_| KeyError::UnknownAlgorithm(entry.algorithm.clone()))?;
-            let key = match algorithm.family() {
-                AlgorithmFamily::Hmac => {
-                    let secret = entry
-                        .secret
-                        .as_ref()
-                        .filter(|secret| secret.expose().len() >= MIN_HMAC_SECRET_BYTES)
-                        .ok_or_else(|| KeyError::WeakSecret(label.clone()))?;
-                    let bytes = secret.expose().as_bytes();
-                    Key {
-                        kid: entry.kid.clone(),
-                        algorithm,
-                        decoding: DecodingKey::from_secret(bytes),
-                        encoding: Some(EncodingKey::from_secret(bytes)),
-                    }
+                algorithm: "HS256".to_owned(),
+                secret: Some(secret.clone()),
+                public_key_pem: None,
+            },
+            "POSTHORN_JWT_SECRET",
+        )
+    }
+
+    /// Checks a configured key and adds it; `label` names it in errors when it has no `kid`.
+    pub fn add(&mut self, spec: &KeySpec, label: &str) -> Result<(), KeyError> {
+        let label = spec.kid.clone().unwrap_or_else(|| label.to_owned());
+        let algorithm: Algorithm = spec
+            .algorithm
+            .parse()
+            .map_err(|_| KeyError::UnknownAlgorithm(spec.algorithm.clone()))?;
+        let key = match algorithm.family() {
+            AlgorithmFamily::Hmac => {
+                let secret = spec
+                    .secret
+                    .as_ref()
+                    .filter(|secret| secret.expose().len() >= MIN_HMAC_SECRET_BYTES)
+                    .ok_or_else(|| KeyError::WeakSecret(label.clone()))?;
+                let bytes = secret.expose().as_bytes();
+                Key {
+                    kid: spec.kid.clone(),
+                    algorithm,
+                    decoding: DecodingKey::from_secret(bytes),
+                    encoding: Some(EncodingKey::from_secret(bytes)),
                 }
-                family => {
-                    let pem = entry
-                        .public_key_pem
-                        .as_deref()
-                        .ok_or_else(|| KeyError::BadPublicKey(label.clone()))?
-                        .as_bytes();
-                    let decoding = match family {
-                        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
-                        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
-                        _ => DecodingKey::from_ed_pem(pem),
-                    }
-                    .map_err(|_| KeyError::BadPublicKey(label.clone()))?;
-                    Key {
-                        kid: entry.kid.clone(),
-                        algorithm,
-                        decoding,
-                        encoding: None,
-                    }
-                }
-            };
-            if let Some(kid) = &key.kid
-                && keys.iter().any(|other| other.kid.as_deref() == Some(kid))
-            {
-                return Err(KeyError::DuplicateKid(kid.clone()));
             }
-            keys.push(key);
+            family => {
+                let pem = spec
+                    .public_key_pem
+                    .as_deref()
+                    .ok_or_else(|| KeyError::BadPublicKey(label.clone()))?
+                    .as_bytes();
+                let decoding = match family {
+                    AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+                    AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+                    _ => DecodingKey::from_ed_pem(pem),
+                }
+                .map_err(|_| KeyError::BadPublicKey(label.clone()))?;
+                Key {
+                    kid: spec.kid.clone(),
+                    algorithm,
+                    decoding,
+                    encoding: None,
+                }
+            }
+        };
+        if let Some(kid) = &key.kid
+            && self
+                .keys
+                .iter()
+                .any(|other| other.kid.as_deref() == Some(kid))
+        {
+            return Err(KeyError::DuplicateKid(kid.clone()));
         }
-        Ok(Self { keys })
+        self.keys.push(key);
+        Ok(())
     }
 
     /// Whether no key is configured at all.

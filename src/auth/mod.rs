@@ -12,10 +12,33 @@ use std::time::Duration;
 
 use jsonwebtoken::{Validation, decode, decode_header};
 
-pub use keys::{KeyError, KeySet};
-pub use token::Claims;
+pub use keys::{KeyError, KeySet, KeySpec};
+pub use token::{Claims, MintError};
 
-use crate::config::{CallerConfig, Config};
+/// The shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+/// What the authenticator checks tokens against.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// The verification (and signing) keys.
+    pub keys: KeySet,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// What applies to particular callers, keyed by their `sub`.
+    pub callers: HashMap<String, CallerPolicy>,
+}
+
+/// Rules for one caller beyond what its token says.
+#[derive(Debug, Clone, Default)]
+pub struct CallerPolicy {
+    /// A disabled caller's tokens are refused even before they expire.
+    pub disabled: bool,
+    /// When not empty, the only domains this caller may send from (a token may narrow them further).
+    pub sender_domains: Vec<String>,
+}
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,25 +127,21 @@ pub struct Authenticator {
     keys: KeySet,
     issuer: Option<String>,
     audience: Option<String>,
-    callers: HashMap<String, CallerConfig>,
+    callers: HashMap<String, CallerPolicy>,
 }
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
 
 impl Authenticator {
-    /// Builds the authenticator from the configuration.
-    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        Ok(Self {
-            keys: KeySet::from_config(config)?,
-            issuer: config.jwt_issuer.clone(),
-            audience: config.jwt_audience.clone(),
-            callers: config
-                .callers
-                .iter()
-                .map(|caller| (caller.sub.clone(), caller.clone()))
-                .collect(),
-        })
+    /// An authenticator over validated settings.
+    pub fn new(settings: AuthSettings) -> Self {
+        Self {
+            keys: settings.keys,
+            issuer: settings.issuer,
+            audience: settings.audience,
+            callers: settings.callers,
+        }
     }
 
     /// Whether any key is configured.
@@ -204,7 +223,7 @@ impl Authenticator {
         scopes: &[Scope],
         ttl: Duration,
         sender_domains: Option<Vec<String>>,
-    ) -> Result<String, token::MintError> {
+    ) -> Result<String, MintError> {
         token::mint(
             &self.keys,
             token::MintRequest {

@@ -51,7 +51,10 @@ pub struct Delivery {
 }
 
 /// Settings for [`Delivery::start`].
+#[derive(Debug, Clone)]
 pub struct DeliverySettings {
+    /// The configured upstreams, in order.
+    pub upstreams: Vec<Upstream>,
     /// Concurrent workers in this process.
     pub workers: usize,
     /// How workers claim.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// How the connection to the upstream is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

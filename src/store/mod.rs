@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use error::StoreError;
+
+use crate::secret::Secret;
 pub use records::{
     Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
     EnqueueRequest, JobLease, MessageFilter, MessageRecord, MessageSummary, Page, RecipientResult,
@@ -23,6 +25,36 @@ pub use records::{
 
 /// A shared handle to the configured store.
 pub type SharedStore = Arc<dyn MessageStore>;
+
+/// Where the queue lives and how it is used.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `postgres://...` for PostgreSQL, `sqlite://path` for the embedded engine.
+    pub url: Secret,
+    /// Most connections this process opens (PostgreSQL; SQLite has one writer).
+    pub max_connections: u32,
+    /// How long an operation waits for a free connection before failing as unavailable.
+    pub acquire_timeout: Duration,
+    /// How long an idempotency key blocks reuse.
+    pub idempotency_retention: Duration,
+}
+
+impl StoreSettings {
+    /// Whether the URL names the embedded engine.
+    pub fn is_embedded(&self) -> bool {
+        self.url.expose().starts_with("sqlite:")
+    }
+}
+
+/// Opens the store the settings name. Connections are opened on first use, so a database that is still
+/// starting does not stop posthorn from starting.
+pub fn open(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+    Ok(if settings.is_embedded() {
+        Arc::new(sqlite::SqliteStore::connect(settings)?)
+    } else {
+        Arc::new(postgres::PostgresStore::connect(settings)?)
+    })
+}
 
 /// The queue operations posthorn needs from a database.
 #[async_trait]

@@ -318,10 +318,10 @@ async fn a_disabled_caller_is_refused_even_with_a_valid_token() {
 async fn keys_with_a_kid_are_selected_by_it() {
     let second = "second-key-0123456789-0123456789-xyz";
     let app = spawn_app_with(|c| {
-        c.jwt_keys = vec![posthorn::config::JwtKeyConfig {
+        c.jwt_keys = vec![posthorn::auth::KeySpec {
             kid: Some("k2".into()),
             algorithm: "HS256".into(),
-            secret: Some(posthorn::config::Secret::new(second)),
+            secret: Some(posthorn::secret::Secret::new(second)),
             public_key_pem: None,
         }];
     })
@@ -352,7 +352,7 @@ async fn an_rs256_public_key_verifies_and_hs_rs_confusion_fails() {
     let private_pem = include_str!("fixtures/rsa-private.pem");
     let public_pem = include_str!("fixtures/rsa-public.pem");
     let app = spawn_app_with(|c| {
-        c.jwt_keys = vec![posthorn::config::JwtKeyConfig {
+        c.jwt_keys = vec![posthorn::auth::KeySpec {
             kid: Some("rsa".into()),
             algorithm: "RS256".into(),
             secret: None,

@@ -379,6 +379,32 @@ fn check_config_refuses_an_unknown_key_in_the_file_by_name() {
     outcome.assert_failure_naming("`max_recipient`");
 }
 
+/// A provider whose own timeout is longer than a sixth of the lease could have every claimed job
+/// given back unsent, again and again: refused by `check-config` and by `serve`, naming the provider.
+#[tokio::test]
+async fn a_provider_timeout_that_does_not_fit_the_lease_is_refused_naming_the_provider() {
+    let file =
+        toml_file("[providers.slow-relay]\nurl = \"smtp://relay.internal:25\"\ntimeout = \"2m\"\n");
+    let path = file.path().to_str().unwrap();
+    let outcome = run(configured(&mut posthorn()).args(["--config", path, "check-config"]));
+    outcome
+        .assert_failure_naming("POSTHORN_LEASE_DURATION")
+        .assert_failure_naming("slow-relay");
+    let fits = run(configured(&mut posthorn())
+        .env("POSTHORN_LEASE_DURATION", "12m")
+        .args(["--config", path, "check-config"]));
+    fits.assert_success();
+
+    let database = TestDatabase::create_empty().await;
+    let serve = run(posthorn()
+        .env("POSTHORN_PROFILE", "production")
+        .env("POSTHORN_JWT_SECRET", JWT_SECRET)
+        .env("POSTHORN_DATABASE_URL", database.url())
+        .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .args(["--config", path, "serve"]));
+    serve.assert_failure_naming("slow-relay");
+}
+
 #[test]
 fn check_config_refuses_a_missing_file() {
     let outcome = run(configured(&mut posthorn()).args([

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use posthorn::config::Secret;
+use posthorn::secret::Secret;
 use serde_json::{Value, json};
 
 use crate::support::smtp::{Action, Script, SmtpServer};

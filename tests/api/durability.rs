@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use posthorn::app::{Application, open_store};
-use posthorn::auth::{Authenticator, Scope};
-use posthorn::config::{Config, Secret};
+use posthorn::auth::Scope;
+use posthorn::config::Config;
+use posthorn::secret::Secret;
 use serde_json::{Value, json};
 use sqlx::Row;
 
@@ -133,12 +134,10 @@ async fn with_the_database_unreachable_send_is_a_prompt_503() {
         shutdown_grace: Duration::from_secs(2),
         ..Config::default()
     };
-    let token = Authenticator::from_config(&config)
-        .unwrap()
-        .mint("tester", &[Scope::Send], Duration::from_secs(600), None)
-        .unwrap();
-    let store = open_store(&config).unwrap();
-    let app = Application::build_with_store(config, store).unwrap();
+    let token = crate::support::mint(&config, "tester", &[Scope::Send], Duration::from_secs(600));
+    let settings = config.validate().unwrap();
+    let store = open_store(&settings).unwrap();
+    let app = Application::build_with_store(settings, store).unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use posthorn::auth::Scope;
-use posthorn::config::Secret;
+use posthorn::secret::Secret;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use time::OffsetDateTime;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use posthorn::config::Secret;
+use posthorn::secret::Secret;
 use serde_json::{Value, json};
 
 use crate::support::peers::{AiosmtpdMode, TestCertificates, aiosmtpd, smtp_sink};

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use posthorn::app::{Application, open_store};
-use posthorn::config::{Config, Secret};
+use posthorn::config::Config;
+use posthorn::secret::Secret;
 use posthorn::store::SharedStore;
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -28,8 +29,9 @@ struct BareApp {
 
 impl BareApp {
     fn start(config: Config, database: Option<TestDatabase>) -> Self {
-        let store = open_store(&config).expect("store opens");
-        let app = Application::build_with_store(config, store.clone()).expect("app builds");
+        let settings = config.validate().expect("valid configuration");
+        let store = open_store(&settings).expect("store opens");
+        let app = Application::build_with_store(settings, store.clone()).expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
         let task = tokio::spawn(app.run_until_stopped());
@@ -422,7 +424,7 @@ async fn an_app_starts_on_a_database_migrated_by_a_newer_release() {
     .await
     .unwrap();
     let config = test_config(&database);
-    let app = Application::build(config).await;
+    let app = Application::build(config.validate().unwrap()).await;
     assert!(app.is_ok(), "{:#}", app.err().unwrap());
 }
 
@@ -430,15 +432,12 @@ async fn an_app_starts_on_a_database_migrated_by_a_newer_release() {
 async fn send_agrees_with_readyz_when_the_database_does_not_exist() {
     let name = format!("posthorn_test_missing_{}", uuid::Uuid::new_v4().simple());
     let config = config_for_database(&name);
-    let token = posthorn::auth::Authenticator::from_config(&config)
-        .unwrap()
-        .mint(
-            "tester",
-            &[posthorn::auth::Scope::Send],
-            Duration::from_secs(600),
-            None,
-        )
-        .unwrap();
+    let token = crate::support::mint(
+        &config,
+        "tester",
+        &[posthorn::auth::Scope::Send],
+        Duration::from_secs(600),
+    );
     let app = BareApp::start(config, None);
     assert_not_ready(app.get("/readyz").await).await;
     let response = app

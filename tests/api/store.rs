@@ -8,7 +8,7 @@ use std::time::Duration;
 use posthorn::domain::{
     IdempotencyKey, Limits, MessageDraft, MessageStatus, NewMessage, RequestFingerprint,
 };
-use posthorn::store::postgres::{PoolSettings, PostgresStore};
+use posthorn::store::postgres::PostgresStore;
 use posthorn::store::sqlite::SqliteStore;
 use posthorn::store::{
     AttemptRecord, CancelOutcome, Disposition, EnqueueOutcome, EnqueueRequest, MessageFilter,
@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::TestDatabase;
+use crate::support::{TestDatabase, store_settings};
 
 /// A store under test and whatever keeps its database alive.
 struct Subject {
@@ -32,15 +32,7 @@ const RETENTION: Duration = Duration::from_secs(1);
 
 async fn postgres() -> Subject {
     let database = TestDatabase::create_postgres().await;
-    let store = PostgresStore::connect(
-        &posthorn::config::Secret::new(database.url()),
-        &PoolSettings {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-            idempotency_retention: RETENTION,
-        },
-    )
-    .unwrap();
+    let store = PostgresStore::connect(&store_settings(&database.url(), RETENTION)).unwrap();
     Subject {
         store: Arc::new(store),
         _database: Some(database),
@@ -51,7 +43,7 @@ async fn postgres() -> Subject {
 async fn sqlite() -> Subject {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("queue.db").display());
-    let store = SqliteStore::connect(&url, RETENTION, Duration::from_secs(5)).unwrap();
+    let store = SqliteStore::connect(&store_settings(&url, RETENTION)).unwrap();
     store.migrate().await.unwrap();
     Subject {
         store: Arc::new(store),

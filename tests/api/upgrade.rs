@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use posthorn::domain::MessageStatus;
-use posthorn::store::postgres::{PoolSettings, PostgresStore};
+use posthorn::store::postgres::PostgresStore;
 use posthorn::store::{AttemptRecord, Disposition, MessageFilter, SharedStore};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -143,14 +143,10 @@ async fn job(db: &mut PgConnection, id: Uuid) -> Option<(Option<Uuid>, i32, Opti
 /// A store on the upgraded database, as the new release opens it.
 pub(crate) fn store(database: &TestDatabase) -> SharedStore {
     Arc::new(
-        PostgresStore::connect(
-            &posthorn::config::Secret::new(database.url()),
-            &PoolSettings {
-                max_connections: 5,
-                acquire_timeout: Duration::from_secs(5),
-                idempotency_retention: Duration::from_secs(60),
-            },
-        )
+        PostgresStore::connect(&crate::support::store_settings(
+            &database.url(),
+            Duration::from_secs(60),
+        ))
         .unwrap(),
     )
 }

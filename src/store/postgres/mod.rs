@@ -20,8 +20,7 @@ use super::records::{
     AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
     JobLease, MessageFilter, MessageRecord, Page,
 };
-use super::{MessageStore, StoreError};
-use crate::config::Secret;
+use super::{MessageStore, StoreError, StoreSettings};
 use crate::domain::MessageStatus;
 use batch::{Batcher, Linger};
 
@@ -69,17 +68,6 @@ const OUTCOME_LINGER: Linger = Linger {
     streams_only: false,
 };
 
-/// Pool settings for [`PostgresStore::connect`].
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    /// Most connections this process opens.
-    pub max_connections: u32,
-    /// How long an operation waits for a free connection before failing as unavailable.
-    pub acquire_timeout: Duration,
-    /// How long an idempotency key blocks reuse.
-    pub idempotency_retention: Duration,
-}
-
 /// A [`MessageStore`] on PostgreSQL.
 pub struct PostgresStore {
     pool: PgPool,
@@ -97,8 +85,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Creates the pool. Connections are opened on first use, so a database that is still starting does
     /// not stop posthorn from starting.
-    pub fn connect(url: &Secret, settings: &PoolSettings) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose())
+    pub fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(settings.url.expose())
             .map_err(StoreError::Database)?
             .application_name("posthorn");
         let pool = PgPoolOptions::new()

@@ -26,7 +26,7 @@ use super::records::{
     Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
     EnqueueRequest, JobLease, MessageFilter, MessageRecord, Page,
 };
-use super::{MessageStore, StoreError};
+use super::{MessageStore, StoreError, StoreSettings};
 use crate::domain::MessageStatus;
 
 /// The migrations compiled into this build (migrations applied by a newer release are tolerated).
@@ -47,12 +47,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path/to/file.db`).
-    pub fn connect(
-        url: &str,
-        idempotency_retention: Duration,
-        acquire_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
+    pub fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let acquire_timeout = settings.acquire_timeout;
+        let options = SqliteConnectOptions::from_str(settings.url.expose())
             .map_err(StoreError::Database)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -77,7 +74,7 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            idempotency_retention,
+            idempotency_retention: settings.idempotency_retention,
             enqueued: Arc::new(Notify::new()),
         })
     }

@@ -108,11 +108,10 @@ impl TestDatabase {
     pub async fn create() -> Self {
         if !is_postgres() {
             let database = Self::create_sqlite();
-            let store = posthorn::store::sqlite::SqliteStore::connect(
+            let store = posthorn::store::sqlite::SqliteStore::connect(&super::store_settings(
                 &database.url(),
                 std::time::Duration::from_secs(3600),
-                std::time::Duration::from_secs(5),
-            )
+            ))
             .expect("open SQLite");
             posthorn::store::MessageStore::migrate(&store)
                 .await

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use posthorn::app::Application;
 use posthorn::auth::{Authenticator, Scope};
-use posthorn::config::{Config, Secret};
+use posthorn::config::Config;
+use posthorn::secret::Secret;
+use posthorn::store::StoreSettings;
 use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -69,8 +71,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts an application on an existing database.
 pub async fn start(config: Config, database: TestDatabase) -> TestApp {
-    config.validate().expect("test configuration is valid");
-    let app = Application::build(config.clone())
+    let settings = config.validate().expect("test configuration is valid");
+    let app = Application::build(settings)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -110,10 +112,7 @@ impl TestApp {
 
     /// A token for `sub` with `scopes`, valid for an hour.
     pub fn token(&self, sub: &str, scopes: &[Scope]) -> String {
-        Authenticator::from_config(&self.config)
-            .expect("keys")
-            .mint(sub, scopes, Duration::from_secs(3600), None)
-            .expect("token mints")
+        mint(&self.config, sub, scopes, Duration::from_secs(3600))
     }
 
     /// A token with the send and read scopes for caller `tester`.
@@ -236,6 +235,25 @@ impl TestApp {
             .await
             .expect("metrics text");
         process::labelled_sample(&text, name, labels).unwrap_or(0.0)
+    }
+}
+
+/// A token for `sub` with `scopes`, valid for `ttl`, signed with the keys `config` names (and carrying
+/// its issuer and audience).
+pub fn mint(config: &Config, sub: &str, scopes: &[Scope], ttl: Duration) -> String {
+    let settings = config.validate().expect("configuration with a token key");
+    Authenticator::new(settings.auth)
+        .mint(sub, scopes, ttl, None)
+        .expect("token mints")
+}
+
+/// Store settings for the database at `url`, keeping idempotency keys for `retention`.
+pub fn store_settings(url: &str, retention: Duration) -> StoreSettings {
+    StoreSettings {
+        url: Secret::new(url),
+        max_connections: 5,
+        acquire_timeout: Duration::from_secs(5),
+        idempotency_retention: retention,
     }
 }
 

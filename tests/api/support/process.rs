@@ -5,8 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use posthorn::auth::{Authenticator, Scope};
-use posthorn::config::{Config, Secret};
+use posthorn::auth::Scope;
+use posthorn::config::Config;
+use posthorn::secret::Secret;
 use serde_json::Value;
 
 use super::JWT_SECRET;
@@ -28,10 +29,7 @@ pub fn token_with(secret: &str, sub: &str, scopes: &[Scope]) -> String {
         jwt_secret: Some(Secret::new(secret)),
         ..Config::default()
     };
-    Authenticator::from_config(&config)
-        .expect("keys")
-        .mint(sub, scopes, Duration::from_secs(600), None)
-        .expect("token")
+    super::mint(&config, sub, scopes, Duration::from_secs(600))
 }
 
 /// A token for caller `sub` with `scopes`, signed with the secret [`Posthorn::spawn`] configures.

@@ -1,23 +1,28 @@
-//! A string that never shows itself in `Debug` or `Display` output.
+//! A string that never shows itself: passwords, keys, URLs with credentials.
+//!
+//! The value is held in `secrecy`'s [`SecretString`], which redacts it in `Debug` and wipes its memory
+//! when dropped; this wrapper adds the one thing configuration needs on top, reading a secret from any
+//! scalar (an environment value such as `1234...` arrives as a number).
 
 use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-/// A configuration value that must not reach logs: passwords, keys, URLs with credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A value that must not reach logs, errors or metrics.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The secret itself; call only where the value is used, never to print it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -35,7 +40,6 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Environment values such as `1234...` arrive as numbers; a secret is always text.
         struct SecretVisitor;
         impl Visitor<'_> for SecretVisitor {
             type Value = Secret;
@@ -46,25 +50,25 @@ impl<'de> Deserialize<'de> for Secret {
                 Ok(Secret::new(v))
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
-                Ok(Secret(v))
+                Ok(Secret::new(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_i128<E: de::Error>(self, v: i128) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_u128<E: de::Error>(self, v: u128) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
+                Ok(Secret::new(v.to_string()))
             }
         }
         deserializer.deserialize_any(SecretVisitor)
@@ -81,5 +85,11 @@ mod tests {
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert!(!format!("{secret}").contains("hunter2"));
         assert_eq!(secret.expose(), "hunter2-hunter2");
+    }
+
+    #[test]
+    fn numbers_from_the_environment_are_text() {
+        let secret: Secret = serde_json::from_str("12345678901234567890").unwrap();
+        assert_eq!(secret.expose(), "12345678901234567890");
     }
 }

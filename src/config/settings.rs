@@ -1,0 +1,400 @@
+//! Validation: every value checked once, then handed to the component it belongs to.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Config, ConfigError, Profile};
+use crate::api::HttpSettings;
+use crate::auth::{AuthSettings, CallerPolicy, KeySet};
+use crate::data_dir::DataDir;
+use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
+use crate::domain::Limits;
+use crate::rate_limit::{Quota, RateLimitSettings};
+use crate::secret::Secret;
+use crate::store::StoreSettings;
+use crate::telemetry::LogFormat;
+
+/// A send (connect, commands, data) must fit in a lease this many times over, or a second worker could
+/// take the job over while the first still talks to the upstream.
+const LEASE_TIMEOUTS: u32 = 6;
+
+/// A validated configuration, as the settings of each component.
+#[derive(Clone)]
+pub struct Settings {
+    /// How strict the defaults are.
+    pub profile: Profile,
+    /// Where the embedded database, a generated token secret and the outbox live.
+    pub data_dir: DataDir,
+    /// The HTTP listener and what it reads.
+    pub http: HttpSettings,
+    /// Token keys and caller rules.
+    pub auth: AuthSettings,
+    /// Per-caller request quotas.
+    pub rate_limits: RateLimitSettings,
+    /// Bounds on a submitted message.
+    pub limits: Limits,
+    /// The queue's database.
+    pub store: StoreSettings,
+    /// The database is the embedded one in the data directory (no URL was configured).
+    pub database_in_data_dir: bool,
+    /// Upstreams, workers and the retry schedule.
+    pub delivery: DeliverySettings,
+    /// Log output.
+    pub log_format: LogFormat,
+    /// How long in-flight work may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `POSTHORN_*` variables that name no setting; logged at start.
+    pub ignored_env: Vec<String>,
+}
+
+/// Where the token key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// `POSTHORN_JWT_SECRET` or `jwt_keys`.
+    Configured,
+    /// Read from this file in the data directory.
+    FromDataDir(PathBuf),
+    /// Generated into this file just now.
+    Generated(PathBuf),
+}
+
+impl Config {
+    /// Checks every value that has a rule beyond its type, and builds each component's settings.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let data_dir = DataDir::new(&self.data_dir);
+        let store = self.store(&data_dir)?;
+        let auth = self.auth()?;
+        for (key, value) in [
+            ("POSTHORN_SMTP_MAX_CONNECTIONS", self.smtp_max_connections),
+            ("POSTHORN_WORKERS", self.workers),
+            ("POSTHORN_CLAIM_BATCH_SIZE", self.claim_batch_size as usize),
+            (
+                "POSTHORN_RETRY_MAX_ATTEMPTS",
+                self.retry_max_attempts as usize,
+            ),
+            ("POSTHORN_MAX_BODY_SIZE", self.max_body_size),
+            ("POSTHORN_MAX_RECIPIENTS", self.max_recipients),
+            ("POSTHORN_MAX_ATTACHMENT_SIZE", self.max_attachment_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("POSTHORN_SMTP_TIMEOUT", self.smtp_timeout),
+            ("POSTHORN_POLL_INTERVAL", self.poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be longer than 0s"));
+            }
+        }
+        let upstreams = self.upstreams()?;
+        self.check_lease(&upstreams)?;
+        if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_RATE_LIMIT",
+                "must be a number of requests per second, 0 or more (0 turns limiting off)",
+            ));
+        }
+        if self.idempotency_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_IDEMPOTENCY_RETENTION",
+                "must be at least 1h",
+            ));
+        }
+        Ok(Settings {
+            profile: self.profile,
+            http: HttpSettings {
+                listen: self.listen,
+                max_body_size: self.max_body_size,
+            },
+            auth,
+            rate_limits: self.rate_limits(),
+            limits: Limits {
+                max_recipients: self.max_recipients,
+                max_attachments: self.max_attachments,
+                max_attachment_size: self.max_attachment_size,
+                max_headers: self.max_headers,
+                max_schedule_ahead: self.max_schedule_ahead,
+            },
+            store,
+            database_in_data_dir: self.database_url.is_none(),
+            delivery: DeliverySettings {
+                upstreams,
+                workers: self.workers,
+                worker: WorkerSettings {
+                    batch_size: self.claim_batch_size,
+                    lease: self.lease_duration,
+                    poll_interval: self.poll_interval,
+                },
+                retry: RetryPolicy {
+                    initial_delay: self.retry_initial_delay,
+                    max_delay: self.retry_max_delay.max(self.retry_initial_delay),
+                    max_attempts: self.retry_max_attempts,
+                    max_age: self.retry_max_age,
+                    ..RetryPolicy::default()
+                },
+            },
+            data_dir,
+            log_format: self.log_format,
+            shutdown_grace: self.shutdown_grace,
+            ignored_env: self.ignored_env.clone(),
+        })
+    }
+
+    /// The database URL (the configured one, or the embedded database in the data directory) and its
+    /// pool.
+    fn store(&self, data_dir: &DataDir) -> Result<StoreSettings, ConfigError> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_DATABASE_URL",
+                    "must be a postgres:// or sqlite:// URL",
+                ));
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "POSTHORN_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(StoreSettings {
+            url: self
+                .database_url
+                .clone()
+                .unwrap_or_else(|| Secret::new(data_dir.database_url())),
+            max_connections: self.database_max_connections,
+            acquire_timeout: self.database_acquire_timeout,
+            idempotency_retention: self.idempotency_retention,
+        })
+    }
+
+    /// The key set built from `jwt_secret` and `jwt_keys`, and the callers' rules.
+    fn auth(&self) -> Result<AuthSettings, ConfigError> {
+        let mut keys = KeySet::new();
+        if let Some(secret) = &self.jwt_secret {
+            keys.add_secret(secret).map_err(|_| {
+                ConfigError::invalid(
+                    "POSTHORN_JWT_SECRET",
+                    format!(
+                        "must be at least {} bytes long",
+                        crate::auth::MIN_HMAC_SECRET_BYTES
+                    ),
+                )
+            })?;
+        }
+        for (index, spec) in self.jwt_keys.iter().enumerate() {
+            keys.add(spec, &format!("#{}", index + 1))
+                .map_err(|error| ConfigError::invalid("jwt_keys", error.to_string()))?;
+        }
+        let callers = self
+            .callers
+            .iter()
+            .map(|caller| {
+                (
+                    caller.sub.clone(),
+                    CallerPolicy {
+                        disabled: caller.disabled,
+                        sender_domains: caller
+                            .sender_domains
+                            .iter()
+                            .map(|domain| domain.to_ascii_lowercase())
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+        Ok(AuthSettings {
+            keys,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            callers,
+        })
+    }
+
+    /// Every configured upstream, `POSTHORN_SMTP_URL` first (named `default`), then the TOML providers.
+    fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
+        let mut upstreams = Vec::new();
+        if let Some(url) = &self.smtp_url {
+            let mut upstream = Upstream::parse(
+                "default",
+                url.expose(),
+                self.smtp_max_connections,
+                self.smtp_timeout,
+            )
+            .map_err(|error| ConfigError::invalid("POSTHORN_SMTP_URL", error.to_string()))?;
+            upstream.ca_file = self.smtp_tls_ca_file.clone();
+            upstreams.push(upstream);
+        }
+        for (name, provider) in &self.providers {
+            let invalid =
+                |reason: String| ConfigError::invalid("providers", format!("{name}: {reason}"));
+            if provider.timeout.is_some_and(|timeout| timeout.is_zero()) {
+                return Err(invalid("timeout must be longer than 0s".into()));
+            }
+            let mut upstream = Upstream::parse(
+                name,
+                provider.url.expose(),
+                provider
+                    .max_connections
+                    .unwrap_or(self.smtp_max_connections),
+                provider.timeout.unwrap_or(self.smtp_timeout),
+            )
+            .map_err(|error| invalid(error.to_string()))?;
+            upstream.ca_file = provider
+                .tls_ca_file
+                .clone()
+                .or_else(|| self.smtp_tls_ca_file.clone());
+            upstreams.push(upstream);
+        }
+        Ok(upstreams)
+    }
+
+    /// The lease must cover a whole send to whichever upstream takes the message, with its own timeout.
+    fn check_lease(&self, upstreams: &[Upstream]) -> Result<(), ConfigError> {
+        let fits = |timeout: Duration| self.lease_duration >= timeout * LEASE_TIMEOUTS;
+        if !fits(self.smtp_timeout) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_LEASE_DURATION",
+                format!(
+                    "must be at least {LEASE_TIMEOUTS} x POSTHORN_SMTP_TIMEOUT ({})",
+                    humantime::format_duration(self.smtp_timeout * LEASE_TIMEOUTS)
+                ),
+            ));
+        }
+        if let Some(upstream) = upstreams.iter().find(|upstream| !fits(upstream.timeout)) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_LEASE_DURATION",
+                format!(
+                    "must be at least {LEASE_TIMEOUTS} x the timeout of provider `{}` ({} x {} = {}); \
+                     lengthen the lease or shorten [providers.{}] timeout",
+                    upstream.name,
+                    LEASE_TIMEOUTS,
+                    humantime::format_duration(upstream.timeout),
+                    humantime::format_duration(upstream.timeout * LEASE_TIMEOUTS),
+                    upstream.name,
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The default quota and the callers' own.
+    fn rate_limits(&self) -> RateLimitSettings {
+        let default = Quota::new(self.rate_limit, self.rate_limit_burst);
+        let callers: HashMap<String, Quota> = self
+            .callers
+            .iter()
+            .filter(|caller| caller.rate_limit.is_some() || caller.rate_limit_burst.is_some())
+            .map(|caller| {
+                (
+                    caller.sub.clone(),
+                    Quota::new(
+                        caller.rate_limit.unwrap_or(default.per_second),
+                        caller.rate_limit_burst.unwrap_or(default.burst),
+                    ),
+                )
+            })
+            .collect();
+        RateLimitSettings { default, callers }
+    }
+}
+
+impl Settings {
+    /// Makes sure a token key is there. Without an explicit one, the development profile uses the
+    /// secret in the data directory (generated on first use); the production profile refuses.
+    pub fn resolve_token_key(&mut self) -> Result<TokenSecret, ConfigError> {
+        if !self.auth.keys.is_empty() {
+            return Ok(TokenSecret::Configured);
+        }
+        if self.profile == Profile::Production {
+            return Err(ConfigError::invalid(
+                "POSTHORN_JWT_SECRET",
+                "the production profile needs an explicit token key (POSTHORN_JWT_SECRET or jwt_keys)",
+            ));
+        }
+        let (secret, generated) = self
+            .data_dir
+            .token_secret(true)
+            .map_err(|error| ConfigError::invalid("POSTHORN_DATA_DIR", error.to_string()))?
+            .ok_or_else(|| ConfigError::invalid("POSTHORN_DATA_DIR", "no token secret"))?;
+        self.auth
+            .keys
+            .add_secret(&secret)
+            .map_err(|error| ConfigError::invalid("POSTHORN_DATA_DIR", error.to_string()))?;
+        let path = self.data_dir.secret_path();
+        Ok(if generated {
+            TokenSecret::Generated(path)
+        } else {
+            TokenSecret::FromDataDir(path)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused_naming_the_key() {
+        let config = Config {
+            jwt_secret: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        let error = config
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("POSTHORN_JWT_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn smtp_url_errors_do_not_echo_credentials() {
+        let config = Config {
+            smtp_url: Some(Secret::new("ftp://user:topsecretpw@host")),
+            ..Config::default()
+        };
+        let error = config
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("POSTHORN_SMTP_URL"), "{error}");
+        assert!(!error.contains("topsecretpw"), "{error}");
+    }
+
+    #[test]
+    fn a_provider_whose_timeout_does_not_fit_the_lease_is_refused_by_name() {
+        let mut config = Config::default();
+        config.providers.insert(
+            "slow-relay".into(),
+            super::super::ProviderConfig {
+                url: Secret::new("smtp://relay.internal"),
+                max_connections: None,
+                timeout: Some(Duration::from_secs(60)),
+                tls_ca_file: None,
+            },
+        );
+        let error = config
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("POSTHORN_LEASE_DURATION"), "{error}");
+        assert!(error.contains("slow-relay"), "{error}");
+        config.lease_duration = Duration::from_secs(360);
+        assert!(config.validate().is_ok());
+    }
+}
