@@ -10,6 +10,7 @@ use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::Acceptor;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::config::{Profile, Settings, TokenSecret};
@@ -97,8 +98,8 @@ impl Application {
         let transport = choose_transport(&settings, &providers);
         let state = web::Data::new(AppState {
             store: store.clone(),
+            acceptor: Acceptor::new(store.clone(), settings.limits.clone(), metrics.clone()),
             authenticator: Arc::new(Authenticator::new(settings.auth.clone())),
-            limits: settings.limits.clone(),
             max_body_size: settings.http.max_body_size,
             metrics: metrics.clone(),
             rate_limiter: RateLimiter::new(settings.rate_limits.clone()),

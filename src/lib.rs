@@ -3,6 +3,7 @@
 //! Layers, from the edge inwards: [`api`] (HTTP only) parses requests into [`domain`] types, which the
 //! [`store`] writes durably; [`delivery`] workers claim stored jobs and hand them to SMTP upstreams.
 
+pub mod accept;
 pub mod api;
 pub mod app;
 pub mod auth;

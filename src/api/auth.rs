@@ -1,6 +1,9 @@
-//! The authenticated caller as a request extractor.
+//! Permissions as request extractors: a handler states the scope it needs in its signature
+//! ([`Sender`], [`Reader`]), so a new handler cannot forget to check it.
 
 use std::future::{Ready, ready};
+use std::marker::PhantomData;
+use std::ops::Deref;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -9,30 +12,76 @@ use super::ApiError;
 use super::state::AppState;
 use crate::auth::{AuthError, Caller, Scope};
 
-/// The caller of this request, verified from its bearer token.
-pub struct Authenticated(pub Caller);
+/// A scope a handler requires.
+pub trait RequiredScope {
+    /// The scope.
+    const SCOPE: Scope;
+}
 
-impl Authenticated {
-    /// Fails with 403 unless the caller holds `scope`.
-    pub fn require(&self, scope: Scope) -> Result<&Caller, ApiError> {
-        if self.0.has(scope) {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::InsufficientScope(scope))
-        }
+/// The `send` scope.
+pub struct SendScope;
+/// The `read` scope.
+pub struct ReadScope;
+
+impl RequiredScope for SendScope {
+    const SCOPE: Scope = Scope::Send;
+}
+
+impl RequiredScope for ReadScope {
+    const SCOPE: Scope = Scope::Read;
+}
+
+/// The caller of this request, verified from its bearer token and holding scope `S` (admin holds
+/// every scope): 401 without a valid token, 429 over its rate, 403 without the scope.
+pub struct Authorized<S> {
+    caller: Caller,
+    scope: PhantomData<S>,
+}
+
+/// A caller that may send.
+pub type Sender = Authorized<SendScope>;
+/// A caller that may read messages.
+pub type Reader = Authorized<ReadScope>;
+
+impl<S> Authorized<S> {
+    /// The caller.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Whose messages this caller sees and changes: an admin's reach every caller's.
+    pub fn owner(&self) -> Option<&str> {
+        (!self.caller.is_admin()).then_some(self.caller.sub.as_str())
     }
 }
 
-impl FromRequest for Authenticated {
+impl<S> Deref for Authorized<S> {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<S: RequiredScope> FromRequest for Authorized<S> {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        ready(authenticate(req).and_then(|caller| {
+            if caller.has(S::SCOPE) {
+                Ok(Self {
+                    caller,
+                    scope: PhantomData,
+                })
+            } else {
+                Err(ApiError::InsufficientScope(S::SCOPE))
+            }
+        }))
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state is missing".into()))?;
@@ -54,5 +103,5 @@ fn authenticate(req: &HttpRequest) -> Result<Authenticated, ApiError> {
         state.metrics.rate_limited.inc();
         return Err(ApiError::RateLimited(limited));
     }
-    Ok(Authenticated(caller))
+    Ok(caller)
 }

@@ -6,21 +6,17 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use actix_web::http::StatusCode;
+
 use super::ApiError;
-use super::auth::Authenticated;
+use super::auth::{Reader, Sender};
 use super::state::AppState;
-use super::views::{MessageView, PageView};
-use crate::auth::{Caller, Scope};
+use super::views::{MessageView, PageView, json};
 use crate::domain::MessageStatus;
 use crate::store::{CancelOutcome, MessageFilter};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
-
-/// Whose messages a caller sees: an admin sees everyone's.
-fn owner(caller: &Caller) -> Option<&str> {
-    (!caller.is_admin()).then_some(caller.sub.as_str())
-}
 
 /// Parses a message id from the path; an id that is not a UUID names no message.
 pub fn parse_id(text: &str) -> Result<Uuid, ApiError> {
@@ -29,18 +25,17 @@ pub fn parse_id(text: &str) -> Result<Uuid, ApiError> {
 
 /// One message with its delivery attempts.
 pub async fn get_message(
+    caller: Reader,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Read)?;
     let id = parse_id(&path)?;
     let record = state
         .store
-        .get_message(owner(caller), id)
+        .get_message(caller.owner(), id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(MessageView::from(record)))
+    json(StatusCode::OK, &MessageView::from(record))
 }
 
 /// Query parameters of the listing.
@@ -102,32 +97,30 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime
 
 /// A page of messages, newest first.
 pub async fn list_messages(
-    auth: Authenticated,
+    caller: Reader,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Read)?;
     let filter = query.into_inner().into_filter()?;
-    let page = state.store.list_messages(owner(caller), &filter).await?;
-    Ok(HttpResponse::Ok().json(PageView::from(page)))
+    let page = state.store.list_messages(caller.owner(), &filter).await?;
+    json(StatusCode::OK, &PageView::from(page))
 }
 
 /// Cancels a message that has not started sending.
 pub async fn cancel_message(
+    caller: Sender,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Send)?;
     let id = parse_id(&path)?;
-    match state.store.cancel_message(owner(caller), id).await? {
+    match state.store.cancel_message(caller.owner(), id).await? {
         CancelOutcome::Cancelled => {
             let record = state
                 .store
-                .get_message(owner(caller), id)
+                .get_message(caller.owner(), id)
                 .await?
                 .ok_or(ApiError::NotFound)?;
-            Ok(HttpResponse::Ok().json(MessageView::from(record)))
+            json(StatusCode::OK, &MessageView::from(record))
         }
         CancelOutcome::NotFound => Err(ApiError::NotFound),
         CancelOutcome::TooLate(status) => Err(ApiError::Conflict(format!(

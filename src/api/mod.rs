@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod draft;
 mod messages;
 mod ops;
 mod problem;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 
 use actix_web::{HttpResponse, guard, web};
 
+pub use draft::{AttachmentDraft, MessageDraft, OneOrMany};
 pub use problem::{ApiError, PROBLEM_TYPE_PREFIX};
 pub use send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::AppState;

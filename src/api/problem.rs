@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::accept::AcceptError;
 use crate::auth::{AuthError, Scope};
 use crate::domain::{DomainError, IdempotencyKeyError};
 use crate::store::StoreError;
@@ -75,6 +76,17 @@ pub enum ApiError {
     /// Anything else: logged in full, shown to the caller as a bare 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<AcceptError> for ApiError {
+    fn from(error: AcceptError) -> Self {
+        match error {
+            AcceptError::NotPermitted => ApiError::InsufficientScope(Scope::Send),
+            AcceptError::SenderNotAllowed(domain) => ApiError::SenderNotAllowed(domain),
+            AcceptError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            AcceptError::Store(error) => error.into(),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -1,17 +1,19 @@
-//! `POST /send` and `POST /v1/send`: validate, commit, then answer 202.
+//! `POST /send` and `POST /v1/send`: read the JSON shape, hand it to the accept path, answer 202.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ApiError;
-use super::auth::Authenticated;
+use super::auth::Sender;
 use super::body::{read_json, shape_error};
+use super::draft::MessageDraft;
 use super::state::AppState;
-use crate::auth::Scope;
-use crate::domain::{IdempotencyKey, MessageDraft, MessageStatus, NewMessage, RequestFingerprint};
-use crate::store::{Accepted, EnqueueOutcome, EnqueueRequest};
+use super::views::json;
+use crate::accept::{Receipt, Submission};
+use crate::domain::{IdempotencyKey, IdempotencyKeyError, MessageStatus, RequestFingerprint};
 
 /// The header carrying the caller's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -25,15 +27,12 @@ struct AcceptedBody {
 }
 
 /// Accepts one message.
-#[tracing::instrument(skip_all, fields(caller, message_id))]
 pub async fn send(
+    caller: Sender,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Send)?;
-    tracing::Span::current().record("caller", caller.sub.as_str());
     let key = idempotency_key(&req)?;
     let body = read_json(&req, payload, state.max_body_size).await?;
     if !body.is_object() {
@@ -44,53 +43,48 @@ pub async fn send(
     }
     let idempotency = key.map(|key| (key, RequestFingerprint::of(&body)));
     let draft: MessageDraft = serde_json::from_value(body).map_err(shape_error)?;
-    let message = NewMessage::parse(draft, &state.limits, OffsetDateTime::now_utc())?;
-    let domain = message.content.from.address.domain();
-    if !caller.may_send_from(domain) {
-        return Err(ApiError::SenderNotAllowed(domain.to_owned()));
-    }
-    tracing::Span::current().record("message_id", tracing::field::display(message.id));
-
-    let outcome = state
-        .store
-        .enqueue(EnqueueRequest {
-            caller: caller.sub.clone(),
-            message,
-            idempotency,
-        })
+    let message = draft.into_message(state.acceptor.limits(), OffsetDateTime::now_utc())?;
+    let receipt = state
+        .acceptor
+        .accept(
+            caller.caller(),
+            Submission {
+                message,
+                idempotency,
+            },
+        )
         .await?;
-    match outcome {
-        EnqueueOutcome::Created(accepted) => {
-            state.metrics.messages_accepted.inc();
-            tracing::info!(id = %accepted.id, "message accepted");
-            Ok(accepted_response(accepted, false))
-        }
-        EnqueueOutcome::Replayed(accepted) => {
-            state.metrics.idempotent_replays.inc();
-            Ok(accepted_response(accepted, true))
-        }
-        EnqueueOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
-    }
+    accepted_response(&receipt)
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
-    let text = value.to_str().map_err(|_| {
-        ApiError::InvalidIdempotencyKey(crate::domain::IdempotencyKeyError::NotPrintable)
-    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidIdempotencyKey(IdempotencyKeyError::NotPrintable))?;
     Ok(Some(IdempotencyKey::parse(text)?))
 }
 
-fn accepted_response(accepted: Accepted, replayed: bool) -> HttpResponse {
-    let mut response = HttpResponse::Accepted();
-    response.insert_header(("Location", format!("/v1/messages/{}", accepted.id)));
-    if replayed {
-        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+fn accepted_response(receipt: &Receipt) -> Result<HttpResponse, ApiError> {
+    let mut response = json(
+        StatusCode::ACCEPTED,
+        &AcceptedBody {
+            id: receipt.id,
+            status: receipt.status,
+        },
+    )?;
+    let headers = response.headers_mut();
+    let location = format!("/v1/messages/{}", receipt.id);
+    if let Ok(value) = location.parse() {
+        headers.insert(actix_web::http::header::LOCATION, value);
     }
-    response.json(AcceptedBody {
-        id: accepted.id,
-        status: accepted.status,
-    })
+    if receipt.replayed {
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+            actix_web::http::header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }

@@ -2,21 +2,21 @@
 
 use std::sync::Arc;
 
+use crate::accept::Acceptor;
 use crate::auth::Authenticator;
 use crate::delivery::Provider;
-use crate::domain::Limits;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::SharedStore;
 
 /// Shared, read-only application state.
 pub struct AppState {
-    /// The queue.
+    /// The queue, for reading and cancelling messages.
     pub store: SharedStore,
+    /// The accept path every ingress shares.
+    pub acceptor: Acceptor,
     /// Verifies bearer tokens.
     pub authenticator: Arc<Authenticator>,
-    /// Bounds on submitted messages.
-    pub limits: Limits,
     /// Largest request body accepted, in bytes.
     pub max_body_size: usize,
     /// Metrics registry.

@@ -35,7 +35,7 @@ impl Prepared {
         .map_err(|error| {
             AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
         })?;
-        let sender = Address::from_str(content.from.address.as_str()).map_err(|_| {
+        let sender = Address::from_str(content.envelope.from.address.as_str()).map_err(|_| {
             AttemptOutcome::whole(
                 OutcomeClass::Permanent,
                 Reply::none("sender is not encodable"),
@@ -47,7 +47,8 @@ impl Prepared {
                 .filter_map(|a| Address::from_str(a).ok())
                 .collect(),
             None => content
-                .envelope_recipients()
+                .envelope
+                .recipients()
                 .into_iter()
                 .filter_map(|a| Address::from_str(a).ok())
                 .collect(),
@@ -133,7 +134,7 @@ pub(super) fn conclude(
         started_at,
         duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
         provider: provider.to_owned(),
-        outcome: outcome.class.as_str().to_owned(),
+        outcome: outcome.class,
         smtp_code: outcome.reply.code.and_then(|c| i16::try_from(c).ok()),
         enhanced_code: outcome.reply.enhanced.clone(),
         response: Some(outcome.reply.text.clone()).filter(|text| !text.is_empty()),
@@ -142,7 +143,7 @@ pub(super) fn conclude(
             .iter()
             .map(|r| RecipientResult {
                 address: r.address.clone(),
-                outcome: r.class.as_str().to_owned(),
+                outcome: r.class,
                 smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
                 response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
             })
@@ -183,13 +184,6 @@ fn dispose(job: &ClaimedJob, outcome: &AttemptOutcome, policy: &RetryPolicy) -> 
 }
 
 /// The first recipient's domain: logs name domains, never addresses.
-fn first_domain(job: &ClaimedJob) -> String {
-    job.content
-        .to
-        .iter()
-        .chain(&job.content.cc)
-        .chain(&job.content.bcc)
-        .next()
-        .map(|mailbox| mailbox.address.domain().to_owned())
-        .unwrap_or_default()
+fn first_domain(job: &ClaimedJob) -> &str {
+    job.content.envelope.first_domain()
 }

@@ -13,7 +13,7 @@ use lettre::message::{
 };
 use lettre::{Address, Message};
 
-use crate::domain::{Mailbox, MessageContent};
+use crate::domain::{Body, Mailbox, MessageContent};
 
 /// Why a stored message could not be turned into MIME. Permanent: retrying cannot help.
 #[derive(Debug, thiserror::Error)]
@@ -44,49 +44,49 @@ pub struct Composition<'a> {
 
 /// Builds the RFC 5322 message; the envelope is driven separately, so `Bcc` never becomes a header.
 pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
-    let content = input.content;
+    let MessageContent { envelope, body } = input.content;
     let mut builder = Message::builder()
         .message_id(Some(input.message_id.to_owned()))
         .date(input.date)
-        .from(mailbox(&content.from)?)
-        .subject(content.subject.clone());
-    for to in &content.to {
+        .from(mailbox(&envelope.from)?)
+        .subject(envelope.subject.clone());
+    for to in &envelope.to {
         builder = builder.to(mailbox(to)?);
     }
-    for cc in &content.cc {
+    for cc in &envelope.cc {
         builder = builder.cc(mailbox(cc)?);
     }
-    for reply_to in &content.reply_to {
+    for reply_to in &envelope.reply_to {
         builder = builder.reply_to(mailbox(reply_to)?);
     }
-    for header in &content.headers {
+    for header in &body.headers {
         let name = HeaderName::new_from_ascii(header.name.clone())
             .map_err(|_| ComposeError::Header(header.name.clone()))?;
         builder = builder.raw_header(HeaderValue::new(name, header.value.clone()));
     }
     // An explicit envelope lets a message with only Bcc recipients be built without a To header.
-    let sender = address(&content.from)?;
-    let recipients = content
+    let sender = address(&envelope.from)?;
+    let recipients = envelope
         .to
         .iter()
-        .chain(&content.cc)
-        .chain(&content.bcc)
+        .chain(&envelope.cc)
+        .chain(&envelope.bcc)
         .map(address)
         .collect::<Result<Vec<_>, _>>()?;
     builder = builder.envelope(lettre::address::Envelope::new(Some(sender), recipients)?);
 
-    let body = body_part(content);
-    let message = if content.attachments.is_empty() {
-        match body {
-            Body::Single(part) => builder.singlepart(part)?,
-            Body::Multi(part) => builder.multipart(part)?,
+    let parts = body_part(body);
+    let message = if body.attachments.is_empty() {
+        match parts {
+            Parts::Single(part) => builder.singlepart(part)?,
+            Parts::Multi(part) => builder.multipart(part)?,
         }
     } else {
-        let mut mixed = match body {
-            Body::Single(part) => MultiPart::mixed().singlepart(part),
-            Body::Multi(part) => MultiPart::mixed().multipart(part),
+        let mut mixed = match parts {
+            Parts::Single(part) => MultiPart::mixed().singlepart(part),
+            Parts::Multi(part) => MultiPart::mixed().multipart(part),
         };
-        for attachment in &content.attachments {
+        for attachment in &body.attachments {
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(attachment.content.as_bytes())
@@ -104,19 +104,19 @@ pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
     Ok(ensure_crlf(message.formatted()))
 }
 
-enum Body {
+enum Parts {
     Single(SinglePart),
     Multi(MultiPart),
 }
 
-fn body_part(content: &MessageContent) -> Body {
-    let text = content.text.as_deref().map(normalize_newlines);
-    let html = content.html.as_deref().map(normalize_newlines);
+fn body_part(body: &Body) -> Parts {
+    let text = body.text.as_deref().map(normalize_newlines);
+    let html = body.html.as_deref().map(normalize_newlines);
     match (text, html) {
-        (Some(text), Some(html)) => Body::Multi(MultiPart::alternative_plain_html(text, html)),
-        (None, Some(html)) => Body::Single(SinglePart::html(html)),
-        (Some(text), None) => Body::Single(SinglePart::plain(text)),
-        (None, None) => Body::Single(SinglePart::plain(String::new())),
+        (Some(text), Some(html)) => Parts::Multi(MultiPart::alternative_plain_html(text, html)),
+        (None, Some(html)) => Parts::Single(SinglePart::html(html)),
+        (Some(text), None) => Parts::Single(SinglePart::plain(text)),
+        (None, None) => Parts::Single(SinglePart::plain(String::new())),
     }
 }
 
@@ -217,7 +217,7 @@ fn mailbox(mailbox: &Mailbox) -> Result<LettreMailbox, ComposeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Attachment, EmailAddress};
+    use crate::domain::{Attachment, EmailAddress, Envelope};
 
     fn content(text: &str) -> MessageContent {
         let mb = |a: &str| Mailbox {
@@ -225,21 +225,25 @@ mod tests {
             address: EmailAddress::parse(a).unwrap(),
         };
         MessageContent {
-            from: mb("shop@example.com"),
-            to: vec![],
-            cc: vec![],
-            bcc: vec![mb("hidden@example.org")],
-            reply_to: vec![],
-            subject: "Grüße".into(),
-            text: Some(text.into()),
-            html: Some("<p>hi</p>".into()),
-            headers: vec![],
-            attachments: vec![Attachment {
-                filename: "../../etc/passwd".into(),
-                content_type: "text/plain".into(),
-                content: "aGk=".into(),
-                size: 2,
-            }],
+            envelope: Envelope {
+                from: mb("shop@example.com"),
+                to: vec![],
+                cc: vec![],
+                bcc: vec![mb("hidden@example.org")],
+                reply_to: vec![],
+                subject: "Grüße".into(),
+            },
+            body: Body {
+                text: Some(text.into()),
+                html: Some("<p>hi</p>".into()),
+                headers: vec![],
+                attachments: vec![Attachment {
+                    filename: "../../etc/passwd".into(),
+                    content_type: "text/plain".into(),
+                    content: "aGk=".into(),
+                    size: 2,
+                }],
+            },
         }
     }
 

@@ -4,6 +4,8 @@ use std::fmt;
 
 use lettre::transport::smtp::Error as SmtpError;
 
+pub use crate::domain::OutcomeClass;
+
 /// An SMTP reply, or what stood in for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -104,31 +106,6 @@ fn truncate(mut text: String) -> String {
         text.truncate(end);
     }
     text
-}
-
-/// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeClass {
-    /// 2xx after DATA.
-    Sent,
-    /// 4xx, timeouts and dropped connections before the end of DATA: retry.
-    Transient,
-    /// 5xx: do not retry.
-    Permanent,
-    /// The reply after the final dot never came: the upstream may have the message (RFC 1047).
-    Unknown,
-}
-
-impl OutcomeClass {
-    /// The label used in attempt records and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeClass::Sent => "sent",
-            OutcomeClass::Transient => "transient",
-            OutcomeClass::Permanent => "permanent",
-            OutcomeClass::Unknown => "unknown",
-        }
-    }
 }
 
 /// How the upstream answered RCPT TO for one recipient.

@@ -4,6 +4,7 @@
 
 mod address;
 mod attachment;
+pub mod fields;
 mod header;
 mod idempotency;
 mod message;
@@ -15,8 +16,8 @@ pub use address::{AddressError, EmailAddress, Mailbox};
 pub use attachment::{Attachment, AttachmentError};
 pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
-pub use message::{AttachmentDraft, MessageContent, MessageDraft, NewMessage, OneOrMany};
-pub use status::{MessageStatus, UnknownStatus as UnknownStatusError};
+pub use message::{Body, Envelope, MessageContent, NewMessage};
+pub use status::{MessageStatus, OutcomeClass, UnknownStatus as UnknownStatusError};
 
 /// The bounds a submitted message must fit in.
 #[derive(Debug, Clone)]
@@ -117,7 +118,8 @@ pub enum DomainError {
 }
 
 impl DomainError {
-    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A field that breaks a rule of its own.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidField {
             field: field.into(),
             reason: reason.into(),

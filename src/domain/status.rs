@@ -49,10 +49,13 @@ impl fmt::Display for MessageStatus {
     }
 }
 
-/// The text is not a status name.
+/// The text is not a status (or outcome) name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown status `{0}` (expected queued, sending, sent, failed or cancelled)")]
-pub struct UnknownStatus(String);
+#[error("unknown status `{found}` (expected {expected})")]
+pub struct UnknownStatus {
+    found: String,
+    expected: &'static str,
+}
 
 impl FromStr for MessageStatus {
     type Err = UnknownStatus;
@@ -60,6 +63,56 @@ impl FromStr for MessageStatus {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
+            .ok_or_else(|| UnknownStatus {
+                found: s.to_owned(),
+                expected: "queued, sending, sent, failed or cancelled",
+            })
+    }
+}
+
+/// How one delivery attempt (or one recipient of it) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeClass {
+    /// 2xx after DATA (or, for a recipient, 2xx to RCPT).
+    Sent,
+    /// 4xx, timeouts and dropped connections before the end of DATA: retry.
+    Transient,
+    /// 5xx: do not retry.
+    Permanent,
+    /// The reply after the final dot never came: the upstream may have the message (RFC 1047).
+    Unknown,
+}
+
+impl OutcomeClass {
+    /// Every class.
+    pub const ALL: [OutcomeClass; 4] = [
+        OutcomeClass::Sent,
+        OutcomeClass::Transient,
+        OutcomeClass::Permanent,
+        OutcomeClass::Unknown,
+    ];
+
+    /// The label used in attempt records, the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Sent => "sent",
+            OutcomeClass::Transient => "transient",
+            OutcomeClass::Permanent => "permanent",
+            OutcomeClass::Unknown => "unknown",
+        }
+    }
+}
+
+impl FromStr for OutcomeClass {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|class| class.as_str() == s)
+            .ok_or_else(|| UnknownStatus {
+                found: s.to_owned(),
+                expected: "sent, transient, permanent or unknown",
+            })
     }
 }

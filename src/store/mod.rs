@@ -1,7 +1,6 @@
 //! The queue. A [`MessageStore`] is the only place that knows how messages are kept; all SQL lives in
 //! its implementations.
 
-mod content;
 mod error;
 pub mod postgres;
 mod records;
@@ -68,12 +67,28 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Stores a message, and its idempotency key if any, in one transaction; returns once committed.
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError>;
 
+    /// One message without its attempts; `owner` restricts the lookup to that caller's messages.
+    async fn find_message(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<MessageSummary>, StoreError>;
+
+    /// A message's delivery attempts, oldest first.
+    async fn attempts(&self, id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+
     /// One message with its attempts; `owner` restricts the lookup to that caller's messages.
     async fn get_message(
         &self,
         owner: Option<&str>,
         id: Uuid,
-    ) -> Result<Option<MessageRecord>, StoreError>;
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(summary) = self.find_message(owner, id).await? else {
+            return Ok(None);
+        };
+        let attempts = self.attempts(id).await?;
+        Ok(Some(MessageRecord { summary, attempts }))
+    }
 
     /// A page of messages, newest first; `owner` restricts the listing to that caller's messages.
     async fn list_messages(
@@ -118,6 +133,26 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Wakes `wake` whenever a job is enqueued anywhere, until `stop`; survives lost connections.
     /// Workers poll as well, so a store without notifications may return at once.
     async fn listen_for_jobs(&self, wake: Arc<Notify>, stop: CancellationToken);
+}
+
+/// Folds `(status, due later?, count)` rows into the queue depth by state: `queued` (due now),
+/// `scheduled` (due later) and `sending`.
+fn depth_by_state(rows: Vec<(String, bool, i64)>) -> Vec<(&'static str, i64)> {
+    let mut queued = 0;
+    let mut scheduled = 0;
+    let mut sending = 0;
+    for (status, later, count) in rows {
+        match (status.as_str(), later) {
+            ("queued", false) => queued += count,
+            ("queued", true) => scheduled += count,
+            _ => sending += count,
+        }
+    }
+    vec![
+        ("queued", queued),
+        ("scheduled", scheduled),
+        ("sending", sending),
+    ]
 }
 
 /// The newest migration applied, in both stores' bookkeeping table.

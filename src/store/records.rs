@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{IdempotencyKey, Mailbox, MessageStatus, NewMessage, RequestFingerprint};
+use crate::domain::{
+    Envelope, IdempotencyKey, MessageContent, MessageStatus, NewMessage, OutcomeClass,
+    RequestFingerprint,
+};
 
 /// A message to store, with the caller that owns it and its idempotency key.
 #[derive(Debug)]
@@ -39,8 +42,8 @@ pub enum EnqueueOutcome {
     KeyReused,
 }
 
-/// The envelope view of a message: enough to list and filter, without bodies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A message as listed: its state, envelope and labels, without bodies. Times serialize as RFC 3339.
+#[derive(Debug, Clone, Serialize)]
 pub struct MessageSummary {
     /// posthorn's id.
     pub id: Uuid,
@@ -48,31 +51,27 @@ pub struct MessageSummary {
     pub status: MessageStatus,
     /// The `Message-ID` header.
     pub message_id: String,
-    /// Author.
-    pub from: Mailbox,
-    /// Primary recipients.
-    pub to: Vec<Mailbox>,
-    /// Carbon-copy recipients.
-    pub cc: Vec<Mailbox>,
-    /// Blind recipients.
-    pub bcc: Vec<Mailbox>,
-    /// Reply-To addresses.
-    pub reply_to: Vec<Mailbox>,
-    /// Subject line.
-    pub subject: String,
+    /// Addresses and subject.
+    #[serde(flatten)]
+    pub envelope: Envelope,
     /// Labels.
     pub tags: Vec<String>,
     /// Caller data.
     pub metadata: BTreeMap<String, String>,
     /// When it was accepted.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When its status last changed.
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// When it was scheduled for, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
     /// When it will next be tried, while queued.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub next_attempt_at: Option<OffsetDateTime>,
     /// When the upstream accepted it.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub sent_at: Option<OffsetDateTime>,
     /// Attempts made so far.
     pub attempt_count: i32,
@@ -90,18 +89,19 @@ pub struct MessageRecord {
 }
 
 /// One delivery attempt and the reply that decided it, as recorded and as read back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
     /// 1 for the first attempt.
     pub attempt: i32,
     /// When the attempt began.
+    #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     /// How long it took.
     pub duration_ms: i32,
     /// The upstream it went to.
     pub provider: String,
-    /// `sent`, `transient`, `permanent` or `unknown`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: OutcomeClass,
     /// The deciding SMTP reply code, if a reply came.
     pub smtp_code: Option<i16>,
     /// The enhanced status code (RFC 3463), if the server sent one.
@@ -112,13 +112,13 @@ pub struct AttemptRecord {
     pub recipients: Vec<RecipientResult>,
 }
 
-/// How the upstream answered `RCPT TO` for one recipient.
+/// How the upstream answered `RCPT TO` for one recipient (stored as JSON with its attempt).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecipientResult {
     /// The address.
     pub address: String,
     /// `sent` (accepted and delivered), `transient`, `permanent` or `unknown`.
-    pub outcome: String,
+    pub outcome: OutcomeClass,
     /// The SMTP reply code.
     pub smtp_code: Option<i16>,
     /// The server's text.
@@ -151,6 +151,28 @@ pub struct Page {
     pub next_cursor: Option<Uuid>,
 }
 
+impl Page {
+    /// The page of a query that asked for one row more than `limit`: that row, if it came, only says
+    /// there is a next page.
+    pub(crate) fn from_rows(mut items: Vec<MessageSummary>, limit: u32) -> Self {
+        let limit = limit.max(1) as usize;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| last.id)
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
+impl MessageFilter {
+    /// The rows a listing asks for: one more than the page, to learn whether another follows.
+    pub(crate) fn rows(&self) -> i64 {
+        i64::from(self.limit.max(1)) + 1
+    }
+}
+
 /// A claimed job's lease: only its holder may record an outcome or release it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JobLease {
@@ -170,7 +192,7 @@ pub struct ClaimedJob {
     /// The stable `Message-ID`.
     pub message_id: String,
     /// What to send.
-    pub content: crate::domain::MessageContent,
+    pub content: MessageContent,
     /// When it was accepted.
     pub created_at: OffsetDateTime,
     /// Recipients left after a partial delivery; `None` means all.

@@ -5,9 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use posthorn::domain::{
-    IdempotencyKey, Limits, MessageDraft, MessageStatus, NewMessage, RequestFingerprint,
-};
+use posthorn::domain::{IdempotencyKey, Limits, MessageStatus, NewMessage, RequestFingerprint};
 use posthorn::store::postgres::PostgresStore;
 use posthorn::store::sqlite::SqliteStore;
 use posthorn::store::{
@@ -89,8 +87,10 @@ pub(crate) fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMess
                 .unwrap()
         );
     }
-    let draft: MessageDraft = serde_json::from_value(draft).unwrap();
-    NewMessage::parse(draft, &Limits::default(), OffsetDateTime::now_utc()).unwrap()
+    let draft: posthorn::api::MessageDraft = serde_json::from_value(draft).unwrap();
+    draft
+        .into_message(&Limits::default(), OffsetDateTime::now_utc())
+        .unwrap()
 }
 
 pub(crate) async fn enqueue(store: &SharedStore, caller: &str, message: NewMessage) -> uuid::Uuid {
@@ -114,7 +114,7 @@ pub(crate) fn attempt(number: i32, outcome: &str) -> AttemptRecord {
         started_at: OffsetDateTime::now_utc(),
         duration_ms: 5,
         provider: "test".into(),
-        outcome: outcome.into(),
+        outcome: outcome.parse().expect("an outcome class"),
         smtp_code: Some(250),
         enhanced_code: None,
         response: Some("ok".into()),
@@ -138,7 +138,7 @@ async fn enqueued_messages_can_be_read_and_listed_by_their_owner(store: SharedSt
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(record.summary.subject, "one");
+    assert_eq!(record.summary.envelope.subject, "one");
     assert_eq!(record.summary.status, MessageStatus::Queued);
     assert_eq!(record.summary.tags, vec!["conformance"]);
     assert!(record.attempts.is_empty());

@@ -390,7 +390,7 @@ async fn once_a_job_is_taken_over_the_previous_release_s_writes_are_skipped() {
         started_at: time::OffsetDateTime::now_utc(),
         duration_ms: 5,
         provider: "test".into(),
-        outcome: "sent".into(),
+        outcome: posthorn::domain::OutcomeClass::Sent,
         smtp_code: Some(250),
         enhanced_code: None,
         response: Some("ok".into()),

@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{interval, queue};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
-use crate::store::content;
 use crate::store::records::{Accepted, EnqueueOutcome, EnqueueRequest};
 
 /// Commits a batch of enqueue requests in one transaction.
@@ -132,12 +131,11 @@ async fn insert_messages<'e>(
     let mut send_at = Vec::with_capacity(requests.len());
     for request in requests {
         let message = &request.message;
-        let (envelope, body) = content::split_content(&message.content)?;
         ids.push(message.id);
         callers.push(request.caller.as_str());
         message_ids.push(message.message_id.as_str());
-        envelopes.push(envelope);
-        bodies.push(body);
+        envelopes.push(serde_json::to_value(&message.content.envelope)?);
+        bodies.push(serde_json::to_value(&message.content.body)?);
         tags.push(serde_json::to_value(&message.tags)?);
         metadata.push(serde_json::to_value(&message.metadata)?);
         send_at.push(message.send_at);

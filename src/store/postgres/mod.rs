@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::records::{
     AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
-    JobLease, MessageFilter, MessageRecord, Page,
+    JobLease, MessageFilter, MessageSummary, Page,
 };
 use super::{MessageStore, StoreError, StoreSettings};
 use crate::domain::MessageStatus;
@@ -186,35 +186,35 @@ impl MessageStore for PostgresStore {
             .await
     }
 
-    async fn get_message(
+    async fn find_message(
         &self,
         owner: Option<&str>,
         id: Uuid,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        let row = sqlx::query(&format!(
+    ) -> Result<Option<MessageSummary>, StoreError> {
+        sqlx::query(&format!(
             "SELECT {} FROM message_states WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
             rows::SUMMARY_COLUMNS
         ))
         .bind(id)
         .bind(owner)
         .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let summary = rows::summary(&row)?;
-        let attempts = sqlx::query(
-            "SELECT attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code,
-                    response, recipients
-             FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
-        )
+        .await?
+        .as_ref()
+        .map(rows::summary)
+        .transpose()
+    }
+
+    async fn attempts(&self, id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {} FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
+            rows::ATTEMPT_COLUMNS
+        ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(rows::attempt)
-        .collect::<Result<_, _>>()?;
-        Ok(Some(MessageRecord { summary, attempts }))
+        .collect()
     }
 
     async fn list_messages(
@@ -222,8 +222,7 @@ impl MessageStore for PostgresStore {
         owner: Option<&str>,
         filter: &MessageFilter,
     ) -> Result<Page, StoreError> {
-        let limit = i64::from(filter.limit.max(1));
-        let rows = sqlx::query(&format!(
+        let items = sqlx::query(&format!(
             "SELECT {} FROM message_states
              WHERE ($1::text IS NULL OR caller = $1)
                AND ($2::text IS NULL OR status = $2)
@@ -241,20 +240,13 @@ impl MessageStore for PostgresStore {
         .bind(filter.created_after)
         .bind(filter.created_before)
         .bind(filter.after)
-        .bind(limit + 1)
+        .bind(filter.rows())
         .fetch_all(&self.pool)
-        .await?;
-        let mut items = rows
-            .iter()
-            .map(rows::summary)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|last| last.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        .await?
+        .iter()
+        .map(rows::summary)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(items, filter.limit))
     }
 
     async fn purge_idempotency_keys(&self, retention: Duration) -> Result<u64, StoreError> {

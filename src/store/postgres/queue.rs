@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::interval;
-use crate::domain::MessageStatus;
+use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
 use crate::store::StoreError;
-use crate::store::content::{self, Body, Envelope};
 use crate::store::records::{
     AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease, RecipientResult,
 };
@@ -83,7 +82,7 @@ pub(super) async fn claim(
             lease: JobLease { id, token },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
-            content: content::join_content(envelope, body),
+            content: MessageContent { envelope, body },
             created_at: row.try_get("created_at")?,
             pending_recipients: row.try_get("pending_recipients")?,
             reclaimed: row.try_get("reclaimed")?,
@@ -129,7 +128,7 @@ struct OutcomeColumns<'a> {
     started_at: Vec<OffsetDateTime>,
     duration_ms: Vec<i32>,
     provider: Vec<&'a str>,
-    outcome: Vec<&'a str>,
+    outcome: Vec<&'static str>,
     smtp_code: Vec<Option<i16>>,
     enhanced_code: Vec<Option<&'a str>>,
     response: Vec<Option<&'a str>>,
@@ -156,7 +155,7 @@ impl<'a> OutcomeColumns<'a> {
             columns.started_at.push(attempt.started_at);
             columns.duration_ms.push(attempt.duration_ms);
             columns.provider.push(&attempt.provider);
-            columns.outcome.push(&attempt.outcome);
+            columns.outcome.push(attempt.outcome.as_str());
             columns.smtp_code.push(attempt.smtp_code);
             columns.enhanced_code.push(attempt.enhanced_code.as_deref());
             columns.response.push(attempt.response.as_deref());
@@ -322,7 +321,7 @@ pub(super) async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>, Sto
     )
     .fetch_all(pool)
     .await?;
-    Ok(crate::store::content::depth_by_state(rows))
+    Ok(crate::store::depth_by_state(rows))
 }
 
 pub(super) async fn listen(pool: &PgPool, wake: Arc<Notify>, stop: CancellationToken) {

@@ -21,10 +21,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::content;
 use super::records::{
     Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
-    EnqueueRequest, JobLease, MessageFilter, MessageRecord, Page,
+    EnqueueRequest, JobLease, MessageFilter, MessageSummary, Page,
 };
 use super::{MessageStore, StoreError, StoreSettings};
 use crate::domain::MessageStatus;
@@ -123,7 +122,8 @@ impl SqliteStore {
             }
         }
         let message = &request.message;
-        let (envelope, body) = content::split_content(&message.content)?;
+        let envelope = serde_json::to_string(&message.content.envelope)?;
+        let body = serde_json::to_string(&message.content.body)?;
         let send_at = message.send_at.map(rows::micros);
         sqlx::query(
             "INSERT INTO messages
@@ -133,8 +133,8 @@ impl SqliteStore {
         .bind(message.id.to_string())
         .bind(&request.caller)
         .bind(&message.message_id)
-        .bind(envelope.to_string())
-        .bind(body.to_string())
+        .bind(envelope)
+        .bind(body)
         .bind(serde_json::to_string(&message.tags)?)
         .bind(serde_json::to_string(&message.metadata)?)
         .bind(now)
@@ -173,12 +173,16 @@ impl MessageStore for SqliteStore {
         self.enqueue_in(&request).await
     }
 
-    async fn get_message(
+    async fn find_message(
         &self,
         owner: Option<&str>,
         id: Uuid,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        rows::get_message(&self.reader, owner, id).await
+    ) -> Result<Option<MessageSummary>, StoreError> {
+        rows::find_message(&self.reader, owner, id).await
+    }
+
+    async fn attempts(&self, id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        rows::attempts(&self.reader, id).await
     }
 
     async fn list_messages(

@@ -7,9 +7,8 @@ use sqlx::sqlite::SqlitePool;
 use uuid::Uuid;
 
 use super::rows::{self, now, parse_uuid};
-use crate::domain::MessageStatus;
+use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
 use crate::store::StoreError;
-use crate::store::content::{self, Body, Envelope};
 use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
 
 fn micros(duration: Duration) -> i64 {
@@ -70,8 +69,8 @@ pub(super) async fn claim(
             .get(id.as_str())
             .copied()
             .unwrap_or((usize::MAX, false));
-        let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
-        let body: Body = serde_json::from_str(&row.try_get::<String, _>("body")?)?;
+        let envelope: Envelope = rows::json(&row, "envelope")?;
+        let body: Body = rows::json(&row, "body")?;
         let pending: Option<String> = row.try_get("pending_recipients")?;
         let job = ClaimedJob {
             lease: JobLease {
@@ -80,7 +79,7 @@ pub(super) async fn claim(
             },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
-            content: content::join_content(envelope, body),
+            content: MessageContent { envelope, body },
             created_at: time::OffsetDateTime::from_unix_timestamp_nanos(
                 i128::from(row.try_get::<i64, _>("created_at")?) * 1000,
             )
@@ -150,7 +149,7 @@ pub(super) async fn record(
     .bind(rows::micros(attempt.started_at))
     .bind(attempt.duration_ms)
     .bind(&attempt.provider)
-    .bind(&attempt.outcome)
+    .bind(attempt.outcome.as_str())
     .bind(attempt.smtp_code)
     .bind(&attempt.enhanced_code)
     .bind(&attempt.response)
@@ -226,5 +225,5 @@ pub(super) async fn depth(pool: &SqlitePool) -> Result<Vec<(&'static str, i64)>,
     .bind(now())
     .fetch_all(pool)
     .await?;
-    Ok(crate::store::content::depth_by_state(rows))
+    Ok(crate::store::depth_by_state(rows))
 }

@@ -7,10 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
-use crate::store::content::Envelope;
-use crate::store::records::{
-    AttemptRecord, MessageFilter, MessageRecord, MessageSummary, Page, RecipientResult,
-};
+use crate::store::records::{AttemptRecord, MessageFilter, MessageSummary, Page};
 
 /// The columns [`summary`] reads.
 const SUMMARY_COLUMNS: &str = "id, status, message_id, envelope, tags, metadata, created_at, updated_at, \
@@ -41,19 +38,13 @@ pub(super) fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
 
 fn summary(row: &SqliteRow) -> Result<MessageSummary, StoreError> {
     let status: MessageStatus = row.try_get::<String, _>("status")?.parse()?;
-    let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>("envelope")?)?;
     Ok(MessageSummary {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         status,
         message_id: row.try_get("message_id")?,
-        from: envelope.from,
-        to: envelope.to,
-        cc: envelope.cc,
-        bcc: envelope.bcc,
-        reply_to: envelope.reply_to,
-        subject: envelope.subject,
-        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)?,
-        metadata: serde_json::from_str(&row.try_get::<String, _>("metadata")?)?,
+        envelope: json(row, "envelope")?,
+        tags: json(row, "tags")?,
+        metadata: json(row, "metadata")?,
         created_at: time(row.try_get("created_at")?)?,
         updated_at: time(row.try_get("updated_at")?)?,
         send_at: optional_time(row.try_get("send_at")?)?,
@@ -68,40 +59,51 @@ fn summary(row: &SqliteRow) -> Result<MessageSummary, StoreError> {
     })
 }
 
+/// A JSON text column.
+pub(super) fn json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    Ok(serde_json::from_str(&row.try_get::<String, _>(column)?)?)
+}
+
 fn attempt(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
-    let recipients: Vec<RecipientResult> =
-        serde_json::from_str(&row.try_get::<String, _>("recipients")?)?;
     Ok(AttemptRecord {
         attempt: row.try_get("attempt")?,
         started_at: time(row.try_get("started_at")?)?,
         duration_ms: row.try_get("duration_ms")?,
         provider: row.try_get("provider")?,
-        outcome: row.try_get("outcome")?,
+        outcome: row.try_get::<String, _>("outcome")?.parse()?,
         smtp_code: row.try_get("smtp_code")?,
         enhanced_code: row.try_get("enhanced_code")?,
         response: row.try_get("response")?,
-        recipients,
+        recipients: json(row, "recipients")?,
     })
 }
 
-pub(super) async fn get_message(
+pub(super) async fn find_message(
     pool: &SqlitePool,
     owner: Option<&str>,
     id: Uuid,
-) -> Result<Option<MessageRecord>, StoreError> {
-    let row = sqlx::query(&format!(
+) -> Result<Option<MessageSummary>, StoreError> {
+    sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM messages WHERE id = ? AND (? IS NULL OR caller = ?)"
     ))
     .bind(id.to_string())
     .bind(owner)
     .bind(owner)
     .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let summary = summary(&row)?;
-    let attempts = sqlx::query(
+    .await?
+    .as_ref()
+    .map(summary)
+    .transpose()
+}
+
+pub(super) async fn attempts(
+    pool: &SqlitePool,
+    id: Uuid,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    sqlx::query(
         "SELECT attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code, response,
                 recipients
            FROM delivery_attempts WHERE message_id = ? ORDER BY attempt",
@@ -111,8 +113,7 @@ pub(super) async fn get_message(
     .await?
     .iter()
     .map(attempt)
-    .collect::<Result<_, _>>()?;
-    Ok(Some(MessageRecord { summary, attempts }))
+    .collect()
 }
 
 pub(super) async fn list_messages(
@@ -120,9 +121,8 @@ pub(super) async fn list_messages(
     owner: Option<&str>,
     filter: &MessageFilter,
 ) -> Result<Page, StoreError> {
-    let limit = i64::from(filter.limit.max(1));
     // UUIDv7 text sorts in time order, like the uuid column does in PostgreSQL.
-    let rows = sqlx::query(&format!(
+    let items = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM messages
           WHERE (?1 IS NULL OR caller = ?1)
             AND (?2 IS NULL OR status = ?2)
@@ -139,15 +139,11 @@ pub(super) async fn list_messages(
     .bind(filter.created_after.map(micros))
     .bind(filter.created_before.map(micros))
     .bind(filter.after.map(|id| id.to_string()))
-    .bind(limit + 1)
+    .bind(filter.rows())
     .fetch_all(pool)
-    .await?;
-    let mut items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|last| last.id)
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    .await?
+    .iter()
+    .map(summary)
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, filter.limit))
 }

@@ -1,0 +1,197 @@
+//! The JSON shape of a message (`POST /v1/send`), and its conversion into a domain message.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::domain::{Body, DomainError, Envelope, Limits, MessageContent, NewMessage, fields};
+
+/// One address or a list of them, as callers naturally write either.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `"a@example.com"`
+    One(String),
+    /// `["a@example.com", "B <b@example.com>"]`
+    Many(Vec<String>),
+}
+
+/// An attachment as submitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentDraft {
+    /// The name shown to the recipient.
+    pub filename: String,
+    /// Base64 of the bytes.
+    pub content: String,
+    /// Media type; `application/octet-stream` when absent.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// The body of `POST /send`, before validation. Unknown fields are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageDraft {
+    /// `Name <addr>` or `addr`.
+    pub from: String,
+    /// Primary recipients.
+    #[serde(default)]
+    pub to: Option<OneOrMany>,
+    /// Carbon-copy recipients.
+    #[serde(default)]
+    pub cc: Option<OneOrMany>,
+    /// Blind recipients: in the envelope, never in a header.
+    #[serde(default)]
+    pub bcc: Option<OneOrMany>,
+    /// Where replies go.
+    #[serde(default)]
+    pub reply_to: Option<OneOrMany>,
+    /// Subject line.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Plain-text body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// HTML body.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// Custom headers from the allow-list.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Files to attach.
+    #[serde(default)]
+    pub attachments: Option<Vec<AttachmentDraft>>,
+    /// Labels for filtering.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Caller data kept with the message.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// RFC 3339 time before which the message is not sent.
+    #[serde(default)]
+    pub send_at: Option<String>,
+}
+
+impl MessageDraft {
+    /// Validates the draft against the limits; `now` anchors the scheduling window.
+    pub fn into_message(
+        self,
+        limits: &Limits,
+        now: OffsetDateTime,
+    ) -> Result<NewMessage, DomainError> {
+        let from =
+            crate::domain::Mailbox::parse(&self.from).map_err(|source| DomainError::Address {
+                field: "from".into(),
+                source,
+            })?;
+        let recipients = |field: &str, input: Option<&OneOrMany>| match input {
+            None => Ok(Vec::new()),
+            Some(OneOrMany::One(one)) => fields::mailboxes(
+                field,
+                std::slice::from_ref(one),
+                false,
+                limits.max_recipients,
+            ),
+            Some(OneOrMany::Many(many)) => {
+                fields::mailboxes(field, many, true, limits.max_recipients)
+            }
+        };
+        let envelope = Envelope::new(
+            from,
+            [
+                recipients("to", self.to.as_ref())?,
+                recipients("cc", self.cc.as_ref())?,
+                recipients("bcc", self.bcc.as_ref())?,
+                recipients("reply_to", self.reply_to.as_ref())?,
+            ],
+            self.subject.unwrap_or_default(),
+        )?;
+        let attachments: Vec<(&str, &str, Option<&str>)> = self
+            .attachments
+            .iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a.filename.as_str(),
+                    a.content.as_str(),
+                    a.content_type.as_deref(),
+                )
+            })
+            .collect();
+        let body = Body::new(
+            self.text,
+            self.html,
+            fields::custom_headers(&self.headers.unwrap_or_default(), limits.max_headers)?,
+            fields::attachments(&attachments, limits)?,
+        )?;
+        let tags = fields::tags(self.tags.unwrap_or_default())?;
+        let metadata = fields::metadata(self.metadata.unwrap_or_default())?;
+        let send_at = self
+            .send_at
+            .map(|text| fields::send_at(&text, now, limits.max_schedule_ahead))
+            .transpose()?;
+        Ok(NewMessage::new(
+            MessageContent { envelope, body },
+            tags,
+            metadata,
+            send_at,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<NewMessage, DomainError> {
+        let draft: MessageDraft = serde_json::from_value(json).unwrap();
+        draft.into_message(&Limits::default(), OffsetDateTime::now_utc())
+    }
+
+    #[test]
+    fn accepts_a_full_message() {
+        let message = parse(serde_json::json!({
+            "from": "Shop <shop@example.com>",
+            "to": ["a@example.org", "B <b@example.org>"],
+            "bcc": "audit@example.com",
+            "subject": "Your order",
+            "text": "Thanks",
+            "headers": {"X-Order": "42"},
+            "tags": ["order"],
+            "metadata": {"order": "42"},
+            "send_at": "2000-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(message.content.envelope.recipients().len(), 3);
+        assert!(message.message_id.ends_with("@example.com>"));
+    }
+
+    #[test]
+    fn refuses_what_it_must() {
+        let base =
+            || serde_json::json!({"from": "a@example.com", "to": "b@example.com", "text": "x"});
+        let mut no_body = base();
+        no_body["text"] = serde_json::Value::Null;
+        assert!(matches!(parse(no_body), Err(DomainError::MissingBody)));
+        let mut injected = base();
+        injected["subject"] = "hi\r\nBcc: x@example.com".into();
+        assert!(matches!(
+            parse(injected),
+            Err(DomainError::InvalidField { .. })
+        ));
+        let mut far = base();
+        far["send_at"] = "2999-01-01T00:00:00Z".into();
+        assert!(matches!(parse(far), Err(DomainError::SendAtTooFar { .. })));
+        let mut not_time = base();
+        not_time["send_at"] = "tomorrow".into();
+        assert!(matches!(parse(not_time), Err(DomainError::InvalidSendAt)));
+        let mut many = base();
+        many["to"] = serde_json::json!(vec!["x@example.com"; 51]);
+        assert!(matches!(
+            parse(many),
+            Err(DomainError::TooManyRecipients { max: 50, .. })
+        ));
+    }
+}
