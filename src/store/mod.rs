@@ -1,6 +1,7 @@
 //! The queue. A [`MessageStore`] is the only place that knows how messages are kept; all SQL lives in
 //! its implementations.
 
+mod columns;
 mod error;
 pub mod postgres;
 mod records;
@@ -120,12 +121,23 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Gives claimed jobs back without an attempt (shutdown, or a lease too short to use).
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
 
-    /// Cancels a message that is still queued.
+    /// Cancels the message if it is still queued and no worker holds it; returns whether it did.
+    async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Cancels a message that is still queued, or says why it could not.
     async fn cancel_message(
         &self,
         owner: Option<&str>,
         id: Uuid,
-    ) -> Result<CancelOutcome, StoreError>;
+    ) -> Result<CancelOutcome, StoreError> {
+        if self.cancel_queued(owner, id).await? {
+            return Ok(CancelOutcome::Cancelled);
+        }
+        Ok(match self.find_message(owner, id).await? {
+            None => CancelOutcome::NotFound,
+            Some(message) => CancelOutcome::TooLate(message.status),
+        })
+    }
 
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;

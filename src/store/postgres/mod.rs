@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest,
-    JobLease, MessageFilter, MessageSummary, Page,
+    AttemptRecord, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest, JobLease,
+    MessageFilter, MessageSummary, Page,
 };
-use super::{MessageStore, StoreError, StoreSettings};
+use super::{MessageStore, StoreError, StoreSettings, columns};
 use crate::domain::MessageStatus;
 use batch::{Batcher, Linger};
 
@@ -193,27 +193,27 @@ impl MessageStore for PostgresStore {
     ) -> Result<Option<MessageSummary>, StoreError> {
         sqlx::query(&format!(
             "SELECT {} FROM message_states WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
-            rows::SUMMARY_COLUMNS
+            rows::summary_columns()
         ))
         .bind(id)
         .bind(owner)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(rows::summary)
+        .map(columns::summary)
         .transpose()
     }
 
     async fn attempts(&self, id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
         sqlx::query(&format!(
             "SELECT {} FROM delivery_attempts WHERE message_id = $1 ORDER BY attempt",
-            rows::ATTEMPT_COLUMNS
+            columns::ATTEMPT
         ))
         .bind(id)
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(rows::attempt)
+        .map(columns::attempt)
         .collect()
     }
 
@@ -232,7 +232,7 @@ impl MessageStore for PostgresStore {
                AND ($6::uuid IS NULL OR id < $6)
              ORDER BY id DESC
              LIMIT $7",
-            rows::SUMMARY_COLUMNS
+            rows::summary_columns()
         ))
         .bind(owner)
         .bind(filter.status.map(MessageStatus::as_str))
@@ -244,7 +244,7 @@ impl MessageStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(rows::summary)
+        .map(columns::summary)
         .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(items, filter.limit))
     }
@@ -292,11 +292,7 @@ impl MessageStore for PostgresStore {
         queue::release(&self.pool, leases).await
     }
 
-    async fn cancel_message(
-        &self,
-        owner: Option<&str>,
-        id: Uuid,
-    ) -> Result<CancelOutcome, StoreError> {
+    async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.pool, owner, id).await
     }
 

@@ -13,11 +13,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::interval;
-use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
+use crate::domain::{Body, Envelope, MessageContent};
 use crate::store::StoreError;
-use crate::store::records::{
-    AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease, RecipientResult,
-};
+use crate::store::records::{AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult};
 
 /// The channel enqueues notify and workers listen on.
 pub(super) const CHANNEL: &str = "posthorn_jobs";
@@ -270,7 +268,7 @@ pub(super) async fn cancel(
     pool: &PgPool,
     owner: Option<&str>,
     id: Uuid,
-) -> Result<CancelOutcome, StoreError> {
+) -> Result<bool, StoreError> {
     // Only a job no worker holds can be cancelled. A claim in progress holds the job's row lock, so
     // the delete waits for it and then finds the job leased. The message is marked in a second
     // statement, once the job is gone (the migration's cancel guard looks for a leased job).
@@ -287,29 +285,18 @@ pub(super) async fn cancel(
     .bind(owner)
     .fetch_optional(&mut *tx)
     .await?;
-    if dequeued.is_some() {
-        sqlx::query(
-            "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now()
-              WHERE id = $1",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        return Ok(CancelOutcome::Cancelled);
+    if dequeued.is_none() {
+        return Ok(false);
     }
-    drop(tx);
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM message_states WHERE id = $1 AND ($2::text IS NULL OR caller = $2)",
+    sqlx::query(
+        "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now()
+          WHERE id = $1",
     )
     .bind(id)
-    .bind(owner)
-    .fetch_optional(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(match status {
-        None => CancelOutcome::NotFound,
-        Some(text) => CancelOutcome::TooLate(text.parse::<MessageStatus>()?),
-    })
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
-    EnqueueRequest, JobLease, MessageFilter, MessageSummary, Page,
+    Accepted, AttemptRecord, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest, JobLease,
+    MessageFilter, MessageSummary, Page,
 };
 use super::{MessageStore, StoreError, StoreSettings};
 use crate::domain::MessageStatus;
@@ -227,11 +227,7 @@ impl MessageStore for SqliteStore {
         Ok(released)
     }
 
-    async fn cancel_message(
-        &self,
-        owner: Option<&str>,
-        id: Uuid,
-    ) -> Result<CancelOutcome, StoreError> {
+    async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.writer, owner, id).await
     }
 

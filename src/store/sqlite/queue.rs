@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::rows::{self, now, parse_uuid};
 use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
 use crate::store::StoreError;
-use crate::store::records::{AttemptRecord, CancelOutcome, ClaimedJob, Disposition, JobLease};
+use crate::store::records::{AttemptRecord, ClaimedJob, Disposition, JobLease};
 
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
@@ -187,7 +187,7 @@ pub(super) async fn cancel(
     pool: &SqlitePool,
     owner: Option<&str>,
     id: Uuid,
-) -> Result<CancelOutcome, StoreError> {
+) -> Result<bool, StoreError> {
     let now = now();
     let cancelled = sqlx::query(
         "UPDATE messages SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_token = NULL
@@ -200,21 +200,7 @@ pub(super) async fn cancel(
     .bind(owner)
     .execute(pool)
     .await?;
-    if cancelled.rows_affected() > 0 {
-        return Ok(CancelOutcome::Cancelled);
-    }
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM messages WHERE id = ? AND (? IS NULL OR caller = ?)",
-    )
-    .bind(id.to_string())
-    .bind(owner)
-    .bind(owner)
-    .fetch_optional(pool)
-    .await?;
-    Ok(match status {
-        None => CancelOutcome::NotFound,
-        Some(text) => CancelOutcome::TooLate(text.parse::<MessageStatus>()?),
-    })
+    Ok(cancelled.rows_affected() > 0)
 }
 
 pub(super) async fn depth(pool: &SqlitePool) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -1,5 +1,7 @@
-//! Reading messages from SQLite rows; times are stored as microseconds since the Unix epoch.
+//! How SQLite keeps the values records are read from: times as microseconds since the Unix epoch, ids
+//! as text, lists and documents as JSON text.
 
+use serde::de::DeserializeOwned;
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use time::OffsetDateTime;
@@ -7,11 +9,8 @@ use uuid::Uuid;
 
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
+use crate::store::columns::{self, Columns};
 use crate::store::records::{AttemptRecord, MessageFilter, MessageSummary, Page};
-
-/// The columns [`summary`] reads.
-const SUMMARY_COLUMNS: &str = "id, status, message_id, envelope, tags, metadata, created_at, updated_at, \
-     send_at, due_at, sent_at, attempt_count, last_error";
 
 /// Now, in stored form.
 pub(super) fn now() -> i64 {
@@ -28,57 +27,63 @@ fn time(micros: i64) -> Result<OffsetDateTime, StoreError> {
         .map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn optional_time(micros: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
-    micros.map(time).transpose()
-}
-
 pub(super) fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn summary(row: &SqliteRow) -> Result<MessageSummary, StoreError> {
-    let status: MessageStatus = row.try_get::<String, _>("status")?.parse()?;
-    Ok(MessageSummary {
-        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
-        status,
-        message_id: row.try_get("message_id")?,
-        envelope: json(row, "envelope")?,
-        tags: json(row, "tags")?,
-        metadata: json(row, "metadata")?,
-        created_at: time(row.try_get("created_at")?)?,
-        updated_at: time(row.try_get("updated_at")?)?,
-        send_at: optional_time(row.try_get("send_at")?)?,
-        next_attempt_at: if status == MessageStatus::Queued {
-            Some(time(row.try_get("due_at")?)?)
-        } else {
-            None
-        },
-        sent_at: optional_time(row.try_get("sent_at")?)?,
-        attempt_count: row.try_get("attempt_count")?,
-        last_error: row.try_get("last_error")?,
-    })
+/// The summary columns. The time of the next attempt is the due time of a queued message.
+fn summary_columns() -> String {
+    columns::SUMMARY
+        .map(|column| match column {
+            "next_attempt_at" => "CASE WHEN status = 'queued' THEN due_at END AS next_attempt_at",
+            column => column,
+        })
+        .join(", ")
 }
 
 /// A JSON text column.
-pub(super) fn json<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<T, StoreError> {
+pub(super) fn json<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, StoreError> {
     Ok(serde_json::from_str(&row.try_get::<String, _>(column)?)?)
 }
 
-fn attempt(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
-    Ok(AttemptRecord {
-        attempt: row.try_get("attempt")?,
-        started_at: time(row.try_get("started_at")?)?,
-        duration_ms: row.try_get("duration_ms")?,
-        provider: row.try_get("provider")?,
-        outcome: row.try_get::<String, _>("outcome")?.parse()?,
-        smtp_code: row.try_get("smtp_code")?,
-        enhanced_code: row.try_get("enhanced_code")?,
-        response: row.try_get("response")?,
-        recipients: json(row, "recipients")?,
-    })
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn integer(&self, column: &str) -> Result<i32, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
+        parse_uuid(&self.try_get::<String, _>(column)?)
+    }
+
+    fn time(&self, column: &str) -> Result<OffsetDateTime, StoreError> {
+        time(self.try_get(column)?)
+    }
+
+    fn optional_time(&self, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.try_get::<Option<i64>, _>(column)?
+            .map(time)
+            .transpose()
+    }
+
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, StoreError> {
+        json(self, column)
+    }
+
+    fn list(&self, column: &str) -> Result<Vec<String>, StoreError> {
+        json(self, column)
+    }
 }
 
 pub(super) async fn find_message(
@@ -87,7 +92,8 @@ pub(super) async fn find_message(
     id: Uuid,
 ) -> Result<Option<MessageSummary>, StoreError> {
     sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM messages WHERE id = ? AND (? IS NULL OR caller = ?)"
+        "SELECT {} FROM messages WHERE id = ? AND (? IS NULL OR caller = ?)",
+        summary_columns()
     ))
     .bind(id.to_string())
     .bind(owner)
@@ -95,7 +101,7 @@ pub(super) async fn find_message(
     .fetch_optional(pool)
     .await?
     .as_ref()
-    .map(summary)
+    .map(columns::summary)
     .transpose()
 }
 
@@ -103,16 +109,15 @@ pub(super) async fn attempts(
     pool: &SqlitePool,
     id: Uuid,
 ) -> Result<Vec<AttemptRecord>, StoreError> {
-    sqlx::query(
-        "SELECT attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code, response,
-                recipients
-           FROM delivery_attempts WHERE message_id = ? ORDER BY attempt",
-    )
+    sqlx::query(&format!(
+        "SELECT {} FROM delivery_attempts WHERE message_id = ? ORDER BY attempt",
+        columns::ATTEMPT
+    ))
     .bind(id.to_string())
     .fetch_all(pool)
     .await?
     .iter()
-    .map(attempt)
+    .map(columns::attempt)
     .collect()
 }
 
@@ -123,7 +128,7 @@ pub(super) async fn list_messages(
 ) -> Result<Page, StoreError> {
     // UUIDv7 text sorts in time order, like the uuid column does in PostgreSQL.
     let items = sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM messages
+        "SELECT {} FROM messages
           WHERE (?1 IS NULL OR caller = ?1)
             AND (?2 IS NULL OR status = ?2)
             AND (?3 IS NULL OR EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?3))
@@ -131,7 +136,8 @@ pub(super) async fn list_messages(
             AND (?5 IS NULL OR created_at < ?5)
             AND (?6 IS NULL OR id < ?6)
           ORDER BY id DESC
-          LIMIT ?7"
+          LIMIT ?7",
+        summary_columns()
     ))
     .bind(owner)
     .bind(filter.status.map(MessageStatus::as_str))
@@ -143,7 +149,7 @@ pub(super) async fn list_messages(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(summary)
+    .map(columns::summary)
     .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(items, filter.limit))
 }
