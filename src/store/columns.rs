@@ -52,6 +52,28 @@ pub(crate) trait Columns {
     fn list(&self, column: &str) -> Result<Vec<String>, StoreError>;
 }
 
+/// The [`Columns`] methods whose values every engine keeps in the column's own type.
+macro_rules! native_columns {
+    () => {
+        fn text(&self, column: &str) -> Result<String, StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+
+        fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+
+        fn integer(&self, column: &str) -> Result<i32, StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+
+        fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+    };
+}
+pub(crate) use native_columns;
+
 /// A message's summary from a row holding the [`SUMMARY`] columns.
 pub(crate) fn summary(row: &impl Columns) -> Result<MessageSummary, StoreError> {
     Ok(MessageSummary {

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::store::StoreError;
-use crate::store::columns::Columns;
+use crate::store::columns::{Columns, native_columns};
 
 /// The summary columns, from the view `message_states` (migration `20261201000001`): a message with its
 /// current state, put together from its job and its last attempt.
@@ -17,21 +17,7 @@ pub(super) fn summary_columns() -> String {
 }
 
 impl Columns for PgRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn integer(&self, column: &str) -> Result<i32, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
+    native_columns!();
 
     fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
         Ok(self.try_get(column)?)

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
-use crate::store::columns::{self, Columns};
+use crate::store::columns::{self, Columns, native_columns};
 use crate::store::records::{AttemptRecord, MessageFilter, MessageSummary, Page};
 
 /// Now, in stored form.
@@ -47,21 +47,7 @@ pub(super) fn json<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result
 }
 
 impl Columns for SqliteRow {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn integer(&self, column: &str) -> Result<i32, StoreError> {
-        Ok(self.try_get(column)?)
-    }
-
-    fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError> {
-        Ok(self.try_get(column)?)
-    }
+    native_columns!();
 
     fn uuid(&self, column: &str) -> Result<Uuid, StoreError> {
         parse_uuid(&self.try_get::<String, _>(column)?)
