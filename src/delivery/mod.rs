@@ -2,6 +2,7 @@
 
 mod attempt;
 mod compose;
+mod connection;
 mod outcome;
 mod pool;
 mod retry;

@@ -4,7 +4,7 @@
 //! aborted, checked with NOOP only after sitting idle, and dropped when broken or idle too long.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use lettre::transport::smtp::authentication::Mechanism;
@@ -12,6 +12,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::commands::{Ehlo, Noop, Rset};
 use lettre::transport::smtp::extension::ClientId;
 
+use super::connection::{Reuse, SmtpConnection};
 use super::outcome::Reply;
 use super::upstream::{TlsMode, Upstream};
 
@@ -19,27 +20,6 @@ use super::upstream::{TlsMode, Upstream};
 const MAX_IDLE: Duration = Duration::from_secs(60);
 /// A connection idle for longer than this is checked with NOOP before reuse.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
-
-/// One SMTP session with its bookkeeping.
-pub struct SmtpConnection {
-    pub(super) inner: AsyncSmtpConnection,
-    pub(super) last_used: Instant,
-    /// A transaction was aborted part-way: RSET before the next MAIL.
-    pub(super) needs_reset: bool,
-    /// The session is unusable (I/O error, timeout, 421).
-    pub(super) broken: bool,
-    /// Messages sent on this connection, to tell a reused connection from a fresh one.
-    pub(super) transactions: u64,
-    /// The server offers PIPELINING and the upstream allows it: a transaction's envelope goes in one
-    /// write.
-    pub(super) pipelining: bool,
-    /// The next transaction's envelope went out with the last one's data: its replies are still to be
-    /// read, by the sender that sent it. Such a connection never goes back to the pool.
-    pub(super) envelope_sent: bool,
-    /// A transaction is under way (set for the whole of one): a connection left so was dropped by a
-    /// cancelled sender mid-exchange, and never goes back to the pool.
-    pub(super) in_transaction: bool,
-}
 
 /// Why a connection could not be opened. Carries no credentials.
 #[derive(Debug, thiserror::Error)]
@@ -129,24 +109,19 @@ impl SmtpManager {
                 .await
                 .map_err(|error| ConnectError(Reply::from_error(&error)))?;
         }
-        Ok(SmtpConnection {
-            inner,
-            last_used: Instant::now(),
-            needs_reset: false,
-            broken: false,
-            transactions: 0,
-            pipelining,
-            envelope_sent: false,
-            in_transaction: false,
-        })
+        Ok(SmtpConnection::new(inner, pipelining))
     }
 
     /// RSET after an aborted transaction, else NOOP after sitting idle.
-    async fn check(&self, connection: &mut SmtpConnection) -> RecycleResult<ConnectError> {
+    async fn check(
+        &self,
+        connection: &mut SmtpConnection,
+        reuse: Reuse,
+    ) -> RecycleResult<ConnectError> {
         let timeout = self.upstream.timeout;
-        if connection.needs_reset {
+        if reuse == Reuse::AfterReset {
             match tokio::time::timeout(timeout, connection.inner.command(Rset)).await {
-                Ok(Ok(_)) => connection.needs_reset = false,
+                Ok(Ok(_)) => connection.reset(),
                 _ => return Err(RecycleError::message("RSET failed")),
             }
         } else {
@@ -206,21 +181,21 @@ impl managed::Manager for SmtpManager {
         connection: &mut SmtpConnection,
         _: &Metrics,
     ) -> RecycleResult<ConnectError> {
-        if connection.broken || connection.inner.has_broken() {
-            return Err(RecycleError::message("connection is broken"));
+        if connection.inner.has_broken() {
+            return Err(RecycleError::message("the connection is broken"));
         }
-        if connection.envelope_sent || connection.in_transaction {
-            // Its sender stopped with a transaction half-sent (it was cancelled at shutdown).
-            return Err(RecycleError::message("a transaction was left half-sent"));
+        let reuse = connection.state().reuse();
+        if let Reuse::Never(reason) = reuse {
+            return Err(RecycleError::message(reason));
         }
-        let idle = connection.last_used.elapsed();
+        let idle = connection.idle();
         if idle > MAX_IDLE {
             return Err(RecycleError::message("connection idle too long"));
         }
-        if connection.needs_reset || idle > CHECK_AFTER_IDLE {
+        if reuse == Reuse::AfterReset || idle > CHECK_AFTER_IDLE {
             // Boxed, as `create` is: the commands' futures would otherwise be part of every
             // `pool.get()`, though most reuses send nothing.
-            Box::pin(self.check(connection)).await?;
+            Box::pin(self.check(connection, reuse)).await?;
         }
         Ok(())
     }

@@ -10,8 +10,8 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
+use super::connection::SmtpConnection;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
-use super::pool::SmtpConnection;
 
 /// The envelope and content of one transaction.
 pub struct Transaction<'a> {
@@ -45,22 +45,20 @@ where
 
 /// Sends one message on `connection`, each exchange under `timeout`. With `next`, and where the server
 /// pipelines, the next message's envelope goes out in the same write as this message's data (RFC 2920
-/// §3.1 lets message content open a group): `connection.envelope_sent` then says so, and the next call
-/// on this connection must be for `next`.
+/// §3.1 lets message content open a group): the session's state is then `EnvelopeSent`, and the next
+/// call on this connection must be for `next`.
 pub async fn transact(
     connection: &mut SmtpConnection,
     transaction: &Transaction<'_>,
     timeout: Duration,
     next: Option<&Transaction<'_>>,
 ) -> TransactionResult {
-    let reused = connection.transactions > 0;
-    // Stays set if this future is dropped part-way (a sender cancelled at shutdown): the session is
-    // then in the middle of a transaction and must not be reused.
-    connection.in_transaction = true;
-    let result = run(connection, transaction, timeout, next).await;
-    connection.in_transaction = false;
-    connection.last_used = std::time::Instant::now();
-    connection.transactions += 1;
+    let reused = connection.reused();
+    // The session stays in its transaction if this future is dropped part-way (a sender cancelled at
+    // shutdown), and is then never reused.
+    let envelope_sent = connection.begin();
+    let result = run(connection, transaction, timeout, envelope_sent, next).await;
+    connection.finish(result.next_envelope_sent);
     let stale = reused && result.stale_candidate;
     TransactionResult {
         outcome: result.outcome,
@@ -71,14 +69,21 @@ pub async fn transact(
 struct Run {
     outcome: AttemptOutcome,
     stale_candidate: bool,
+    /// The next message's envelope went out with this message's data.
+    next_envelope_sent: bool,
 }
 
 impl Run {
-    fn whole(class: OutcomeClass, reply: Reply) -> Self {
+    fn ended(outcome: AttemptOutcome) -> Self {
         Self {
-            outcome: AttemptOutcome::whole(class, reply),
+            outcome,
             stale_candidate: false,
+            next_envelope_sent: false,
         }
+    }
+
+    fn whole(class: OutcomeClass, reply: Reply) -> Self {
+        Self::ended(AttemptOutcome::whole(class, reply))
     }
 }
 
@@ -221,7 +226,7 @@ async fn pipelined(
     .map(drop);
     let mut replies = EnvelopeReplies::new(mail, recipients.len());
     if ends_session(&replies.mail) {
-        connection.broken = true;
+        connection.break_off();
         return replies;
     }
     for _ in recipients {
@@ -229,21 +234,18 @@ async fn pipelined(
         let broke = ends_session(&reply);
         replies.recipients.push(reply);
         if broke {
-            connection.broken = true;
+            connection.break_off();
             return replies;
         }
     }
     let data = timed(timeout, inner.read_response()).await.map(drop);
-    if ends_session(&data) {
-        connection.broken = true;
-    }
+    connection.break_off_if(ends_session(&data));
     let accepted = replies.mail.is_ok() && replies.recipients.iter().any(Result::is_ok);
     if data.is_ok() && !accepted {
         // RFC 2920 §3.1: DATA went ahead with nothing to deliver; end it empty. RSET follows on reuse.
-        connection.needs_reset = true;
-        if ends_session(&timed(timeout, inner.command(".\r\n")).await) {
-            connection.broken = true;
-        }
+        connection.abort();
+        let ended = ends_session(&timed(timeout, connection.inner.command(".\r\n")).await);
+        connection.break_off_if(ended);
     }
     replies.data = Some(data);
     replies
@@ -273,9 +275,10 @@ async fn run(
     connection: &mut SmtpConnection,
     transaction: &Transaction<'_>,
     timeout: Duration,
+    envelope_sent: bool,
     next: Option<&Transaction<'_>>,
 ) -> Run {
-    let replies = if std::mem::take(&mut connection.envelope_sent) {
+    let replies = if envelope_sent {
         // Sent with the previous message's data (so its parameters were checked then).
         pipelined(connection, None, transaction.recipients, timeout).await
     } else {
@@ -292,11 +295,11 @@ async fn run(
 
     if let Err(reply) = replies.mail {
         let broken = breaks_session(&reply);
-        connection.broken |= broken;
-        connection.needs_reset = true;
+        connection.break_off_if(broken);
+        connection.abort();
         return Run {
-            outcome: AttemptOutcome::whole(class_of(&reply), reply),
             stale_candidate: broken,
+            ..Run::whole(class_of(&reply), reply)
         };
     }
 
@@ -307,7 +310,7 @@ async fn run(
             Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
             Err(reply) => {
                 if breaks_session(&reply) {
-                    connection.broken = true;
+                    connection.break_off();
                     return Run::whole(OutcomeClass::Transient, reply);
                 }
                 (OutcomeClass::Transient, reply)
@@ -320,7 +323,7 @@ async fn run(
         });
     }
     if !recipients.iter().any(|r| r.class == OutcomeClass::Sent) {
-        connection.needs_reset = true;
+        connection.abort();
         let class = if recipients
             .iter()
             .any(|r| r.class == OutcomeClass::Transient)
@@ -334,37 +337,32 @@ async fn run(
             .find(|r| r.class == class)
             .map(|r| r.reply.clone())
             .unwrap_or_else(|| Reply::none("no recipients"));
-        return Run {
-            outcome: AttemptOutcome {
-                class,
-                reply,
-                recipients,
-            },
-            stale_candidate: false,
-        };
+        return Run::ended(AttemptOutcome {
+            class,
+            reply,
+            recipients,
+        });
     }
 
     let data = replies
         .data
         .unwrap_or_else(|| Err(Reply::none("no reply to DATA")));
     if let Err(reply) = data {
-        connection.broken |= breaks_session(&reply);
-        connection.needs_reset = true;
+        connection.break_off_if(breaks_session(&reply));
+        connection.abort();
         let class = class_of(&reply);
         share_fate(&mut recipients, class);
-        return Run {
-            outcome: AttemptOutcome {
-                class,
-                reply,
-                recipients,
-            },
-            stale_candidate: false,
-        };
+        return Run::ended(AttemptOutcome {
+            class,
+            reply,
+            recipients,
+        });
     }
 
     // From here on the upstream may have the message even if no reply arrives (RFC 1047).
     let data_timeout = timeout + Duration::from_millis((transaction.data.len() / 1024) as u64);
     let chained = next.and_then(|next| Some((next, pipelinable(connection, next)?)));
+    let mut next_envelope_sent = false;
     let final_reply = match (DataBlock::new(transaction.data), chained) {
         (Some(block), Some((next, mail))) => {
             let group = Chained {
@@ -376,7 +374,7 @@ async fn run(
             };
             let reply = timed(data_timeout, connection.inner.command(group)).await;
             // Unless the session ended, the next envelope's replies follow this reply.
-            connection.envelope_sent = !ends_session(&reply);
+            next_envelope_sent = !ends_session(&reply);
             reply
         }
         (Some(block), None) => timed(data_timeout, connection.inner.command(block)).await,
@@ -385,23 +383,23 @@ async fn run(
     let (class, reply) = match final_reply {
         Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),
         Err(reply) if reply.code.is_none() => {
-            connection.broken = true;
+            connection.break_off();
             (OutcomeClass::Unknown, reply)
         }
         Err(reply) if reply.is_permanent() => (OutcomeClass::Permanent, reply),
         Err(reply) => {
-            connection.broken |= breaks_session(&reply);
+            connection.break_off_if(breaks_session(&reply));
             (OutcomeClass::Transient, reply)
         }
     };
     share_fate(&mut recipients, class);
     Run {
-        outcome: AttemptOutcome {
+        next_envelope_sent,
+        ..Run::ended(AttemptOutcome {
             class,
             reply,
             recipients,
-        },
-        stale_candidate: false,
+        })
     }
 }
 

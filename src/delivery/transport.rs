@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::connection::SessionState;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
 use super::pool::{SmtpManager, SmtpPool};
 use super::session::{Transaction, transact};
@@ -171,7 +172,7 @@ impl Provider {
             };
             while let Some(message) = messages.get(done) {
                 if !message.may_start(stop) {
-                    if connection.envelope_sent {
+                    if connection.state() == SessionState::EnvelopeSent {
                         // Its envelope went out with the previous message's data, but its data will
                         // not: the transaction is abandoned with the connection, and nothing of this
                         // message was sent.
@@ -190,7 +191,7 @@ impl Provider {
                     .map(|next| &next.transaction);
                 let clock = clock.take().unwrap_or_else(Clock::start);
                 let result = transact(&mut connection, &message.transaction, timeout, next).await;
-                if connection.broken {
+                if connection.state() == SessionState::Broken {
                     // Out of the pool at once: the slot is freed and the socket closed. A message
                     // whose envelope went out with this one's data was not sent: it starts afresh on
                     // the next connection.
@@ -214,7 +215,7 @@ impl Provider {
                 retried = false;
                 each(done, clock.end(result.outcome));
                 done += 1;
-                if connection.needs_reset {
+                if connection.state() == SessionState::Aborted {
                     // Back to the pool, which resets it before it is used again.
                     continue 'connections;
                 }
