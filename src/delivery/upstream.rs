@@ -117,7 +117,12 @@ impl Upstream {
         let credentials = if parsed.username().is_empty() {
             None
         } else {
-            let decode = |text: &str| percent_decode(text).ok_or(UpstreamError::Credentials);
+            let decode = |text: &str| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8()
+                    .map(|decoded| decoded.into_owned())
+                    .map_err(|_| UpstreamError::Credentials)
+            };
             let user = decode(parsed.username())?;
             let password = decode(parsed.password().unwrap_or(""))?;
             Some((user, Secret::new(password)))
@@ -142,23 +147,6 @@ impl Upstream {
             .as_ref()
             .map(|(user, password)| Credentials::new(user.clone(), password.expose().to_owned()))
     }
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let hex = text.get(index + 1..index + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl fmt::Debug for Upstream {

@@ -99,52 +99,32 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// Parses `Name <addr>`, `"Name" <addr>`, `<addr>` or `addr`.
+    /// Parses `Name <addr>`, `"Name" <addr>`, `<addr>` or `addr` (RFC 5322 §3.4, by lettre's parser:
+    /// a display name with specials such as `,` or `<` is quoted, `"a <b@x.example>" <c@example.com>`).
+    /// Control characters and lengths are checked here first, so each refusal says what is wrong.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
         if input.chars().any(char::is_control) {
             return Err(AddressError::ControlCharacter);
         }
         let input = input.trim();
-        let Some(open) = input.find('<') else {
-            return Ok(Self {
-                name: None,
-                address: EmailAddress::parse(input)?,
-            });
-        };
-        let inner = input[open + 1..]
-            .strip_suffix('>')
-            .ok_or(AddressError::Invalid)?;
-        let address = EmailAddress::parse(inner.trim())?;
-        let name = unquote(input[..open].trim())?;
-        if name.chars().count() > MAX_DISPLAY_NAME {
+        if input.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        let parsed =
+            lettre::message::Mailbox::from_str(input).map_err(|_| AddressError::Invalid)?;
+        let address = EmailAddress::parse(parsed.email.as_ref())?;
+        let name = parsed.name.map(|name| name.trim().to_owned());
+        if name
+            .as_ref()
+            .is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME)
+        {
             return Err(AddressError::NameTooLong);
         }
         Ok(Self {
-            name: (!name.is_empty()).then_some(name),
+            name: name.filter(|name| !name.is_empty()),
             address,
         })
     }
-}
-
-/// Removes surrounding double quotes and their backslash escapes from a display name.
-fn unquote(name: &str) -> Result<String, AddressError> {
-    let Some(quoted) = name.strip_prefix('"') else {
-        if name.contains(['<', '>', '"']) {
-            return Err(AddressError::Invalid);
-        }
-        return Ok(name.to_owned());
-    };
-    let body = quoted.strip_suffix('"').ok_or(AddressError::Invalid)?;
-    let mut out = String::with_capacity(body.len());
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next().ok_or(AddressError::Invalid)?),
-            '"' => return Err(AddressError::Invalid),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
 }
 
 impl fmt::Display for Mailbox {
@@ -170,6 +150,9 @@ mod tests {
         let quoted = Mailbox::parse(r#""Doe, \"J\"" <j@example.com>"#).unwrap();
         assert_eq!(quoted.name.as_deref(), Some(r#"Doe, "J""#));
         assert_eq!(Mailbox::parse("<x@example.com>").unwrap().name, None);
+        let specials = Mailbox::parse(r#""a <b@x.example>" <c@example.com>"#).unwrap();
+        assert_eq!(specials.name.as_deref(), Some("a <b@x.example>"));
+        assert_eq!(specials.address.as_str(), "c@example.com");
     }
 
     #[test]
