@@ -30,18 +30,8 @@ fn claims() -> Value {
     json!({"sub": "tester", "scope": "send read", "exp": now() + 600})
 }
 
-async fn send_with_token(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/send", app.address))
-        .bearer_auth(token)
-        .json(&valid_message())
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn assert_unauthenticated(app: &TestApp, token: &str, why: &str) {
-    let response = send_with_token(app, token).await;
+    let response = app.send_as(token, &valid_message()).await;
     let challenge = response
         .headers()
         .get("www-authenticate")
@@ -159,7 +149,10 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let mut good = claims();
     good["iss"] = json!("https://auth.example.com");
     good["aud"] = json!("posthorn");
-    assert_eq!(send_with_token(&app, &sign(&good)).await.status(), 202);
+    assert_eq!(
+        app.send_as(&sign(&good), &valid_message()).await.status(),
+        202
+    );
 
     let mut wrong_iss = good.clone();
     wrong_iss["iss"] = json!("https://evil.example");
@@ -172,7 +165,9 @@ async fn issuer_and_audience_are_checked_when_configured() {
     assert_unauthenticated(&app, &sign(&missing), "missing aud").await;
     // The operator's own minted tokens carry both.
     assert_eq!(
-        send_with_token(&app, &app.default_token()).await.status(),
+        app.send_as(&app.default_token(), &valid_message())
+            .await
+            .status(),
         202
     );
 }
@@ -181,7 +176,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
 async fn scopes_decide_access_with_403_and_a_challenge() {
     let app = spawn_app().await;
     let read_only = app.token("tester", &[Scope::Read]);
-    let response = send_with_token(&app, &read_only).await;
+    let response = app.send_as(&read_only, &valid_message()).await;
     let challenge = response.headers()["www-authenticate"]
         .to_str()
         .unwrap()
@@ -206,13 +201,15 @@ async fn scopes_decide_access_with_403_and_a_challenge() {
     let mut array_scope = claims();
     array_scope["scope"] = json!(["send"]);
     assert_eq!(
-        send_with_token(&app, &sign(&array_scope)).await.status(),
+        app.send_as(&sign(&array_scope), &valid_message())
+            .await
+            .status(),
         202
     );
     let mut no_scope = claims();
     no_scope.as_object_mut().unwrap().remove("scope");
     assert_problem(
-        send_with_token(&app, &sign(&no_scope)).await,
+        app.send_as(&sign(&no_scope), &valid_message()).await,
         403,
         "insufficient-scope",
     )
@@ -225,7 +222,7 @@ async fn callers_only_see_their_own_messages_unless_admin() {
     let alice = app.token("alice", &[Scope::Send, Scope::Read]);
     let bob = app.token("bob", &[Scope::Send, Scope::Read]);
     let admin = app.token("ops", &[Scope::Admin]);
-    let response = send_with_token(&app, &alice).await;
+    let response = app.send_as(&alice, &valid_message()).await;
     let id = response.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
@@ -277,7 +274,7 @@ async fn callers_can_be_restricted_to_sender_domains() {
     })
     .await;
     let shop = app.token("shop", &[Scope::Send]);
-    assert_eq!(send_with_token(&app, &shop).await.status(), 202);
+    assert_eq!(app.send_as(&shop, &valid_message()).await.status(), 202);
     let mut body = valid_message();
     body["from"] = json!("ceo@other.example");
     let response = app
@@ -294,7 +291,7 @@ async fn callers_can_be_restricted_to_sender_domains() {
     // A token can narrow its own domains too.
     let mut narrowed = claims();
     narrowed["sender_domains"] = json!(["mail.example.net"]);
-    let response = send_with_token(&app, &sign(&narrowed)).await;
+    let response = app.send_as(&sign(&narrowed), &valid_message()).await;
     assert_problem(response, 403, "sender-not-allowed").await;
 }
 
@@ -329,9 +326,9 @@ async fn keys_with_a_kid_are_selected_by_it() {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("k2".into());
     assert_eq!(
-        send_with_token(
-            &app,
-            &sign_with(header.clone(), &claims(), second.as_bytes())
+        app.send_as(
+            &sign_with(header.clone(), &claims(), second.as_bytes()),
+            &valid_message()
         )
         .await
         .status(),
@@ -368,7 +365,7 @@ async fn an_rs256_public_key_verifies_and_hs_rs_confusion_fails() {
         &EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
     )
     .unwrap();
-    assert_eq!(send_with_token(&app, &token).await.status(), 202);
+    assert_eq!(app.send_as(&token, &valid_message()).await.status(), 202);
 
     // HS256 signed with the public key's bytes: the classic confusion attack.
     let mut confused = Header::new(Algorithm::HS256);

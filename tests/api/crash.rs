@@ -6,21 +6,14 @@ use std::time::Duration;
 use posthorn::auth::Scope;
 use serde_json::json;
 
-use crate::support::process::{Posthorn, token};
+use crate::support::process::{self, Posthorn, token};
 use crate::support::smtp::{Script, SmtpServer};
 use crate::support::{TestDatabase, valid_message};
 
 async fn start(database: &TestDatabase, smtp: &SmtpServer) -> Posthorn {
-    let mut server = Posthorn::spawn(&[
-        ("POSTHORN_DATABASE_URL", database.url()),
-        ("POSTHORN_SMTP_URL", smtp.url()),
-        ("POSTHORN_SMTP_TIMEOUT", "1s".to_owned()),
-        ("POSTHORN_LEASE_DURATION", "6s".to_owned()),
-        ("POSTHORN_POLL_INTERVAL", "100ms".to_owned()),
-        ("POSTHORN_RETRY_INITIAL_DELAY", "200ms".to_owned()),
-        ("POSTHORN_WORKERS", "2".to_owned()),
-        ("POSTHORN_LOG", "warn".to_owned()),
-    ]);
+    let mut env = process::delivering(database, smtp);
+    env.push(("POSTHORN_LOG", "warn".to_owned()));
+    let mut server = Posthorn::spawn(&env);
     server.wait_ready().await;
     server
 }
@@ -75,19 +68,11 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     let mut message_ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = format!("{}/v1/messages?limit=200", server.address);
+        let mut path = "/v1/messages?limit=200".to_owned();
         if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
+            path.push_str(&format!("&cursor={cursor}"));
         }
-        let page: serde_json::Value = client
-            .get(url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = server.get_json(&token, &path).await;
         for item in page["items"].as_array().unwrap() {
             message_ids.push(item["message_id"].as_str().unwrap().to_owned());
         }
@@ -108,19 +93,7 @@ async fn sigkill_mid_drain_loses_nothing_and_counts_duplicates() {
     let duplicates = received.len() - TOTAL;
     // Only a job in flight at the kill can arrive twice: at most one per worker.
     assert!(duplicates <= 2, "{duplicates} duplicates");
-    let metrics = client
-        .get(format!("{}/metrics", server.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counted: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("posthorn_possible_duplicates_total "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0);
+    let counted = server.metric("posthorn_possible_duplicates_total").await;
     assert!(
         counted >= duplicates as f64,
         "every duplicate is counted as possible: {counted} < {duplicates}"

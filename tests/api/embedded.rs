@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::process::{Posthorn, command};
 use crate::support::valid_message;
 
@@ -62,19 +60,7 @@ async fn serve_in_an_empty_directory_delivers_to_the_outbox_and_keeps_everything
     }
 
     let token = token(dir.path(), &[]);
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/send", server.address))
-        .bearer_auth(&token)
-        .json(&valid_message())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.accept(&token, &valid_message()).await;
     let message = server.wait_for_status(&token, &id, "sent", WAIT).await;
     assert_eq!(message["attempts"][0]["provider"], "outbox");
     let eml = std::fs::read_to_string(data.join("outbox").join(format!("{id}.eml")))
@@ -128,29 +114,9 @@ async fn the_production_profile_sends_nothing_to_an_outbox() {
     ];
     let server = serve(dir.path(), &settings).await;
     let token = token(dir.path(), &settings);
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/send", server.address))
-        .bearer_auth(&token)
-        .json(&valid_message())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = server.accept(&token, &valid_message()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let message: Value = client
-        .get(format!("{}/v1/messages/{id}", server.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let message = server.message(&token, &id).await;
     assert_eq!(message["status"], "queued", "waits for an upstream");
     assert!(!dir.path().join("posthorn-data/outbox").exists());
 }

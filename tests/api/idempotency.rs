@@ -83,15 +83,7 @@ async fn a_retry_with_the_same_key_and_body_replays_the_first_answer() {
     assert_eq!(sql_count(&app, "idempotency_keys").await, 1);
 
     // Only the first request counted as an accepted message.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()

@@ -207,15 +207,7 @@ async fn a_wrong_password_is_an_attempt_that_never_shows_the_password() {
     assert_eq!(attempt["outcome"], "transient");
     let message = app.message(&id).await.to_string();
     assert!(!message.contains("wrong-pa55word"), "{message}");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(!metrics.contains("wrong-pa55word"));
     assert!(peer.files("eml").is_empty());
 }

@@ -5,17 +5,7 @@ use std::time::Duration;
 use posthorn::auth::Scope;
 use posthorn::config::CallerConfig;
 
-use crate::support::{TestApp, assert_problem, spawn_app_with, valid_message};
-
-async fn send_as(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/send", app.address))
-        .bearer_auth(token)
-        .json(&valid_message())
-        .send()
-        .await
-        .unwrap()
-}
+use crate::support::{assert_problem, spawn_app_with, valid_message};
 
 #[tokio::test]
 async fn a_caller_over_its_quota_gets_429_with_retry_after_and_ratelimit_headers() {
@@ -26,9 +16,9 @@ async fn a_caller_over_its_quota_gets_429_with_retry_after_and_ratelimit_headers
     .await;
     let alice = app.token("alice", &[Scope::Send, Scope::Read]);
     for _ in 0..3 {
-        assert_eq!(send_as(&app, &alice).await.status(), 202);
+        assert_eq!(app.send_as(&alice, &valid_message()).await.status(), 202);
     }
-    let refused = send_as(&app, &alice).await;
+    let refused = app.send_as(&alice, &valid_message()).await;
     let header = |name: &str| {
         refused
             .headers()
@@ -47,14 +37,17 @@ async fn a_caller_over_its_quota_gets_429_with_retry_after_and_ratelimit_headers
 
     // Another caller has its own bucket; bad tokens do not drain anyone's.
     let bob = app.token("bob", &[Scope::Send]);
-    assert_eq!(send_as(&app, &bob).await.status(), 202);
+    assert_eq!(app.send_as(&bob, &valid_message()).await.status(), 202);
     for _ in 0..5 {
-        assert_eq!(send_as(&app, "not-a-token").await.status(), 401);
+        assert_eq!(
+            app.send_as("not-a-token", &valid_message()).await.status(),
+            401
+        );
     }
     // The bucket refills at the rate: half a second gives alice one more request.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(send_as(&app, &alice).await.status(), 202);
-    assert_eq!(send_as(&app, &alice).await.status(), 429);
+    assert_eq!(app.send_as(&alice, &valid_message()).await.status(), 202);
+    assert_eq!(app.send_as(&alice, &valid_message()).await.status(), 429);
     assert_eq!(
         app.message_count().await,
         0,
@@ -80,12 +73,12 @@ async fn quotas_can_be_set_per_caller_and_turned_off() {
     let bulk = app.token("bulk", &[Scope::Send]);
     for _ in 0..20 {
         assert_eq!(
-            send_as(&app, &bulk).await.status(),
+            app.send_as(&bulk, &valid_message()).await.status(),
             202,
             "0 means unlimited"
         );
     }
     let other = app.token("other", &[Scope::Send]);
-    assert_eq!(send_as(&app, &other).await.status(), 202);
-    assert_eq!(send_as(&app, &other).await.status(), 429);
+    assert_eq!(app.send_as(&other, &valid_message()).await.status(), 202);
+    assert_eq!(app.send_as(&other, &valid_message()).await.status(), 429);
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use posthorn::auth::Scope;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::process::{Posthorn, token};
 use crate::support::smtp::{Script, SmtpServer};
@@ -91,17 +91,8 @@ async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
     );
 
     let admin = token("replicas", &[Scope::Admin]);
-    let page: Value = client
-        .get(format!(
-            "{}/v1/messages?status=sent&limit=200",
-            replicas[0].address
-        ))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = replicas[0]
+        .get_json(&admin, "/v1/messages?status=sent&limit=200")
+        .await;
     assert_eq!(page["items"].as_array().unwrap().len(), TOTAL);
 }

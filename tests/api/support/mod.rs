@@ -1,6 +1,7 @@
 //! Shared test support: a spawned application on a fresh database, token minting and HTTP helpers.
 
 pub mod database;
+pub mod load;
 pub mod peers;
 pub mod private_pg;
 pub mod process;
@@ -202,17 +203,7 @@ pub fn fast_delivery(config: &mut Config) {
 impl TestApp {
     /// Waits until the message has `status`, returning it; panics after `timeout`.
     pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let message = self.message(id).await;
-            if message["status"] == status {
-                return message;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("message {id} did not become {status} in {timeout:?}: {message:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_status(status, timeout, || self.message(id), String::new).await
     }
 
     /// Sends `body`, asserts 202 and returns the id.
@@ -223,18 +214,25 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        scrape(&self.client, &self.address).await
+    }
+
     /// The value of an unlabelled metric, or of the series whose labels contain `labels`.
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.address))
+        process::labelled_sample(&self.metrics_text().await, name, labels).unwrap_or(0.0)
+    }
+
+    /// `POST /send` with `body` and `token`.
+    pub async fn send_as(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/send", self.address))
+            .bearer_auth(token)
+            .json(body)
             .send()
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        process::labelled_sample(&text, name, labels).unwrap_or(0.0)
+            .expect("request completes")
     }
 }
 
@@ -254,6 +252,46 @@ pub fn store_settings(url: &str, retention: Duration) -> StoreSettings {
         max_connections: 5,
         acquire_timeout: Duration::from_secs(5),
         idempotency_retention: retention,
+    }
+}
+
+/// `/metrics` of the server at `address`, as text.
+pub async fn scrape(client: &reqwest::Client, address: &str) -> String {
+    client
+        .get(format!("{address}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Polls `fetch` (a message as JSON) until it has `status`, returning it; panics after `timeout` with
+/// the message and `context` (a process's log, say).
+pub async fn wait_for_status<F, Fut>(
+    status: &str,
+    timeout: Duration,
+    mut fetch: F,
+    context: impl Fn() -> String,
+) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let message = fetch().await;
+        if message["status"] == status {
+            return message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message {} did not become {status} within {timeout:?}: {message:#}\n{}",
+            message["id"],
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

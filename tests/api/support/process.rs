@@ -57,6 +57,24 @@ pub fn sample(text: &str, name: &str) -> Option<f64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// The environment of a process on `database` delivering to `smtp` within a second or two (a 1 s SMTP
+/// timeout, a 6 s lease, 100 ms polls, retries after 200 ms, two workers): the counterpart of
+/// [`super::fast_delivery`] for the binary. Later entries override these.
+pub fn delivering(
+    database: &super::TestDatabase,
+    smtp: &super::smtp::SmtpServer,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("POSTHORN_DATABASE_URL", database.url()),
+        ("POSTHORN_SMTP_URL", smtp.url()),
+        ("POSTHORN_SMTP_TIMEOUT", "1s".to_owned()),
+        ("POSTHORN_LEASE_DURATION", "6s".to_owned()),
+        ("POSTHORN_POLL_INTERVAL", "100ms".to_owned()),
+        ("POSTHORN_RETRY_INITIAL_DELAY", "200ms".to_owned()),
+        ("POSTHORN_WORKERS", "2".to_owned()),
+    ]
+}
+
 /// The real binary, `posthorn serve`, with JSON logs captured to files, and SIGKILL on drop.
 pub struct Posthorn {
     child: Child,
@@ -177,14 +195,7 @@ impl Posthorn {
 
     /// `/metrics` as text.
     pub async fn metrics(&self) -> String {
-        client()
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        super::scrape(&client(), &self.address).await
     }
 
     /// An unlabelled metric's value (0 when absent).
@@ -214,13 +225,18 @@ impl Posthorn {
 
     /// `GET /v1/messages/{id}` as JSON.
     pub async fn message(&self, token: &str, id: &str) -> Value {
+        self.get_json(token, &format!("/v1/messages/{id}")).await
+    }
+
+    /// `GET path` with `token`, asserting 200; the JSON body.
+    pub async fn get_json(&self, token: &str, path: &str) -> Value {
         let response = client()
-            .get(format!("{}/v1/messages/{id}", self.address))
+            .get(format!("{}{path}", self.address))
             .bearer_auth(token)
             .send()
             .await
             .expect("request completes");
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.expect("JSON")
     }
 
@@ -232,19 +248,13 @@ impl Posthorn {
         status: &str,
         timeout: Duration,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let message = self.message(token, id).await;
-            if message["status"] == status {
-                return message;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "message {id} did not become {status} within {timeout:?}: {message:#}\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        super::wait_for_status(
+            status,
+            timeout,
+            || self.message(token, id),
+            || self.stderr(),
+        )
+        .await
     }
 }
 
