@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context;
@@ -100,7 +101,7 @@ impl Application {
             store: store.clone(),
             acceptor: Acceptor::new(store.clone(), settings.limits.clone(), metrics.clone()),
             authenticator: Arc::new(Authenticator::new(settings.auth.clone())),
-            max_body_size: settings.http.max_body_size,
+            http: settings.http.clone(),
             metrics: metrics.clone(),
             rate_limiter: RateLimiter::new(settings.rate_limits.clone()),
             providers: providers.clone(),
@@ -111,7 +112,9 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(ErrorHandlers::new().default_handler_server(api::server_error_as_problem))
                 .wrap(http_metrics.clone())
+                .wrap(from_fn(api::bound_method))
                 .app_data(state.clone())
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))

@@ -1,10 +1,29 @@
 //! One registry, named metrics. Names follow Prometheus conventions: `posthorn_*`, counters end in
 //! `_total`, durations in `_seconds`.
 
+use std::sync::LazyLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+/// Requests the HTTP server refused before any route saw them (they do not parse as HTTP, or a client
+/// stalled its request head). Counted where the server logs them, which is process-wide, so the one
+/// counter is registered in every registry.
+static MALFORMED_REQUESTS: LazyLock<Result<IntCounter, prometheus::Error>> = LazyLock::new(|| {
+    IntCounter::new(
+        "posthorn_http_malformed_requests_total",
+        "Requests refused before routing because they were not well-formed HTTP (or arrived too slowly).",
+    )
+});
+
+/// Counts one malformed request.
+pub fn count_malformed_request() {
+    if let Ok(counter) = &*MALFORMED_REQUESTS {
+        counter.inc();
+    }
+}
 
 /// Every metric posthorn exports, registered in one registry.
 #[derive(Clone)]
@@ -83,6 +102,10 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(claim_duration.clone()))?;
+        match &*MALFORMED_REQUESTS {
+            Ok(counter) => registry.register(Box::new(counter.clone()))?,
+            Err(error) => return Err(prometheus::Error::Msg(error.to_string())),
+        }
         Ok(Self {
             messages_accepted: counter(
                 "posthorn_messages_accepted_total",

@@ -3,8 +3,13 @@
 use std::io::IsTerminal;
 
 use serde::Deserialize;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -20,6 +25,10 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. The level comes from `POSTHORN_LOG` (or `RUST_LOG`), default `info`.
 /// Calling it twice is harmless (tests build several applications in one process).
+///
+/// The HTTP server logs every request it cannot parse at ERROR, so an unauthenticated client could
+/// fill the logs: those events are counted (`posthorn_http_malformed_requests_total`) and written at
+/// debug instead, under the target `posthorn::http`.
 pub fn init(format: LogFormat) {
     let filter = std::env::var("POSTHORN_LOG")
         .ok()
@@ -31,17 +40,52 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
+    let output = if json {
+        output.json().flatten_event(true).boxed()
     } else {
-        builder.try_init()
+        output.boxed()
     };
+    let output = output.with_filter(filter.and(filter_fn(|meta| !is_client_error(meta))));
+    let client_errors = ClientErrors.with_filter(filter_fn(is_client_error));
+    let result = tracing_subscriber::registry()
+        .with(client_errors)
+        .with(output)
+        .try_init();
     // An already-installed subscriber is fine; there is nothing else that can fail here.
     drop(result);
+}
+
+/// An error the HTTP server logs about what a client sent.
+fn is_client_error(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::ERROR && meta.target().starts_with("actix_http::h1")
+}
+
+/// Counts the HTTP server's errors about malformed requests and writes them again at debug.
+struct ClientErrors;
+
+impl<S: Subscriber> Layer<S> for ClientErrors {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.starts_with("stream error") {
+            crate::metrics::count_malformed_request();
+        }
+        tracing::debug!(target: "posthorn::http", error = %message.0, "request refused by the HTTP server");
+    }
+}
+
+/// The `message` field of an event.
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
 }
 
 /// An error with all its sources, `outer: inner: innermost`, for log lines.

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
+use super::body::unique_keys;
 use crate::domain::{Body, DomainError, Envelope, Limits, MessageContent, NewMessage, fields};
 
 /// One address or a list of them, as callers naturally write either.
@@ -58,7 +59,7 @@ pub struct MessageDraft {
     #[serde(default)]
     pub html: Option<String>,
     /// Custom headers from the allow-list.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "headers")]
     pub headers: Option<BTreeMap<String, String>>,
     /// Files to attach.
     #[serde(default)]
@@ -67,11 +68,23 @@ pub struct MessageDraft {
     #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// Caller data kept with the message.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// RFC 3339 time before which the message is not sent.
     #[serde(default)]
     pub send_at: Option<String>,
+}
+
+fn headers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    unique_keys(deserializer, "headers")
+}
+
+fn metadata<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    unique_keys(deserializer, "metadata")
 }
 
 impl MessageDraft {
@@ -166,6 +179,32 @@ mod tests {
         .unwrap();
         assert_eq!(message.content.envelope.recipients().len(), 3);
         assert!(message.message_id.ends_with("@example.com>"));
+    }
+
+    #[test]
+    fn a_map_key_given_twice_is_refused_naming_it() {
+        let body = r#"{"from": "a@example.com", "to": "b@example.com", "text": "x",
+                       "headers": {"X-A": "1", "X-A": "2"}}"#;
+        let error = serde_json::from_str::<MessageDraft>(body)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("duplicate key `X-A` in `headers`"),
+            "{error}"
+        );
+        let repeated = r#"{"from": "a@example.com", "from": "c@example.com", "text": "x"}"#;
+        let error = serde_json::from_str::<MessageDraft>(repeated)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("duplicate field `from`"), "{error}");
+        let null =
+            r#"{"from": "a@example.com", "to": "b@example.com", "text": "x", "metadata": null}"#;
+        assert!(
+            serde_json::from_str::<MessageDraft>(null)
+                .unwrap()
+                .metadata
+                .is_none()
+        );
     }
 
     #[test]

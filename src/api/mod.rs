@@ -4,6 +4,7 @@ mod auth;
 mod body;
 mod draft;
 mod messages;
+mod middleware;
 mod ops;
 mod problem;
 mod send;
@@ -11,10 +12,12 @@ mod state;
 mod views;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, guard, web};
 
 pub use draft::{AttachmentDraft, MessageDraft, OneOrMany};
+pub use middleware::{bound_method, server_error_as_problem};
 pub use problem::{ApiError, PROBLEM_TYPE_PREFIX};
 pub use send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::AppState;
@@ -26,6 +29,8 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_size: usize,
+    /// How long a request body may take to arrive, once its headers have.
+    pub body_timeout: Duration,
 }
 
 /// Registers every route. Each resource answers other methods with 405 and an `Allow` header; every

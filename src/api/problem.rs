@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("the body must be application/json")]
     UnsupportedMediaType,
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    RequestTimeout(std::time::Duration),
     /// The body is larger than the configured limit.
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::InvalidRequest { .. } => "invalid-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::Validation(error) => match error {
                 DomainError::Address { .. } => "invalid-address",
                 DomainError::TooManyRecipients { .. } => "too-many-recipients",
@@ -123,7 +127,7 @@ impl ApiError {
                     _ => "invalid-attachment",
                 },
                 DomainError::TooManyAttachments { .. } => "too-many-attachments",
-                DomainError::InvalidSendAt => "invalid-send-at",
+                DomainError::InvalidSendAt | DomainError::SendAtOutOfRange => "invalid-send-at",
                 DomainError::SendAtTooFar { .. } => "send-at-too-far",
                 DomainError::InvalidField { .. } => "invalid-field",
             },
@@ -148,6 +152,7 @@ impl ApiError {
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
             StatusCode::CONFLICT => "Conflict",
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::REQUEST_TIMEOUT => "Request timeout",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable request",
             StatusCode::TOO_MANY_REQUESTS => "Too many requests",
@@ -163,6 +168,26 @@ impl ApiError {
             ApiError::SenderNotAllowed(_) => Some("from"),
             _ => None,
         }
+    }
+}
+
+impl ApiError {
+    /// The problem answer of a server error that carries no `ApiError` (the cause was logged where
+    /// it was seen).
+    pub(super) fn server_error(status: StatusCode) -> HttpResponse {
+        let status = if status.is_server_error() {
+            status
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Problem {
+            kind: format!("{PROBLEM_TYPE_PREFIX}internal"),
+            title: "Internal error",
+            status: status.as_u16(),
+            detail: "internal error".to_owned(),
+            field: None,
+        }
+        .respond(HttpResponse::build(status))
     }
 }
 
@@ -190,6 +215,7 @@ impl ResponseError for ApiError {
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -223,7 +249,6 @@ impl ResponseError for ApiError {
             field: self.field(),
         };
         let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         match self {
             ApiError::Unauthenticated(AuthError::Missing) => {
                 response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="posthorn""#));
@@ -258,10 +283,20 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));
             }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body may never come: the connection is not kept.
+                response.force_close();
+            }
             _ => {}
         }
+        problem.respond(response)
+    }
+}
+
+impl Problem<'_> {
+    fn respond(&self, mut response: actix_web::HttpResponseBuilder) -> HttpResponse {
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         // Serializing a struct of strings and numbers cannot fail.
-        let body = serde_json::to_string(&problem).unwrap_or_default();
-        response.body(body)
+        response.body(serde_json::to_string(self).unwrap_or_default())
     }
 }

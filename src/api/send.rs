@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::ApiError;
 use super::auth::Sender;
-use super::body::{read_json, shape_error};
+use super::body::{parse_object, read_json};
 use super::draft::MessageDraft;
 use super::state::AppState;
 use super::views::json;
@@ -34,15 +34,22 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let body = read_json(&req, payload, state.max_body_size).await?;
-    if !body.is_object() {
-        return Err(ApiError::InvalidRequest {
-            message: "the body must be a JSON object".into(),
-            field: None,
-        });
-    }
-    let idempotency = key.map(|key| (key, RequestFingerprint::of(&body)));
-    let draft: MessageDraft = serde_json::from_value(body).map_err(shape_error)?;
+    let body = read_json(
+        &req,
+        payload,
+        state.http.max_body_size,
+        state.http.body_timeout,
+    )
+    .await?;
+    let draft: MessageDraft = parse_object(&body)?;
+    let idempotency = match key {
+        Some(key) => {
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+            Some((key, RequestFingerprint::of(&value)))
+        }
+        None => None,
+    };
     let message = draft.into_message(state.acceptor.limits(), OffsetDateTime::now_utc())?;
     let receipt = state
         .acceptor

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::HttpSettings;
 use crate::accept::Acceptor;
 use crate::auth::Authenticator;
 use crate::delivery::Provider;
@@ -17,8 +18,8 @@ pub struct AppState {
     pub acceptor: Acceptor,
     /// Verifies bearer tokens.
     pub authenticator: Arc<Authenticator>,
-    /// Largest request body accepted, in bytes.
-    pub max_body_size: usize,
+    /// What the listener reads: body size and time limits.
+    pub http: HttpSettings,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Per-caller request limits.

@@ -91,6 +91,9 @@ pub struct Config {
 
     /// Largest accepted request body, in bytes.
     pub max_body_size: usize,
+    /// How long a request body may take to arrive once its headers have (then 408).
+    #[serde(with = "humantime_serde")]
+    pub http_body_timeout: Duration,
     /// Most addresses accepted in each of `to`, `cc`, `bcc` and `reply_to`.
     pub max_recipients: usize,
     /// Most attachments accepted on one message.
@@ -199,6 +202,7 @@ impl Default for Config {
             retry_max_attempts: retry.max_attempts,
             retry_max_age: retry.max_age,
             max_body_size: 25 * 1024 * 1024,
+            http_body_timeout: Duration::from_secs(30),
             max_recipients: limits.max_recipients,
             max_attachments: limits.max_attachments,
             max_attachment_size: limits.max_attachment_size,

@@ -84,6 +84,7 @@ impl Config {
         for (key, value) in [
             ("POSTHORN_SMTP_TIMEOUT", self.smtp_timeout),
             ("POSTHORN_POLL_INTERVAL", self.poll_interval),
+            ("POSTHORN_HTTP_BODY_TIMEOUT", self.http_body_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::invalid(key, "must be longer than 0s"));
@@ -108,6 +109,7 @@ impl Config {
             http: HttpSettings {
                 listen: self.listen,
                 max_body_size: self.max_body_size,
+                body_timeout: self.http_body_timeout,
             },
             auth,
             rate_limits: self.rate_limits(),

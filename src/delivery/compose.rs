@@ -2,11 +2,16 @@
 //!
 //! Bodies are normalised to CRLF before lettre sees them, so no bare CR or LF reaches the wire and the
 //! transport's dot-stuffing sees every line start; lettre picks 7bit, quoted-printable or base64 so no
-//! line exceeds 998 octets.
+//! body line exceeds 998 octets. Header lines are held to 78 octets where a space allows a fold, and
+//! never exceed 998: the subject's words too long for a line are encoded (RFC 2047, in pieces that
+//! fold), address lists are folded between addresses, and what cannot be folded (a custom header's
+//! long word) was refused at accept.
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use email_encoding::headers::writer::EmailWriter;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{
     Attachment as LettreAttachment, Mailbox as LettreMailbox, MultiPart, SinglePart,
@@ -49,7 +54,7 @@ pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
         .message_id(Some(input.message_id.to_owned()))
         .date(input.date)
         .from(mailbox(&envelope.from)?)
-        .subject(envelope.subject.clone());
+        .raw_header(subject(&envelope.subject)?);
     for to in &envelope.to {
         builder = builder.to(mailbox(to)?);
     }
@@ -101,7 +106,97 @@ pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
         }
         builder.multipart(mixed)?
     };
-    Ok(ensure_crlf(message.formatted()))
+    Ok(fold_header_lines(ensure_crlf(message.formatted())))
+}
+
+/// The longest word a header carries as it is: with a folding space before it, it fits a 78-octet line.
+const MAX_PLAIN_WORD: usize = 76;
+
+/// The `Subject` header. As lettre writes it (words folded at spaces, words that are not ASCII encoded),
+/// and a word too long for a line encoded too, which splits it into encoded-words that fold between
+/// them: a 998-character subject without a space fits on lines of 78 octets.
+fn subject(text: &str) -> Result<HeaderValue, ComposeError> {
+    let failed = |_| ComposeError::Header("Subject".into());
+    let mut encoded = String::with_capacity(text.len() + text.len() / 4 + 16);
+    {
+        let mut writer = EmailWriter::new(&mut encoded, "Subject: ".len(), 0, false);
+        let mut pending = String::new();
+        for word in text.split_inclusive(' ') {
+            let bare = word.trim_end_matches(' ');
+            if bare.is_ascii() && bare.len() <= MAX_PLAIN_WORD {
+                encode_words(&mut pending, &mut writer).map_err(failed)?;
+                writer.folding().write_str(word).map_err(failed)?;
+            } else {
+                pending.push_str(word);
+            }
+        }
+        encode_words(&mut pending, &mut writer).map_err(failed)?;
+    }
+    Ok(HeaderValue::dangerous_new_pre_encoded(
+        HeaderName::new_from_ascii_str("Subject"),
+        text.to_owned(),
+        encoded,
+    ))
+}
+
+/// Writes the words in `pending` as RFC 2047 encoded-words, keeping their trailing spaces as spaces.
+fn encode_words(pending: &mut String, writer: &mut EmailWriter<'_>) -> std::fmt::Result {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let words = pending.trim_end_matches(' ');
+    email_encoding::headers::rfc2047::encode(words, writer)?;
+    for _ in words.len()..pending.len() {
+        writer.space();
+    }
+    pending.clear();
+    Ok(())
+}
+
+/// The header lines folded to 78 octets where whitespace allows (RFC 5322 §2.2.3): a line break goes in
+/// before a space or tab, which unfolding takes out again, so the header means the same. lettre folds
+/// most headers itself, but writes a list of addresses on one line whatever its length.
+fn fold_header_lines(message: Vec<u8>) -> Vec<u8> {
+    const LINE: usize = 78;
+    let end = message
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map_or(message.len(), |position| position + 2);
+    let (head, body) = message.split_at(end);
+    if head
+        .split(|byte| *byte == b'\n')
+        .all(|line| line.len() <= LINE + 1)
+    {
+        return message;
+    }
+    let mut out = Vec::with_capacity(message.len() + 64);
+    for line in head.split_inclusive(|byte| *byte == b'\n') {
+        let mut rest = line;
+        // A fold right after the colon would leave the name alone on its line.
+        let mut earliest = line
+            .iter()
+            .position(|byte| *byte == b':')
+            .map_or(1, |colon| colon + 2);
+        while rest.len() > LINE + 2 {
+            let blank = |byte: &u8| *byte == b' ' || *byte == b'\t';
+            let fold = rest[..=LINE]
+                .iter()
+                .rposition(blank)
+                .filter(|position| *position >= earliest)
+                .or_else(|| {
+                    let after = rest.len().saturating_sub(2);
+                    (LINE + 1..after).find(|index| blank(&rest[*index]))
+                });
+            let Some(fold) = fold else { break };
+            out.extend_from_slice(&rest[..fold]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[fold..];
+            earliest = 1;
+        }
+        out.extend_from_slice(rest);
+    }
+    out.extend_from_slice(body);
+    out
 }
 
 enum Parts {
@@ -255,6 +350,51 @@ mod tests {
             date: SystemTime::UNIX_EPOCH,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn long_header_lines_are_folded_at_whitespace_and_mean_the_same() {
+        let to: Vec<String> = (0..50).map(|i| format!("user{i:03}@example.org")).collect();
+        let message = format!(
+            "To: {}\r\nX-Long: {}\r\nSubject: short\r\n\r\nbody line {}\r\n",
+            to.join(", "),
+            "w".repeat(120),
+            "b ".repeat(100)
+        );
+        let folded = String::from_utf8(fold_header_lines(message.clone().into_bytes())).unwrap();
+        let (head, body) = folded.split_once("\r\n\r\n").unwrap();
+        for line in head.split("\r\n") {
+            // Longer only where no whitespace after the name allowed a fold.
+            let earliest = line.find(':').map_or(1, |colon| colon + 2);
+            assert!(
+                line.len() <= 78 || !line[earliest..].contains(' '),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            body,
+            message.split_once("\r\n\r\n").unwrap().1,
+            "bodies are not folded"
+        );
+        let unfolded = head.replace("\r\n ", " ");
+        assert_eq!(unfolded, message.split_once("\r\n\r\n").unwrap().0);
+    }
+
+    #[test]
+    fn a_subject_word_too_long_for_a_line_is_encoded() {
+        let long = "s".repeat(998);
+        let header = subject(&long).unwrap();
+        let mut headers = lettre::message::header::Headers::new();
+        headers.insert_raw(header);
+        let text = headers.to_string();
+        for line in text.split("\r\n") {
+            assert!(line.len() <= 78, "{} octets: {line}", line.len());
+        }
+        assert!(text.contains("=?utf-8?b?"), "{text}");
+        let tabbed = subject("a\tb c").unwrap();
+        let mut headers = lettre::message::header::Headers::new();
+        headers.insert_raw(tabbed);
+        assert_eq!(headers.to_string(), "Subject: a\tb c\r\n");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::text;
+
 /// RFC 5321 §4.5.3.1: local part at most 64 octets, domain 255, a path at most 256 including `<>`.
 const MAX_LOCAL_PART: usize = 64;
 const MAX_DOMAIN: usize = 255;
@@ -26,6 +28,16 @@ pub enum AddressError {
     /// The display name is too long.
     #[error("display name is longer than 256 characters")]
     NameTooLong,
+    /// A bidirectional control character would make the name read as something else.
+    #[error(
+        "display name contains a bidirectional control character (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069)"
+    )]
+    BidiControl,
+    /// An RFC 2047 encoded-word in the display name decodes to a control character.
+    #[error(
+        "display name holds an RFC 2047 encoded-word (=?...?=) that decodes to a control character"
+    )]
+    EncodedControl,
     /// Not of the form `local@domain`, or either half is not valid.
     #[error("is not a valid email address")]
     Invalid,
@@ -114,11 +126,16 @@ impl Mailbox {
             lettre::message::Mailbox::from_str(input).map_err(|_| AddressError::Invalid)?;
         let address = EmailAddress::parse(parsed.email.as_ref())?;
         let name = parsed.name.map(|name| name.trim().to_owned());
-        if name
-            .as_ref()
-            .is_some_and(|name| name.chars().count() > MAX_DISPLAY_NAME)
-        {
-            return Err(AddressError::NameTooLong);
+        if let Some(name) = &name {
+            if name.chars().count() > MAX_DISPLAY_NAME {
+                return Err(AddressError::NameTooLong);
+            }
+            if text::has_bidi_control(name) {
+                return Err(AddressError::BidiControl);
+            }
+            if text::hides_control_characters(name) {
+                return Err(AddressError::EncodedControl);
+            }
         }
         Ok(Self {
             name: name.filter(|name| !name.is_empty()),

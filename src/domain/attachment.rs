@@ -4,7 +4,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
+use super::text;
+
 const MAX_FILENAME: usize = 255;
+/// The longest `content_type` accepted (`type/subtype; charset=...`).
+pub const MAX_CONTENT_TYPE: usize = 255;
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Why an attachment was refused.
@@ -13,9 +17,26 @@ pub enum AttachmentError {
     /// Empty, too long, or containing control characters.
     #[error("filename must be 1-255 characters without control characters")]
     InvalidFilename,
-    /// Not `type/subtype` with optional parameters.
-    #[error("content_type is not a valid media type")]
+    /// A bidirectional control character would make the name read as something else.
+    #[error(
+        "filename contains a bidirectional control character (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069)"
+    )]
+    BidiControl,
+    /// An RFC 2047 encoded-word in the name decodes to a control character.
+    #[error(
+        "filename holds an RFC 2047 encoded-word (=?...?=) that decodes to a control character"
+    )]
+    EncodedControl,
+    /// Not `type/subtype`, optionally with a `charset` parameter.
+    #[error(
+        "content_type must be type/subtype, optionally with a charset parameter, at most 255 characters"
+    )]
     InvalidContentType,
+    /// A container type, whose content would become MIME structure the caller wrote.
+    #[error(
+        "content_type may not be multipart/* or message/* for an attachment; send such a file as application/octet-stream"
+    )]
+    ContainerType,
     /// `content` is not standard base64.
     #[error("content is not valid base64")]
     InvalidBase64,
@@ -54,12 +75,13 @@ impl Attachment {
         {
             return Err(AttachmentError::InvalidFilename);
         }
-        let content_type = content_type.unwrap_or(DEFAULT_CONTENT_TYPE).trim();
-        if content_type.chars().any(char::is_control)
-            || lettre::message::header::ContentType::parse(content_type).is_err()
-        {
-            return Err(AttachmentError::InvalidContentType);
+        if text::has_bidi_control(filename) {
+            return Err(AttachmentError::BidiControl);
         }
+        if text::hides_control_characters(filename) {
+            return Err(AttachmentError::EncodedControl);
+        }
+        let content_type = media_type(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))?;
         // MIME producers often wrap base64 at 76 columns; whitespace carries no data.
         let compact: String = content.split_ascii_whitespace().collect();
         // Reject before decoding when the encoded length alone proves the limit is exceeded.
@@ -75,11 +97,58 @@ impl Attachment {
         }
         Ok(Self {
             filename: filename.to_owned(),
-            content_type: content_type.to_owned(),
+            content_type,
             content: compact,
             size,
         })
     }
+}
+
+/// `type/subtype`, optionally with `charset`: the only parameter a caller may give, so that no other
+/// parameter (a `name` beside the file name, a `boundary`) reaches the part's header. Returned in
+/// canonical form: lower case, `; charset=value`.
+fn media_type(input: &str) -> Result<String, AttachmentError> {
+    let input = input.trim();
+    if input.len() > MAX_CONTENT_TYPE {
+        return Err(AttachmentError::InvalidContentType);
+    }
+    let mut parts = input.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let (kind, subtype) = essence
+        .split_once('/')
+        .filter(|(kind, subtype)| is_token(kind) && is_token(subtype))
+        .ok_or(AttachmentError::InvalidContentType)?;
+    if kind == "multipart" || kind == "message" {
+        return Err(AttachmentError::ContainerType);
+    }
+    let mut canonical = format!("{kind}/{subtype}");
+    for parameter in parts.map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = parameter
+            .split_once('=')
+            .ok_or(AttachmentError::InvalidContentType)?;
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if !name.trim().eq_ignore_ascii_case("charset")
+            || !is_token(value)
+            || canonical.contains(';')
+        {
+            return Err(AttachmentError::InvalidContentType);
+        }
+        canonical.push_str("; charset=");
+        canonical.push_str(value);
+    }
+    Ok(canonical)
+}
+
+/// An RFC 2045 token: printable ASCII without spaces or tspecials.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
 }
 
 #[cfg(test)]
@@ -109,6 +178,53 @@ mod tests {
         );
         assert_eq!(
             Attachment::parse("a.txt", "", Some("text/plain\r\nX-Evil: 1"), 10),
+            Err(AttachmentError::InvalidContentType)
+        );
+        assert_eq!(
+            Attachment::parse("invoice\u{202E}fdp.exe", "", None, 10),
+            Err(AttachmentError::BidiControl)
+        );
+    }
+
+    #[test]
+    fn only_a_media_type_and_its_charset_reach_the_part() {
+        let parse = |content_type| Attachment::parse("a.txt", "", Some(content_type), 10);
+        assert_eq!(
+            parse(" Text/Plain ; charset=\"UTF-8\"")
+                .unwrap()
+                .content_type,
+            "text/plain; charset=UTF-8"
+        );
+        assert_eq!(
+            parse("application/pdf").unwrap().content_type,
+            "application/pdf"
+        );
+        for refused in [
+            "text/plain; name=\"evil.exe\"",
+            "text/plain; charset=utf-8; charset=latin1",
+            "text",
+            "text/",
+            "te xt/plain",
+        ] {
+            assert_eq!(
+                parse(refused),
+                Err(AttachmentError::InvalidContentType),
+                "{refused}"
+            );
+        }
+        for container in [
+            "multipart/mixed; boundary=x",
+            "message/rfc822",
+            "Multipart/Alternative",
+        ] {
+            assert_eq!(
+                parse(container),
+                Err(AttachmentError::ContainerType),
+                "{container}"
+            );
+        }
+        assert_eq!(
+            parse(&format!("application/{}", "x".repeat(250))),
             Err(AttachmentError::InvalidContentType)
         );
     }

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use super::address::Mailbox;
 use super::attachment::Attachment;
 use super::header::{CustomHeader, HeaderError};
-use super::{DomainError, Limits};
+use super::{DomainError, Limits, text};
 
 const MAX_SUBJECT: usize = 998;
 const MAX_TAGS: usize = 20;
@@ -49,12 +49,19 @@ pub fn mailboxes(
         .collect()
 }
 
-/// A subject: one header line's worth of text without control characters.
+/// A subject: at most 998 characters without control characters (tab is text), and no encoded-word
+/// that decodes to one.
 pub fn subject(text: &str) -> Result<(), DomainError> {
-    if text.chars().any(char::is_control) {
+    if text.chars().any(|c| c.is_control() && c != '\t') {
         return Err(DomainError::invalid(
             "subject",
             "contains a control character (CR, LF, NUL, ...)",
+        ));
+    }
+    if text::hides_control_characters(text) {
+        return Err(DomainError::invalid(
+            "subject",
+            "holds an RFC 2047 encoded-word (=?...?=) that decodes to a control character",
         ));
     }
     if text.chars().count() > MAX_SUBJECT {
@@ -165,13 +172,18 @@ pub fn metadata(input: BTreeMap<String, String>) -> Result<BTreeMap<String, Stri
     Ok(input)
 }
 
-/// An RFC 3339 time no further ahead of `now` than `max_ahead`.
+/// An RFC 3339 time no further ahead of `now` than `max_ahead`, within the years 1970 to 9999 (UTC):
+/// what every store and serializer can hold (`0000-01-01T00:00:00+00:01` is year -1 in UTC).
 pub fn send_at(
     text: &str,
     now: OffsetDateTime,
     max_ahead: Duration,
 ) -> Result<OffsetDateTime, DomainError> {
     let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| DomainError::InvalidSendAt)?;
+    // 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z, as seconds since the epoch.
+    if !(0..=253_402_300_799).contains(&at.unix_timestamp()) {
+        return Err(DomainError::SendAtOutOfRange);
+    }
     if at - now > max_ahead {
         return Err(DomainError::SendAtTooFar {
             max: humantime::format_duration(max_ahead).to_string(),

@@ -2,9 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::text;
+
 /// Longest header name accepted (RFC 5322 allows more, but no real header needs it).
 const MAX_NAME: usize = 76;
 /// RFC 5322 §2.1.1: a line must not exceed 998 characters.
+const MAX_LINE: usize = 998;
+/// The longest value accepted, in characters (it may be folded over several lines).
 const MAX_VALUE: usize = 998;
 
 /// Headers outside the `X-` space that a caller may set; every other one is posthorn's or the upstream's.
@@ -50,6 +54,23 @@ pub enum HeaderError {
     /// The value is longer than a header line may be.
     #[error("value of header `{0}` is longer than 998 characters")]
     TooLong(String),
+    /// An RFC 2047 encoded-word in the value decodes to a control character.
+    #[error(
+        "value of header `{0}` holds an RFC 2047 encoded-word (=?...?=) that decodes to a control character"
+    )]
+    EncodedControl(String),
+    /// A run of the value without a space cannot be folded into a 998-octet line.
+    #[error(
+        "value of header `{name}` has a word of {length} characters without a space; the name, `: ` and the longest word must fit in one 998-octet line (at most {max} characters here)"
+    )]
+    WordTooLong {
+        /// The header.
+        name: String,
+        /// The word's length.
+        length: usize,
+        /// The longest word that fits.
+        max: usize,
+    },
 }
 
 /// A validated custom header.
@@ -81,6 +102,24 @@ impl CustomHeader {
         }
         if value.chars().count() > MAX_VALUE {
             return Err(HeaderError::TooLong(name.to_owned()));
+        }
+        if text::hides_control_characters(value) {
+            return Err(HeaderError::EncodedControl(name.to_owned()));
+        }
+        // Lines are folded at spaces and tabs, and words that are not ASCII are encoded (RFC 2047) in
+        // pieces that fold; an ASCII word is written as it is, so it must fit after `Name: `.
+        let max = MAX_LINE - name.len() - 2;
+        if let Some(length) = value
+            .split([' ', '\t'])
+            .filter(|word| word.is_ascii())
+            .map(str::len)
+            .find(|length| *length > max)
+        {
+            return Err(HeaderError::WordTooLong {
+                name: name.to_owned(),
+                length,
+                max,
+            });
         }
         Ok(Self {
             name: name.to_owned(),

@@ -9,6 +9,7 @@ mod header;
 mod idempotency;
 mod message;
 mod status;
+pub mod text;
 
 use std::time::Duration;
 
@@ -101,6 +102,9 @@ pub enum DomainError {
     /// `send_at` is not an RFC 3339 time.
     #[error("send_at must be an RFC 3339 date-time such as 2026-01-31T09:00:00Z")]
     InvalidSendAt,
+    /// `send_at` lies outside the years every store and serializer can hold.
+    #[error("send_at must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")]
+    SendAtOutOfRange,
     /// `send_at` lies beyond the scheduling window.
     #[error("send_at may be at most {max} ahead")]
     SendAtTooFar {
@@ -135,7 +139,9 @@ impl DomainError {
             | Self::InvalidField { field, .. } => Some(field),
             Self::Header(_) | Self::TooManyHeaders { .. } => Some("headers"),
             Self::TooManyAttachments { .. } => Some("attachments"),
-            Self::InvalidSendAt | Self::SendAtTooFar { .. } => Some("send_at"),
+            Self::InvalidSendAt | Self::SendAtOutOfRange | Self::SendAtTooFar { .. } => {
+                Some("send_at")
+            }
             Self::NoRecipients => Some("to"),
             Self::MissingBody => Some("text"),
         }

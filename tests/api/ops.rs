@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::database::admin_url;
 use crate::support::{
-    TestApp, TestDatabase, assert_problem, spawn_app, test_config, valid_message,
+    TestApp, TestDatabase, assert_problem, spawn_app, test_config, valid_message, wait_metrics,
 };
 
 /// An application built around a store without running its migrations.
@@ -183,31 +183,6 @@ async fn readyz_is_503_within_the_acquire_timeout_when_the_server_is_unreachable
     app.stop().await;
 }
 
-/// `/metrics` text once `check` holds; HTTP samples are recorded when a response body completes, so the
-/// last request's sample may trail its response by a moment.
-async fn metrics_where(app: &TestApp, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = app
-            .client
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(content_type.starts_with("text/plain"), "{content_type}");
-        let text = response.text().await.unwrap();
-        if check(&text) || Instant::now() > deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn has_line(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
@@ -221,7 +196,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_accepted_messages_and_requests() {
     let app = spawn_app().await;
-    let before = metrics_where(&app, |_| true).await;
+    let before = wait_metrics(&app, |_| true).await;
     assert!(
         has_line(&before, "posthorn_messages_accepted_total 0"),
         "{before}"
@@ -235,7 +210,7 @@ async fn metrics_count_accepted_messages_and_requests() {
 
     let send_202 = r#"posthorn_http_requests_total{endpoint="/send",method="POST",status="202"}"#;
     let send_422 = r#"posthorn_http_requests_total{endpoint="/send",method="POST",status="422"}"#;
-    let text = metrics_where(&app, |t| {
+    let text = wait_metrics(&app, |t| {
         sample(t, send_202) == Some(2.0) && sample(t, send_422) == Some(1.0)
     })
     .await;
@@ -262,7 +237,7 @@ async fn metrics_label_paths_by_pattern_never_by_raw_path() {
         r#"posthorn_http_requests_total{endpoint="UNMATCHED",method="GET",status="404"}"#;
     let by_id =
         r#"posthorn_http_requests_total{endpoint="/v1/messages/{id}",method="GET",status="404"}"#;
-    let text = metrics_where(&app, |t| {
+    let text = wait_metrics(&app, |t| {
         sample(t, unmatched).is_some() && sample(t, by_id) == Some(2.0)
     })
     .await;

@@ -267,6 +267,31 @@ pub async fn scrape(client: &reqwest::Client, address: &str) -> String {
         .expect("metrics text")
 }
 
+/// `/metrics` text once `check` holds (or after 5 s); HTTP samples are recorded when a response body
+/// completes, so the last request's sample may trail its response by a moment.
+pub async fn wait_metrics(app: &TestApp, check: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = app
+            .client
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        let text = response.text().await.expect("metrics text");
+        if check(&text) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `fetch` (a message as JSON) until it has `status`, returning it; panics after `timeout` with
 /// the message and `context` (a process's log, say).
 pub async fn wait_for_status<F, Fut>(
