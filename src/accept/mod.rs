@@ -79,9 +79,13 @@ impl Acceptor {
         if !caller.has(Scope::Send) {
             return Err(AcceptError::NotPermitted);
         }
-        let domain = submission.message.content.envelope.from.address.domain();
-        if !caller.may_send_from(domain) {
-            return Err(AcceptError::SenderNotAllowed(domain.to_owned()));
+        // The author's domain, and the envelope sender's where a caller's own message gives one.
+        let envelope = &submission.message.content.envelope;
+        for address in [&envelope.from.address, envelope.return_path()] {
+            let domain = address.domain();
+            if !caller.may_send_from(domain) {
+                return Err(AcceptError::SenderNotAllowed(domain.to_owned()));
+            }
         }
         let outcome = self
             .store

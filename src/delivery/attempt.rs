@@ -27,15 +27,19 @@ impl Prepared {
     /// Composes the message and parses its envelope; an outcome (permanent) when it cannot be sent.
     pub(super) fn new(job: &ClaimedJob) -> Result<Self, AttemptOutcome> {
         let content = &job.content;
-        let data = compose(&Composition {
-            content,
-            message_id: &job.message_id,
-            date: SystemTime::from(job.created_at),
-        })
-        .map_err(|error| {
-            AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
-        })?;
-        let sender = Address::from_str(content.envelope.from.address.as_str()).map_err(|_| {
+        let data = match &content.raw {
+            // The caller's own message, checked at accept: relayed as it is.
+            Some(raw) => raw.clone(),
+            None => compose(&Composition {
+                content,
+                message_id: &job.message_id,
+                date: SystemTime::from(job.created_at),
+            })
+            .map_err(|error| {
+                AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
+            })?,
+        };
+        let sender = Address::from_str(content.envelope.return_path().as_str()).map_err(|_| {
             AttemptOutcome::whole(
                 OutcomeClass::Permanent,
                 Reply::none("sender is not encodable"),

@@ -49,7 +49,7 @@ pub struct Composition<'a> {
 
 /// Builds the RFC 5322 message; the envelope is driven separately, so `Bcc` never becomes a header.
 pub fn compose(input: &Composition<'_>) -> Result<Vec<u8>, ComposeError> {
-    let MessageContent { envelope, body } = input.content;
+    let MessageContent { envelope, body, .. } = input.content;
     let mut builder = Message::builder()
         .message_id(Some(input.message_id.to_owned()))
         .date(input.date)
@@ -322,6 +322,7 @@ mod tests {
         MessageContent {
             envelope: Envelope {
                 from: mb("shop@example.com"),
+                sender: None,
                 to: vec![],
                 cc: vec![],
                 bcc: vec![mb("hidden@example.org")],
@@ -339,6 +340,7 @@ mod tests {
                     size: 2,
                 }],
             },
+            raw: None,
         }
     }
 

@@ -122,6 +122,13 @@ impl Mailbox {
         if input.is_empty() {
             return Err(AddressError::Empty);
         }
+        // A bare address (the common case) needs no phrase parsing.
+        if !input.contains(['<', '"', '(']) {
+            return Ok(Self {
+                name: None,
+                address: EmailAddress::parse(input)?,
+            });
+        }
         let parsed =
             lettre::message::Mailbox::from_str(input).map_err(|_| AddressError::Invalid)?;
         let address = EmailAddress::parse(parsed.email.as_ref())?;

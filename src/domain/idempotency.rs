@@ -32,6 +32,19 @@ impl IdempotencyKey {
         Ok(Self(input.to_owned()))
     }
 
+    /// The key of a message a caller wrote itself (SMTP submission): its `Message-ID`, which a client
+    /// retrying after a lost reply sends again. In a namespace of its own, so it never meets a key given
+    /// over HTTP; one too long or not printable is hashed.
+    pub fn for_message_id(message_id: &str) -> Self {
+        let key = format!("message-id:{message_id}");
+        if Self::parse(&key).is_ok() {
+            return Self(key);
+        }
+        let digest = Sha256::digest(message_id.as_bytes());
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        Self(format!("message-id:sha256:{hex}"))
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -49,6 +62,13 @@ impl RequestFingerprint {
         // Writing into a hasher cannot fail; an error here would be a serde_json bug.
         let _ = serde_json::to_writer(HashWriter(&mut hasher), body);
         Self(hasher.finalize().into())
+    }
+}
+
+impl RequestFingerprint {
+    /// Fingerprints a message's bytes as they arrived.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
     }
 }
 

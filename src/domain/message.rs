@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::DomainError;
-use super::address::Mailbox;
+use super::Source;
+use super::address::{EmailAddress, Mailbox};
 use super::attachment::Attachment;
 use super::fields;
 use super::header::CustomHeader;
@@ -16,8 +17,12 @@ use super::header::CustomHeader;
 /// Addresses and subject: who a message is from and for, and what it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
-    /// Author and envelope sender.
+    /// Author, and envelope sender unless `sender` says otherwise.
     pub from: Mailbox,
+    /// The envelope sender (SMTP `MAIL FROM`) when it is not the author's address: a caller's own MIME
+    /// may give one of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<EmailAddress>,
     /// Primary recipients.
     pub to: Vec<Mailbox>,
     /// Carbon-copy recipients.
@@ -44,12 +49,18 @@ impl Envelope {
         fields::subject(&subject)?;
         Ok(Self {
             from,
+            sender: None,
             to,
             cc,
             bcc,
             reply_to,
             subject,
         })
+    }
+
+    /// The envelope sender: `sender` when given, else the author's address.
+    pub fn return_path(&self) -> &EmailAddress {
+        self.sender.as_ref().unwrap_or(&self.from.address)
     }
 
     /// Every envelope recipient (to, cc and bcc), without duplicates, in order.
@@ -115,13 +126,16 @@ impl Body {
     }
 }
 
-/// What goes on the wire: the envelope and the body.
+/// What goes on the wire: the envelope and the body, or the caller's own MIME.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent {
     /// Addresses and subject.
     pub envelope: Envelope,
-    /// Bodies, headers and attachments.
+    /// Bodies, headers and attachments (empty for a caller's own MIME).
     pub body: Body,
+    /// The caller's own message (SMTP submission, the raw route), checked at accept and relayed byte for
+    /// byte; `None` when posthorn composes the message from `body`.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// A validated message ready to be stored.
@@ -139,10 +153,12 @@ pub struct NewMessage {
     pub metadata: BTreeMap<String, String>,
     /// When the message becomes due; `None` means now.
     pub send_at: Option<OffsetDateTime>,
+    /// The way it came in.
+    pub source: Source,
 }
 
 impl NewMessage {
-    /// A new message with a fresh id and `Message-ID`.
+    /// A new message of the JSON API with a fresh id and `Message-ID`.
     pub fn new(
         content: MessageContent,
         tags: Vec<String>,
@@ -158,12 +174,13 @@ impl NewMessage {
             tags,
             metadata,
             send_at,
+            source: Source::Api,
         }
     }
 }
 
 /// `<uuid@sender-domain>`: unique per message, and shows which system made it.
-fn message_id(id: Uuid, domain: &str) -> String {
+pub(super) fn message_id(id: Uuid, domain: &str) -> String {
     let domain = if domain.is_ascii() && !domain.starts_with('[') {
         domain
     } else {

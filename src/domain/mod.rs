@@ -8,6 +8,7 @@ pub mod fields;
 mod header;
 mod idempotency;
 mod message;
+mod mime;
 mod status;
 pub mod text;
 
@@ -18,7 +19,8 @@ pub use attachment::{Attachment, AttachmentError};
 pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
 pub use message::{Body, Envelope, MessageContent, NewMessage};
-pub use status::{MessageStatus, OutcomeClass, UnknownStatus as UnknownStatusError};
+pub use mime::{RawMessage, RawSubmission};
+pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
 
 /// The bounds a submitted message must fit in.
 #[derive(Debug, Clone)]

@@ -70,6 +70,45 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// The way a message came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `POST /v1/send` (JSON).
+    Api,
+    /// SMTP submission.
+    Smtp,
+    /// `POST /v1/send/raw` (a complete RFC 5322 message).
+    Raw,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 3] = [Source::Api, Source::Smtp, Source::Raw];
+
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Smtp => "smtp",
+            Source::Raw => "raw",
+        }
+    }
+}
+
+impl FromStr for Source {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| UnknownStatus {
+                found: s.to_owned(),
+                expected: "api, smtp or raw",
+            })
+    }
+}
+
 /// How one delivery attempt (or one recipient of it) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ use super::StoreError;
 use super::records::{AttemptRecord, MessageSummary};
 
 /// The columns [`summary`] reads; each engine selects them under these names.
-pub(crate) const SUMMARY: [&str; 13] = [
+pub(crate) const SUMMARY: [&str; 14] = [
     "id",
     "status",
     "message_id",
@@ -24,6 +24,7 @@ pub(crate) const SUMMARY: [&str; 13] = [
     "sent_at",
     "attempt_count",
     "last_error",
+    "source",
 ];
 
 /// The columns of `delivery_attempts` that [`attempt`] reads.
@@ -90,6 +91,7 @@ pub(crate) fn summary(row: &impl Columns) -> Result<MessageSummary, StoreError> 
         sent_at: row.optional_time("sent_at")?,
         attempt_count: row.integer("attempt_count")?,
         last_error: row.optional_text("last_error")?,
+        source: row.text("source")?.parse()?,
     })
 }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Envelope, IdempotencyKey, MessageContent, MessageStatus, NewMessage, OutcomeClass,
-    RequestFingerprint,
+    RequestFingerprint, Source,
 };
 
 /// A message to store, with the caller that owns it and its idempotency key.
@@ -77,6 +77,8 @@ pub struct MessageSummary {
     pub attempt_count: i32,
     /// The reason of the last failed attempt.
     pub last_error: Option<String>,
+    /// The way it came in: `api`, `smtp` or `raw`.
+    pub source: Source,
 }
 
 /// A message with its delivery attempts.

@@ -14,7 +14,11 @@ use crate::store::{attempt, enqueue, message};
 use crate::support::TestDatabase;
 use crate::upgrade;
 
-const ROLLBACK: &str = "migrations/postgres-rollback/20261201000001_attempt_outcomes.sql";
+/// The rollback scripts back to before the outcome migration, newest first.
+const ROLLBACK: [&str; 2] = [
+    "migrations/postgres-rollback/20261206000001_sources.sql",
+    "migrations/postgres-rollback/20261201000001_attempt_outcomes.sql",
+];
 
 /// A message as the previous release reads it: status, attempts, sent, last error.
 type PreviousView = (String, i32, bool, Option<String>);
@@ -301,10 +305,12 @@ async fn the_rollback_script_writes_this_release_s_outcomes_onto_the_messages_an
         assert_eq!(&current_view(&up.store, *id).await, view, "{id}");
     }
 
-    let script =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(ROLLBACK))
-            .unwrap();
-    sqlx::raw_sql(&script).execute(&mut up.db).await.unwrap();
+    for path in ROLLBACK {
+        let script =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+                .unwrap();
+        sqlx::raw_sql(&script).execute(&mut up.db).await.unwrap();
+    }
     for (id, view) in &expected {
         assert_eq!(
             &previous_view(&mut up.db, *id).await,

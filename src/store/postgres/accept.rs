@@ -129,6 +129,8 @@ async fn insert_messages<'e>(
     let mut tags = Vec::with_capacity(requests.len());
     let mut metadata = Vec::with_capacity(requests.len());
     let mut send_at = Vec::with_capacity(requests.len());
+    let mut sources = Vec::with_capacity(requests.len());
+    let mut raws = Vec::with_capacity(requests.len());
     for request in requests {
         let message = &request.message;
         ids.push(message.id);
@@ -139,15 +141,19 @@ async fn insert_messages<'e>(
         tags.push(serde_json::to_value(&message.tags)?);
         metadata.push(serde_json::to_value(&message.metadata)?);
         send_at.push(message.send_at);
+        sources.push(message.source.as_str());
+        raws.push(message.content.raw.as_deref());
     }
     sqlx::query(
         "WITH inserted AS (
-             INSERT INTO messages (id, caller, message_id, envelope, body, tags, metadata, send_at)
+             INSERT INTO messages (id, caller, message_id, envelope, body, tags, metadata, send_at,
+                                   source, raw)
              SELECT id, caller, message_id, envelope, body,
-                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at
+                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at, source, raw
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
-                           $7::jsonb[], $8::timestamptz[])
-                    AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at)
+                           $7::jsonb[], $8::timestamptz[], $10::text[], $11::bytea[])
+                    AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at, source,
+                             raw)
              RETURNING id, send_at
          ),
          queued AS (
@@ -166,6 +172,8 @@ async fn insert_messages<'e>(
     .bind(&metadata)
     .bind(&send_at)
     .bind(queue::CHANNEL)
+    .bind(&sources)
+    .bind(&raws)
     .fetch_optional(executor)
     .await?;
     Ok(())

@@ -50,7 +50,7 @@ pub(super) async fn claim(
          )
          SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
-                m.message_id, m.envelope, m.body, m.created_at
+                m.message_id, m.envelope, m.body, m.raw, m.created_at
            FROM claimed AS c
            JOIN due ON due.message_id = c.message_id
            LEFT JOIN messages AS m ON m.id = c.message_id
@@ -80,7 +80,11 @@ pub(super) async fn claim(
             lease: JobLease { id, token },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
-            content: MessageContent { envelope, body },
+            content: MessageContent {
+                envelope,
+                body,
+                raw: row.try_get("raw")?,
+            },
             created_at: row.try_get("created_at")?,
             pending_recipients: row.try_get("pending_recipients")?,
             reclaimed: row.try_get("reclaimed")?,

@@ -127,8 +127,9 @@ impl SqliteStore {
         let send_at = message.send_at.map(rows::micros);
         sqlx::query(
             "INSERT INTO messages
-                (id, caller, message_id, envelope, body, tags, metadata, created_at, updated_at, send_at, due_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (id, caller, message_id, envelope, body, tags, metadata, created_at, updated_at, send_at,
+                 due_at, source, raw)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(message.id.to_string())
         .bind(&request.caller)
@@ -141,6 +142,8 @@ impl SqliteStore {
         .bind(now)
         .bind(send_at)
         .bind(send_at.unwrap_or(now))
+        .bind(message.source.as_str())
+        .bind(message.content.raw.as_deref())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

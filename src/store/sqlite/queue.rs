@@ -44,7 +44,7 @@ pub(super) async fn claim(
             SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
                 due_at = ?, updated_at = ?
           WHERE id IN (SELECT value FROM json_each(?))
-         RETURNING id, attempt_count, message_id, envelope, body, created_at, pending_recipients",
+         RETURNING id, attempt_count, message_id, envelope, body, raw, created_at, pending_recipients",
     )
     .bind(token.to_string())
     .bind(now + micros(lease))
@@ -79,7 +79,11 @@ pub(super) async fn claim(
             },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
-            content: MessageContent { envelope, body },
+            content: MessageContent {
+                envelope,
+                body,
+                raw: row.try_get("raw")?,
+            },
             created_at: time::OffsetDateTime::from_unix_timestamp_nanos(
                 i128::from(row.try_get::<i64, _>("created_at")?) * 1000,
             )
