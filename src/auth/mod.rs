@@ -38,6 +38,8 @@ pub struct CallerPolicy {
     pub disabled: bool,
     /// When not empty, the only domains this caller may send from (a token may narrow them further).
     pub sender_domains: Vec<String>,
+    /// Ids (`jti`) of this caller's tokens that are refused although they have not expired.
+    pub revoked_tokens: Vec<String>,
 }
 
 /// What a caller may do.
@@ -120,6 +122,9 @@ pub enum AuthError {
     /// The token verified, but its caller is disabled in the configuration.
     #[error("this caller is disabled")]
     CallerDisabled,
+    /// The token verified, but it has been revoked in the configuration.
+    #[error("this token has been revoked")]
+    Revoked,
 }
 
 /// Verifies bearer tokens against the configured keys and caller settings.
@@ -197,6 +202,11 @@ impl Authenticator {
         let configured = self.callers.get(&claims.sub);
         if configured.is_some_and(|caller| caller.disabled) {
             return Err(AuthError::CallerDisabled);
+        }
+        if let (Some(caller), Some(jti)) = (configured, &claims.jti)
+            && caller.revoked_tokens.contains(jti)
+        {
+            return Err(AuthError::Revoked);
         }
         let mut sender_domains = claims.sender_domains.map(lowercase_all);
         if let Some(configured) = configured.filter(|c| !c.sender_domains.is_empty()) {

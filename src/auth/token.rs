@@ -20,6 +20,9 @@ pub struct Claims {
     /// Optional restriction of the sender domains this token may use.
     #[serde(default)]
     pub sender_domains: Option<Vec<String>>,
+    /// The token's id, by which one token can be revoked (`[[callers]] revoked_tokens`).
+    #[serde(default)]
+    pub jti: Option<String>,
 }
 
 /// The `scope` claim in either of its common shapes.
@@ -103,6 +106,7 @@ struct MintedClaims<'a> {
     aud: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sender_domains: Option<Vec<String>>,
+    jti: String,
 }
 
 pub(super) fn mint(keys: &KeySet, request: MintRequest<'_>) -> Result<String, MintError> {
@@ -125,6 +129,7 @@ pub(super) fn mint(keys: &KeySet, request: MintRequest<'_>) -> Result<String, Mi
         iss: request.issuer,
         aud: request.audience,
         sender_domains: request.sender_domains,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
     };
     let mut header = Header::new(key.algorithm);
     header.kid = key.kid.clone();

@@ -270,6 +270,7 @@ async fn callers_can_be_restricted_to_sender_domains() {
             sender_domains: vec!["example.com".into()],
             rate_limit: None,
             rate_limit_burst: None,
+            revoked_tokens: vec![],
         }];
     })
     .await;
@@ -304,6 +305,7 @@ async fn a_disabled_caller_is_refused_even_with_a_valid_token() {
             sender_domains: vec![],
             rate_limit: None,
             rate_limit_burst: None,
+            revoked_tokens: vec![],
         }];
     })
     .await;

@@ -67,6 +67,7 @@ async fn quotas_can_be_set_per_caller_and_turned_off() {
             sender_domains: vec![],
             rate_limit: Some(0.0),
             rate_limit_burst: None,
+            revoked_tokens: vec![],
         }];
     })
     .await;
