@@ -14,16 +14,38 @@ use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 
 use super::ApiError;
 
-/// Reads the body, refusing anything that is not JSON, is larger than `limit`, or does not arrive
-/// within `timeout` (a client that stops sending part-way is answered 408, not waited for).
-pub async fn read_json(
+/// What a route reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Media {
+    /// `application/json` or `application/*+json`.
+    Json,
+    /// `message/rfc822`: a complete message.
+    Message,
+}
+
+impl Media {
+    fn accepts(self, essence: &str) -> bool {
+        match self {
+            Media::Json => {
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            }
+            Media::Message => essence == "message/rfc822",
+        }
+    }
+}
+
+/// Reads the body, refusing anything not of `media`, larger than `limit`, or not arriving within
+/// `timeout` (a client that stops sending part-way is answered 408, not waited for).
+pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
+    media: Media,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
-    if !is_json(req) {
-        return Err(ApiError::UnsupportedMediaType);
+    if !media.accepts(&essence(req)) {
+        return Err(ApiError::UnsupportedMediaType(media));
     }
     let declared = req
         .headers()
@@ -75,23 +97,15 @@ pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// `application/json`, or any `application/*+json`, with any parameters.
-fn is_json(req: &HttpRequest) -> bool {
-    let Some(value) = req
-        .headers()
+/// The request's media type without parameters, in lower case (empty without a `Content-Type`).
+fn essence(req: &HttpRequest) -> String {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
+        .and_then(|value| value.split(';').next())
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .to_ascii_lowercase()
 }
 
 /// Turns a serde error about the request's shape into a problem naming the field where possible.

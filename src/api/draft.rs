@@ -146,7 +146,11 @@ impl MessageDraft {
             .map(|text| fields::send_at(&text, now, limits.max_schedule_ahead))
             .transpose()?;
         Ok(NewMessage::new(
-            MessageContent { envelope, body },
+            MessageContent {
+                envelope,
+                body,
+                raw: None,
+            },
             tags,
             metadata,
             send_at,

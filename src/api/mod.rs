@@ -7,6 +7,7 @@ mod messages;
 mod middleware;
 mod ops;
 mod problem;
+mod raw;
 mod send;
 mod state;
 mod views;
@@ -48,6 +49,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource(["/send", "/v1/send"])
             .route(web::post().to(send::send))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/send/raw")
+            .route(web::post().to(raw::send_raw))
             .default_service(web::to(|| not_allowed("POST"))),
     )
     .service(readable("/v1/messages").to(messages::list_messages))

@@ -6,6 +6,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use super::body::Media;
 use crate::accept::AcceptError;
 use crate::auth::{AuthError, Scope};
 use crate::domain::{DomainError, IdempotencyKeyError};
@@ -37,9 +38,12 @@ pub enum ApiError {
         /// The field, when it can be named.
         field: Option<String>,
     },
-    /// The body is not `application/json`.
-    #[error("the body must be application/json")]
-    UnsupportedMediaType,
+    /// The body is not of the media type the route reads.
+    #[error("{}", match .0 {
+        Media::Json => "the body must be application/json",
+        Media::Message => "the body must be message/rfc822 (a complete RFC 5322 message)",
+    })]
+    UnsupportedMediaType(Media),
     /// The body did not arrive in time.
     #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
     RequestTimeout(std::time::Duration),
@@ -110,7 +114,7 @@ impl ApiError {
             ApiError::SenderNotAllowed(_) => "sender-not-allowed",
             ApiError::MalformedJson(_) => "malformed-json",
             ApiError::InvalidRequest { .. } => "invalid-request",
-            ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::Validation(error) => match error {
@@ -213,7 +217,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidRequest { .. }
             | ApiError::Validation(_)
             | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::ApiError;
 use super::auth::Sender;
-use super::body::{parse_object, read_json};
+use super::body::{Media, parse_object, read_body};
 use super::draft::MessageDraft;
 use super::state::AppState;
 use super::views::json;
@@ -34,9 +34,10 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let body = read_json(
+    let body = read_body(
         &req,
         payload,
+        Media::Json,
         state.http.max_body_size,
         state.http.body_timeout,
     )
@@ -64,7 +65,7 @@ pub async fn send(
     accepted_response(&receipt)
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -74,7 +75,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError
     Ok(Some(IdempotencyKey::parse(text)?))
 }
 
-fn accepted_response(receipt: &Receipt) -> Result<HttpResponse, ApiError> {
+pub(super) fn accepted_response(receipt: &Receipt) -> Result<HttpResponse, ApiError> {
     let mut response = json(
         StatusCode::ACCEPTED,
         &AcceptedBody {

@@ -15,15 +15,15 @@ pub struct AppState {
     /// The queue, for reading and cancelling messages.
     pub store: SharedStore,
     /// The accept path every ingress shares.
-    pub acceptor: Acceptor,
+    pub acceptor: Arc<Acceptor>,
     /// Verifies bearer tokens.
     pub authenticator: Arc<Authenticator>,
     /// What the listener reads: body size and time limits.
     pub http: HttpSettings,
     /// Metrics registry.
     pub metrics: Metrics,
-    /// Per-caller request limits.
-    pub rate_limiter: RateLimiter,
+    /// Per-caller request limits (shared with SMTP submission).
+    pub rate_limiter: Arc<RateLimiter>,
     /// SMTP upstreams, for their connection gauges.
     pub providers: Vec<Provider>,
 }
