@@ -97,7 +97,10 @@ POSTHORN_JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 POSTHORN_SMTP_URL="smtp://127.0.0.1:2525"
 # schemathesis sends bursts far beyond a caller's quota; 429 is documented but would make runs flaky.
 POSTHORN_RATE_LIMIT=0
-export POSTHORN_DATABASE_URL POSTHORN_LISTEN POSTHORN_JWT_SECRET POSTHORN_SMTP_URL POSTHORN_RATE_LIMIT
+# The HTTP API is under test; the SMTP listener would take the development profile's port 2525.
+POSTHORN_SUBMISSION_LISTEN=off
+export POSTHORN_DATABASE_URL POSTHORN_LISTEN POSTHORN_JWT_SECRET POSTHORN_SMTP_URL POSTHORN_RATE_LIMIT \
+  POSTHORN_SUBMISSION_LISTEN
 base="http://$POSTHORN_LISTEN"
 
 step "starting posthorn serve on $POSTHORN_LISTEN (log: $log)"
@@ -141,7 +144,10 @@ step "schemathesis $(schemathesis --version | awk '{print $NF}') against $base (
 # ./.schemathesis, which must not land in the work tree. It still finds a
 # schemathesis.toml at the repository root.
 rc=0
-(cd "$work" && timeout 600 schemathesis "${args[@]}") || rc=$?
+# The hooks (scripts/lib/contract_hooks.py) teach it to send message/rfc822 bodies.
+hooks_dir="$PWD/scripts/lib"
+(cd "$work" && PYTHONPATH="$hooks_dir${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=contract_hooks \
+  timeout 600 schemathesis "${args[@]}") || rc=$?
 if ((rc != 0)); then
   ((rc == 124)) && warn "schemathesis did not finish within 600 s"
   show_log

@@ -15,6 +15,8 @@ source scripts/lib/postgres.sh
 source scripts/lib/python.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
+# shellcheck source=scripts/lib/clients.sh
+source scripts/lib/clients.sh
 
 ensure_postgres
 
@@ -28,6 +30,7 @@ on_exit drop_test_databases_at_exit
 
 ensure_python_tools
 ensure_smtp_sink
+ensure_smtp_clients
 
 # The TLS tests generate a private CA and server certificate with openssl.
 if ! command -v openssl >/dev/null; then

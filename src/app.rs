@@ -19,6 +19,7 @@ use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::{self, SharedStore, StoreError};
+use crate::submission::{Services, Submission};
 
 /// How often migrations are retried while the database is unreachable at start.
 const MIGRATION_RETRY: Duration = Duration::from_secs(2);
@@ -34,6 +35,7 @@ pub struct Application {
     settings: Settings,
     metrics: Metrics,
     transport: Option<Transport>,
+    submission: Option<Submission>,
     migrated: bool,
     shutdown: CancellationToken,
 }
@@ -97,13 +99,35 @@ impl Application {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let transport = choose_transport(&settings, &providers);
+        let acceptor = Arc::new(Acceptor::new(
+            store.clone(),
+            settings.limits.clone(),
+            metrics.clone(),
+        ));
+        let authenticator = Arc::new(Authenticator::new(settings.auth.clone()));
+        let rate_limiter = Arc::new(RateLimiter::new(settings.rate_limits.clone()));
+        let submission = settings
+            .submission
+            .enabled()
+            .then(|| {
+                Submission::start(
+                    settings.submission.clone(),
+                    Services {
+                        acceptor: acceptor.clone(),
+                        authenticator: authenticator.clone(),
+                        rate_limiter: rate_limiter.clone(),
+                        metrics: metrics.clone(),
+                    },
+                )
+            })
+            .transpose()?;
         let state = web::Data::new(AppState {
             store: store.clone(),
-            acceptor: Acceptor::new(store.clone(), settings.limits.clone(), metrics.clone()),
-            authenticator: Arc::new(Authenticator::new(settings.auth.clone())),
+            acceptor,
+            authenticator,
             http: settings.http.clone(),
             metrics: metrics.clone(),
-            rate_limiter: RateLimiter::new(settings.rate_limits.clone()),
+            rate_limiter,
             providers: providers.clone(),
         });
         let listen = settings.http.listen;
@@ -130,9 +154,17 @@ impl Application {
             settings,
             metrics,
             transport,
+            submission,
             migrated: true,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The SMTP submission ports: the STARTTLS listener's and the implicit TLS listener's.
+    pub fn submission_ports(&self) -> (Option<u16>, Option<u16>) {
+        self.submission
+            .as_ref()
+            .map_or((None, None), Submission::ports)
     }
 
     /// The port the API listens on.
@@ -171,8 +203,14 @@ impl Application {
             () = self.shutdown.cancelled() => {}
         }
         self.shutdown.cancel();
-        // Stop accepting and stop claiming together; workers finish or release what they hold.
-        let (_, delivered) = tokio::join!(stop(handle), delivery);
+        // Stop accepting (HTTP and SMTP) and stop claiming together; workers finish or release what
+        // they hold.
+        let submission = async {
+            if let Some(submission) = self.submission {
+                submission.shutdown(grace).await;
+            }
+        };
+        let (_, delivered, ()) = tokio::join!(stop(handle), delivery, submission);
         if let Err(error) = delivered {
             tracing::error!(error = %error, "delivery task failed");
         }

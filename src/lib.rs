@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod secret;
 pub mod store;
+pub mod submission;
 pub mod telemetry;

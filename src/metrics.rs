@@ -58,6 +58,12 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// SMTP connections per provider: `open`, `in_use`, `max`.
     pub smtp_connections: IntGaugeVec,
+    /// SMTP submission sessions by how they ended.
+    pub submission_sessions: IntCounterVec,
+    /// Messages submitted over SMTP by result: `accepted`, `replayed`, `refused`, `deferred`.
+    pub submission_messages: IntCounterVec,
+    /// Refusals of SMTP submission by reason (each with its reply code; see the README).
+    pub submission_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -160,6 +166,21 @@ impl Metrics {
                 "posthorn_smtp_connections",
                 "SMTP connections per provider (state: open, in_use, max).",
                 &["provider", "state"],
+            )?,
+            submission_sessions: counter_vec(
+                "posthorn_submission_sessions_total",
+                "SMTP submission sessions by how they ended (quit, closed, timeout, too_many_errors, tls_failed, shutdown, refused).",
+                &["result"],
+            )?,
+            submission_messages: counter_vec(
+                "posthorn_submission_messages_total",
+                "Messages submitted over SMTP by result (accepted, replayed, refused, deferred).",
+                &["result"],
+            )?,
+            submission_refusals: counter_vec(
+                "posthorn_submission_refusals_total",
+                "SMTP submission refusals by reason.",
+                &["reason"],
             )?,
             registry,
         })

@@ -287,7 +287,15 @@ def check_deployment(rel: Release) -> str:
     assert refs == [rel.configmap()["metadata"]["name"]], f"envFrom {refs}"
 
     ports = container["ports"]
-    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080)], ports
+    assert [(p["name"], p["containerPort"]) for p in ports] == expected_container_ports(values), ports
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    submission = values.get("submission", {})
+    want_listen = "0.0.0.0:2587" if submission.get("enabled") else "off"
+    assert env.get("POSTHORN_SUBMISSION_LISTEN") == want_listen, env.get("POSTHORN_SUBMISSION_LISTEN")
+    if submission.get("enabled") and submission.get("tlsSecret"):
+        assert env.get("POSTHORN_SUBMISSION_TLS_CERT") == "/etc/posthorn/tls/tls.crt", env
+        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert "/etc/posthorn/tls" in mounts, mounts
     probes = {name: container[name]["httpGet"] for name in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert probes["startupProbe"]["path"] == "/healthz", probes
     assert probes["livenessProbe"]["path"] == "/healthz", probes
@@ -327,6 +335,17 @@ def check_deployment(rel: Release) -> str:
     return f"{replicas}, grace {grace}s -> terminationGracePeriodSeconds {tgps}, image {image}"
 
 
+def expected_container_ports(values: dict[str, Any]) -> list[tuple[str, int]]:
+    """The container's named ports: http, and the SMTP submission listeners when they are on."""
+    ports = [("http", 8080)]
+    submission = values.get("submission", {})
+    if submission.get("enabled"):
+        ports.append(("smtp", 2587))
+        if submission.get("tlsSecret"):
+            ports.append(("smtps", 2465))
+    return ports
+
+
 def check_selectors(rel: Release) -> str:
     deployment = rel.one("Deployment")
     selector = deployment["spec"]["selector"]["matchLabels"]
@@ -335,7 +354,8 @@ def check_selectors(rel: Release) -> str:
     service = rel.one("Service")
     assert service["spec"]["selector"] == selector, "Service selector"
     assert service["spec"]["type"] == rel.values["service"]["type"]
-    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", "http")]
+    want = [(name, name) for name, _ in expected_container_ports(rel.values)]
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == want
     checked = ["Service"]
     for kind in ("PodDisruptionBudget",):
         doc = rel.maybe(kind)
@@ -383,7 +403,8 @@ def check_optional(rel: Release) -> str:
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress", "Egress"], spec["policyTypes"]
         for rule in spec["ingress"]:
-            assert rule["ports"] == [{"port": "http", "protocol": "TCP"}], rule["ports"]
+            want_ports = [{"port": name, "protocol": "TCP"} for name, _ in expected_container_ports(values)]
+            assert rule["ports"] == want_ports, rule["ports"]
         egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
         want = {(np["egress"]["postgresql"]["port"], "TCP")}
         want |= {(port, "TCP") for port in np["egress"]["smtp"]["ports"]}

@@ -113,6 +113,26 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
 
+    /// The SMTP submission listener (STARTTLS when a certificate is configured): an address, or `off`.
+    /// Unset: `127.0.0.1:2525` in the development profile, off in production.
+    pub submission_listen: Option<String>,
+    /// The SMTP submission listener speaking TLS from the first byte (port 465): an address, or `off`.
+    pub submission_tls_listen: Option<String>,
+    /// PEM certificate chain of the submission listeners; read again when it changes.
+    pub submission_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub submission_tls_key: Option<PathBuf>,
+    /// Most SMTP sessions open at once (per process).
+    pub submission_max_connections: usize,
+    /// How long each SMTP command (and each line of a message) may take to arrive.
+    #[serde(with = "humantime_serde")]
+    pub submission_timeout: Duration,
+    /// How long one SMTP session may last in all.
+    #[serde(with = "humantime_serde")]
+    pub submission_session_timeout: Duration,
+    /// The name in the SMTP greeting; unset: this host's name.
+    pub submission_hostname: Option<String>,
+
     /// Log output: `auto` (JSON unless stderr is a terminal), `json` or `pretty`.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -158,6 +178,9 @@ pub struct CallerConfig {
     /// This caller's burst (overrides `rate_limit_burst`).
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    /// Ids (`jti`) of this caller's tokens to refuse before they expire, e.g. one SMTP password.
+    #[serde(default)]
+    pub revoked_tokens: Vec<String>,
 }
 
 /// How strict the defaults are.
@@ -211,6 +234,14 @@ impl Default for Config {
             idempotency_retention: Duration::from_secs(24 * 3600),
             rate_limit: 100.0,
             rate_limit_burst: 200,
+            submission_listen: None,
+            submission_tls_listen: None,
+            submission_tls_cert: None,
+            submission_tls_key: None,
+            submission_max_connections: 100,
+            submission_timeout: Duration::from_secs(300),
+            submission_session_timeout: Duration::from_secs(1800),
+            submission_hostname: None,
             log_format: LogFormat::Auto,
             shutdown_grace: Duration::from_secs(20),
             ignored_env: Vec::new(),

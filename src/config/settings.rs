@@ -1,6 +1,7 @@
 //! Validation: every value checked once, then handed to the component it belongs to.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::domain::Limits;
 use crate::rate_limit::{Quota, RateLimitSettings};
 use crate::secret::Secret;
 use crate::store::StoreSettings;
+use crate::submission::{SubmissionSettings, TlsFiles};
 use crate::telemetry::LogFormat;
 
 /// A send (connect, commands, data) must fit in a lease this many times over, or a second worker could
@@ -40,6 +42,8 @@ pub struct Settings {
     pub database_in_data_dir: bool,
     /// Upstreams, workers and the retry schedule.
     pub delivery: DeliverySettings,
+    /// The SMTP submission listeners.
+    pub submission: SubmissionSettings,
     /// Log output.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -91,6 +95,7 @@ impl Config {
             }
         }
         let upstreams = self.upstreams()?;
+        let submission = self.submission()?;
         self.check_lease(&upstreams)?;
         if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
             return Err(ConfigError::invalid(
@@ -138,6 +143,7 @@ impl Config {
                     ..RetryPolicy::default()
                 },
             },
+            submission,
             data_dir,
             log_format: self.log_format,
             shutdown_grace: self.shutdown_grace,
@@ -208,6 +214,7 @@ impl Config {
                             .iter()
                             .map(|domain| domain.to_ascii_lowercase())
                             .collect(),
+                        revoked_tokens: caller.revoked_tokens.clone(),
                     },
                 )
             })
@@ -287,6 +294,91 @@ impl Config {
         Ok(())
     }
 
+    /// The submission listeners: off, an address, or the profile's default.
+    fn submission(&self) -> Result<SubmissionSettings, ConfigError> {
+        let development = (self.profile == Profile::Development)
+            .then(|| SocketAddr::from(([127, 0, 0, 1], 2525)));
+        let listen = listen_address(
+            "POSTHORN_SUBMISSION_LISTEN",
+            self.submission_listen.as_deref(),
+            development,
+        )?;
+        let tls_listen = listen_address(
+            "POSTHORN_SUBMISSION_TLS_LISTEN",
+            self.submission_tls_listen.as_deref(),
+            None,
+        )?;
+        let tls = match (&self.submission_tls_cert, &self.submission_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_SUBMISSION_TLS_KEY",
+                    "is required with POSTHORN_SUBMISSION_TLS_CERT",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_SUBMISSION_TLS_CERT",
+                    "is required with POSTHORN_SUBMISSION_TLS_KEY",
+                ));
+            }
+        };
+        if tls_listen.is_some() && tls.is_none() {
+            return Err(ConfigError::invalid(
+                "POSTHORN_SUBMISSION_TLS_CERT",
+                "is required with POSTHORN_SUBMISSION_TLS_LISTEN (TLS from the first byte needs a certificate)",
+            ));
+        }
+        if self.submission_max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "POSTHORN_SUBMISSION_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            ("POSTHORN_SUBMISSION_TIMEOUT", self.submission_timeout),
+            (
+                "POSTHORN_SUBMISSION_SESSION_TIMEOUT",
+                self.submission_session_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be longer than 0s"));
+            }
+        }
+        let hostname = match &self.submission_hostname {
+            Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) => {
+                name.clone()
+            }
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_SUBMISSION_HOSTNAME",
+                    "must be a host name",
+                ));
+            }
+            None => hostname::get()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or_else(|| "localhost".to_owned()),
+        };
+        Ok(SubmissionSettings {
+            listen,
+            tls_listen,
+            tls,
+            max_connections: self.submission_max_connections,
+            command_timeout: self.submission_timeout,
+            session_timeout: self.submission_session_timeout,
+            max_message_size: self.max_body_size,
+            max_recipients: self.max_recipients,
+            hostname,
+        })
+    }
+
     /// The default quota and the callers' own.
     fn rate_limits(&self) -> RateLimitSettings {
         let default = Quota::new(self.rate_limit, self.rate_limit_burst);
@@ -305,6 +397,21 @@ impl Config {
             })
             .collect();
         RateLimitSettings { default, callers }
+    }
+}
+
+/// A listener address setting: `off`, an address, or (unset) `default`.
+fn listen_address(
+    key: &'static str,
+    value: Option<&str>,
+    default: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(off) if off.eq_ignore_ascii_case("off") => Ok(None),
+        Some(address) => address.parse().map(Some).map_err(|_| {
+            ConfigError::invalid(key, "must be an address such as 0.0.0.0:587, or off")
+        }),
     }
 }
 

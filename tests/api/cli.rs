@@ -19,8 +19,10 @@ fn posthorn() -> Command {
         }
     }
     command.env_remove("RUST_LOG");
-    // A data directory of its own, so the development profile never writes into the repository.
+    // A data directory of its own, so the development profile never writes into the repository; and
+    // no SMTP listener on the development profile's fixed port (tests run side by side).
     command.env("POSTHORN_DATA_DIR", fresh_data_dir());
+    command.env("POSTHORN_SUBMISSION_LISTEN", "off");
     command.stdin(Stdio::null());
     command
 }

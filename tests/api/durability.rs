@@ -132,6 +132,8 @@ async fn with_the_database_unreachable_send_is_a_prompt_503() {
         database_acquire_timeout: Duration::from_secs(1),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         shutdown_grace: Duration::from_secs(2),
+        // The development profile's SMTP listener is on a fixed port; tests run side by side.
+        submission_listen: Some("off".into()),
         ..Config::default()
     };
     let token = crate::support::mint(&config, "tester", &[Scope::Send], Duration::from_secs(600));

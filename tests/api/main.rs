@@ -21,5 +21,6 @@ mod rate_limit;
 mod replicas;
 mod send;
 mod store;
+mod submission;
 mod upgrade;
 mod upgrade_outcomes;

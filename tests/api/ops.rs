@@ -79,6 +79,8 @@ fn config_for_database(name: &str) -> Config {
         database_url: Some(Secret::new(url.to_string())),
         jwt_secret: Some(Secret::new(crate::support::JWT_SECRET)),
         shutdown_grace: Duration::from_secs(2),
+        // The development profile's SMTP listener is on a fixed port; tests run side by side.
+        submission_listen: Some("off".into()),
         ..Config::default()
     }
 }

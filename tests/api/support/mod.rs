@@ -6,6 +6,7 @@ pub mod peers;
 pub mod private_pg;
 pub mod process;
 pub mod smtp;
+pub mod smtp_client;
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct TestApp {
     pub database: TestDatabase,
     /// An HTTP client.
     pub client: reqwest::Client,
+    /// The SMTP submission ports (STARTTLS listener, implicit TLS listener), when configured.
+    pub submission: (Option<u16>, Option<u16>),
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -77,12 +80,14 @@ pub async fn start(config: Config, database: TestDatabase) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let submission = app.submission_ports();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         config,
         database,
+        submission,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -101,7 +101,11 @@ impl Posthorn {
     /// Starts `posthorn serve` in `dir` with nothing set but JSON logs, the listen address and `env`
     /// (the first run of a new user).
     pub fn spawn_in(dir: &Path, env: &[(&str, String)]) -> Self {
-        let mut settings = vec![("POSTHORN_LOG_FORMAT", "json".to_owned())];
+        // No SMTP listener on the development profile's fixed port: tests run side by side.
+        let mut settings = vec![
+            ("POSTHORN_LOG_FORMAT", "json".to_owned()),
+            ("POSTHORN_SUBMISSION_LISTEN", "off".to_owned()),
+        ];
         settings.extend(env.iter().cloned());
         let mut command = command();
         command.current_dir(dir);
