@@ -22,6 +22,9 @@
 #              scheduled messages in the table, against the same on an empty table
 #   resources  RSS idle and under load (accept at the maximum rate while delivering), CPU split between
 #              posthorn, PostgreSQL and the load generator
+#   submission messages/s submitted over SMTP (AUTH, then MAIL/RCPT/DATA pipelined per message) by 8
+#              sessions, against the same backlog submitted as JSON over 8 HTTP connections, both from
+#              bench/submission_load.py (one kind of client, so the protocols are compared, not tools)
 #
 # Environment (all optional):
 #   BENCH_DURATION=15           seconds of each measured load step
@@ -33,6 +36,7 @@
 #   BENCH_MESSAGES=20000        backlog of the delivery section (for each of posthorn, smtp-source, Postfix)
 #   BENCH_E2E_RATE=             e2e only: this fixed rate instead of half the measured drain rate
 #   BENCH_E2E_CONNECTIONS=      HTTP connections of the e2e generator (default: 4 times BENCH_CONNECTIONS)
+#   BENCH_SUBMISSION_SESSIONS=8 SMTP sessions (and HTTP connections) of the submission section
 #   BENCH_DEPTH_ROWS=100000     history size of the depth section (sent rows, and as many scheduled ones)
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
@@ -53,7 +57,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources)
+ALL_SECTIONS=(accept delivery e2e depth resources submission)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -61,6 +65,7 @@ read -r -a ACCEPT_CONNS <<<"${BENCH_ACCEPT_CONNECTIONS:-$CONNS $((CONNS * 2)) $(
 SMTP_CONNS=${BENCH_SMTP_CONNECTIONS:-4}
 MESSAGES=${BENCH_MESSAGES:-20000}
 DEPTH_ROWS=${BENCH_DEPTH_ROWS:-100000}
+SUBMISSION_SESSIONS=${BENCH_SUBMISSION_SESSIONS:-8}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
@@ -168,7 +173,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -957,6 +962,34 @@ OHA=""
 [[ " ${sections[*]} " == *" accept "* ]] && ensure_oha
 ensure_smtp_sink
 SMTP_SOURCE=$(dirname "$POSTHORN_TEST_SMTP_SINK")/smtp-source
+# section_submission: the same backlog submitted over SMTP and as JSON, each from the same load script.
+section_submission() {
+  step "submission: $MESSAGES messages over $SUBMISSION_SESSIONS SMTP sessions; baseline the same as JSON over $SUBMISSION_SESSIONS HTTP connections"
+  new_db submission
+  local smtp_port json smtp
+  smtp_port=$(free_port)
+  start_posthorn POSTHORN_SUBMISSION_LISTEN="127.0.0.1:$smtp_port"
+  mint_token
+  wait_quiet "submission as JSON"
+  start_sampler submission-json --pid "posthorn=$PH_PID" --match 'load=submission_load'
+  json=$(python3 bench/submission_load.py json "127.0.0.1:$PH_PORT" "$TOKEN" "$SUBMISSION_SESSIONS" "$MESSAGES")
+  stop_sampler
+  local json_cpu=$SAMPLER_OUT
+  note "JSON: $json"
+  reset_messages >/dev/null
+  wait_quiet "submission over SMTP"
+  start_sampler submission-smtp --pid "posthorn=$PH_PID" --match 'load=submission_load'
+  smtp=$(python3 bench/submission_load.py smtp "127.0.0.1:$smtp_port" "$TOKEN" "$SUBMISSION_SESSIONS" "$MESSAGES")
+  stop_sampler
+  note "SMTP: $smtp"
+  stop_posthorn
+  local smtp_rate json_rate
+  smtp_rate=$(calc "round($(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rate"])' "$smtp"))")
+  json_rate=$(calc "round($(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rate"])' "$json"))")
+  row submission "messages/s over $SUBMISSION_SESSIONS SMTP sessions (AUTH once, MAIL/RCPT/DATA pipelined; CPU: $(cpu_split "$SAMPLER_OUT")) vs the same as JSON over $SUBMISSION_SESSIONS HTTP connections (CPU: $(cpu_split "$json_cpu"))" \
+    "$smtp_rate msg/s" "$json_rate msg/s" "$(fmt_ratio "$smtp_rate" "$json_rate")" "-" "-"
+}
+
 [[ -x "$SMTP_SOURCE" ]] || die "smtp-source is missing next to $POSTHORN_TEST_SMTP_SINK"
 command -v postfix >/dev/null || die "postfix is missing (apt-get install postfix)"
 ensure_postgres
