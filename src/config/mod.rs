@@ -161,7 +161,7 @@ pub struct ProviderConfig {
 }
 
 /// Settings for one caller, matched by the token's `sub`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerConfig {
     /// The caller's `sub`.

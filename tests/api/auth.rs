@@ -266,11 +266,8 @@ async fn callers_can_be_restricted_to_sender_domains() {
     let app = spawn_app_with(|c| {
         c.callers = vec![CallerConfig {
             sub: "shop".into(),
-            disabled: false,
             sender_domains: vec!["example.com".into()],
-            rate_limit: None,
-            rate_limit_burst: None,
-            revoked_tokens: vec![],
+            ..CallerConfig::default()
         }];
     })
     .await;
@@ -302,10 +299,7 @@ async fn a_disabled_caller_is_refused_even_with_a_valid_token() {
         c.callers = vec![CallerConfig {
             sub: "revoked".into(),
             disabled: true,
-            sender_domains: vec![],
-            rate_limit: None,
-            rate_limit_burst: None,
-            revoked_tokens: vec![],
+            ..CallerConfig::default()
         }];
     })
     .await;

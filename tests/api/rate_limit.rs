@@ -63,11 +63,8 @@ async fn quotas_can_be_set_per_caller_and_turned_off() {
         config.rate_limit_burst = 1;
         config.callers = vec![CallerConfig {
             sub: "bulk".into(),
-            disabled: false,
-            sender_domains: vec![],
             rate_limit: Some(0.0),
-            rate_limit_burst: None,
-            revoked_tokens: vec![],
+            ..CallerConfig::default()
         }];
     })
     .await;

@@ -11,8 +11,8 @@ use crate::support::smtp::SmtpServer;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs a client to completion; its stdout.
-fn run(command: &mut Command) -> String {
+/// Runs a program to completion, asserting it succeeded; its stdout.
+pub(super) fn run(command: &mut Command) -> String {
     let output = command.output().expect("the client runs");
     assert!(
         output.status.success(),

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::clients::run;
 use super::{password, port, spawn};
 use crate::support::peers::free_port;
 use crate::support::smtp::SmtpServer;
@@ -109,16 +110,6 @@ impl Drop for PrivatePostfix {
             ])
             .output();
     }
-}
-
-fn run(command: &mut Command) {
-    let output = command.output().expect("runs");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -91,11 +91,8 @@ async fn commands_out_of_order_and_bad_credentials_get_their_reply_codes() {
     let app = spawn(&upstream, |config| {
         config.callers = vec![CallerConfig {
             sub: "tester".into(),
-            disabled: false,
             sender_domains: vec!["example.com".into()],
-            rate_limit: None,
-            rate_limit_burst: None,
-            revoked_tokens: vec![],
+            ..CallerConfig::default()
         }];
     })
     .await;
@@ -199,11 +196,8 @@ async fn a_revoked_token_is_refused_over_smtp_and_http_alike() {
     let app = spawn(&upstream, |config| {
         config.callers = vec![CallerConfig {
             sub: "tester".into(),
-            disabled: false,
-            sender_domains: vec![],
-            rate_limit: None,
-            rate_limit_burst: None,
             revoked_tokens: vec![jti],
+            ..CallerConfig::default()
         }];
     })
     .await;
