@@ -723,7 +723,7 @@ impl Session<'_> {
                     let _ = std::fs::write(file, receipt.id.to_string());
                     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                 }
-                Ok(format!("250 2.0.0 OK queued as {}", receipt.id))
+                Ok(format!("250 2.0.0 queued as {}", receipt.id))
             }
             Err(error) => Err(match error {
                 AcceptError::NotPermitted => (

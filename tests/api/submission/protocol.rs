@@ -52,7 +52,7 @@ async fn a_message_is_answered_after_the_commit_with_its_id_and_delivered_like_a
     assert_eq!(reply.code, 250, "{reply:?}");
     let id = reply
         .text()
-        .strip_prefix("2.0.0 OK queued as ")
+        .strip_prefix("2.0.0 queued as ")
         .expect("the id")
         .to_owned();
     assert_eq!(client.command("QUIT").await.code, 221);
