@@ -129,6 +129,7 @@ impl Application {
             metrics: metrics.clone(),
             rate_limiter,
             providers: providers.clone(),
+            transport: transport.clone(),
         });
         let listen = settings.http.listen;
         let listener = TcpListener::bind(listen)
@@ -187,6 +188,12 @@ impl Application {
             self.settings.store.idempotency_retention,
             self.shutdown.clone(),
         ));
+        let retention = tokio::spawn(crate::retention::run(
+            self.store.clone(),
+            self.settings.retention.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+        ));
         let grace = self.settings.shutdown_grace;
         let delivery = tokio::spawn(run_delivery(
             self.store.clone(),
@@ -215,6 +222,7 @@ impl Application {
             tracing::error!(error = %error, "delivery task failed");
         }
         purge.abort();
+        retention.abort();
         server.await.context("HTTP server task")??;
         tracing::info!("posthorn stopped");
         Ok(())

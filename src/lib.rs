@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod domain;
 pub mod metrics;
 pub mod rate_limit;
+pub mod retention;
 pub mod secret;
 pub mod store;
 pub mod submission;

@@ -64,6 +64,10 @@ pub struct Metrics {
     pub submission_messages: IntCounterVec,
     /// Refusals of SMTP submission by reason (each with its reply code; see the README).
     pub submission_refusals: IntCounterVec,
+    /// Work of the retention tasks: `bodies_dropped`, `messages_deleted`.
+    pub retention: IntCounterVec,
+    /// Failed messages put back in the queue by a retry or a redrive.
+    pub messages_requeued: IntCounter,
 }
 
 impl Metrics {
@@ -181,6 +185,15 @@ impl Metrics {
                 "posthorn_submission_refusals_total",
                 "SMTP submission refusals by reason.",
                 &["reason"],
+            )?,
+            retention: counter_vec(
+                "posthorn_retention_total",
+                "Finished messages retention has dropped the bodies of (bodies_dropped) or deleted (messages_deleted).",
+                &["action"],
+            )?,
+            messages_requeued: counter(
+                "posthorn_messages_requeued_total",
+                "Failed messages put back in the queue by a retry or a redrive.",
             )?,
             registry,
         })

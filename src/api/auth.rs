@@ -22,6 +22,12 @@ pub trait RequiredScope {
 pub struct SendScope;
 /// The `read` scope.
 pub struct ReadScope;
+/// The `admin` scope.
+pub struct AdminScope;
+
+impl RequiredScope for AdminScope {
+    const SCOPE: Scope = Scope::Admin;
+}
 
 impl RequiredScope for SendScope {
     const SCOPE: Scope = Scope::Send;
@@ -42,6 +48,8 @@ pub struct Authorized<S> {
 pub type Sender = Authorized<SendScope>;
 /// A caller that may read messages.
 pub type Reader = Authorized<ReadScope>;
+/// A caller that may administer the deployment (templates, redrives, erasure).
+pub type Admin = Authorized<AdminScope>;
 
 impl<S> Authorized<S> {
     /// The caller.

@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
+use super::ApiError;
 use super::body::unique_keys;
-use crate::domain::{Body, DomainError, Envelope, Limits, MessageContent, NewMessage, fields};
+use crate::domain::{
+    Body, DomainError, Envelope, Limits, MessageContent, NewMessage, TemplateUse, fields,
+};
+use crate::store::TemplateRecord;
 
 /// One address or a list of them, as callers naturally write either.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +33,20 @@ pub struct AttachmentDraft {
     /// Media type; `application/octet-stream` when absent.
     #[serde(default)]
     pub content_type: Option<String>,
+}
+
+/// A send's template: which one, and the variables it is rendered with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDraft {
+    /// The template's name.
+    pub name: String,
+    /// A version; the newest when absent.
+    #[serde(default)]
+    pub version: Option<i32>,
+    /// The variables, a JSON object.
+    #[serde(default)]
+    pub variables: Option<serde_json::Value>,
 }
 
 /// The body of `POST /send`, before validation. Unknown fields are refused.
@@ -73,6 +91,16 @@ pub struct MessageDraft {
     /// RFC 3339 time before which the message is not sent.
     #[serde(default)]
     pub send_at: Option<String>,
+    /// A stored template to render instead of `subject`, `text` and `html`.
+    #[serde(default)]
+    pub template: Option<TemplateDraft>,
+    /// The message's own idempotency key (an item of a batch; a single send may give it here instead
+    /// of in the `Idempotency-Key` header).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The template the subject and bodies were rendered from.
+    #[serde(skip)]
+    pub rendered_from: Option<TemplateUse>,
 }
 
 fn headers<'de, D: Deserializer<'de>>(
@@ -88,12 +116,47 @@ fn metadata<'de, D: Deserializer<'de>>(
 }
 
 impl MessageDraft {
+    /// Renders `template` (the one the draft names) with the draft's variables into its subject and
+    /// bodies, which the draft must not give itself.
+    pub fn render(&mut self, template: &TemplateRecord) -> Result<(), ApiError> {
+        let Some(wanted) = self.template.take() else {
+            return Ok(());
+        };
+        if self.subject.is_some() || self.text.is_some() || self.html.is_some() {
+            return Err(ApiError::InvalidRequest {
+                message: "give either a template or subject, text and html, not both".into(),
+                field: Some("template".into()),
+            });
+        }
+        let variables = wanted
+            .variables
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        let rendered = template
+            .content
+            .render(&variables)
+            .map_err(|error| ApiError::Validation(error.into()))?;
+        self.subject = Some(rendered.subject);
+        self.text = rendered.text;
+        self.html = rendered.html;
+        self.rendered_from = Some(TemplateUse {
+            name: template.name.clone(),
+            version: template.version,
+        });
+        Ok(())
+    }
+
     /// Validates the draft against the limits; `now` anchors the scheduling window.
     pub fn into_message(
         self,
         limits: &Limits,
         now: OffsetDateTime,
     ) -> Result<NewMessage, DomainError> {
+        if self.template.is_some() {
+            return Err(DomainError::invalid(
+                "template",
+                "was not rendered (no template store is reachable here)",
+            ));
+        }
         let from =
             crate::domain::Mailbox::parse(&self.from).map_err(|source| DomainError::Address {
                 field: "from".into(),
@@ -145,7 +208,7 @@ impl MessageDraft {
             .send_at
             .map(|text| fields::send_at(&text, now, limits.max_schedule_ahead))
             .transpose()?;
-        Ok(NewMessage::new(
+        let mut message = NewMessage::new(
             MessageContent {
                 envelope,
                 body,
@@ -154,7 +217,9 @@ impl MessageDraft {
             tags,
             metadata,
             send_at,
-        ))
+        );
+        message.template = self.rendered_from;
+        Ok(message)
     }
 }
 

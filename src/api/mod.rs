@@ -1,15 +1,19 @@
 //! The HTTP API. Only this layer knows about HTTP; handlers parse into domain types and call the store.
 
 mod auth;
+mod batch;
 mod body;
 mod draft;
 mod messages;
 mod middleware;
 mod ops;
+mod prepare;
 mod problem;
 mod raw;
+mod recipients;
 mod send;
 mod state;
+mod templates;
 mod views;
 
 use std::net::SocketAddr;
@@ -19,7 +23,7 @@ use actix_web::{HttpResponse, guard, web};
 
 pub use draft::{AttachmentDraft, MessageDraft, OneOrMany};
 pub use middleware::{bound_method, server_error_as_problem};
-pub use problem::{ApiError, PROBLEM_TYPE_PREFIX};
+pub use problem::{ApiError, ItemProblem, PROBLEM_TYPE_PREFIX, Problem};
 pub use send::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use state::AppState;
 
@@ -32,6 +36,8 @@ pub struct HttpSettings {
     pub max_body_size: usize,
     /// How long a request body may take to arrive, once its headers have.
     pub body_timeout: Duration,
+    /// Most messages in one batch.
+    pub max_batch: usize,
 }
 
 /// Registers every route. Each resource answers other methods with 405 and an `Allow` header; every
@@ -52,9 +58,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(|| not_allowed("POST"))),
     )
     .service(
+        web::resource("/v1/send/batch")
+            .route(web::post().to(batch::send_batch))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
         web::resource("/v1/send/raw")
             .route(web::post().to(raw::send_raw))
             .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/templates")
+            .route(web::post().to(templates::create))
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(templates::list),
+            )
+            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
+    )
+    .service(
+        web::resource("/v1/templates/{name}/render")
+            .route(web::post().to(templates::render))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/templates/{name}")
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(templates::get),
+            )
+            .route(web::put().to(templates::update))
+            .route(web::delete().to(templates::delete))
+            .default_service(web::to(|| not_allowed("GET, HEAD, PUT, DELETE"))),
     )
     .service(readable("/v1/messages").to(messages::list_messages))
     .service(
@@ -62,7 +99,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(messages::cancel_message))
             .default_service(web::to(|| not_allowed("POST"))),
     )
-    .service(readable("/v1/messages/{id}").to(messages::get_message));
+    .service(
+        web::resource("/v1/messages/redrive")
+            .route(web::post().to(messages::redrive))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/messages/{id}/retry")
+            .route(web::post().to(messages::retry_message))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/messages/{id}")
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(messages::get_message),
+            )
+            .route(web::patch().to(messages::reschedule_message))
+            .default_service(web::to(|| not_allowed("GET, HEAD, PATCH"))),
+    )
+    .service(
+        web::resource("/v1/recipients/{address}")
+            .route(web::delete().to(recipients::erase))
+            .default_service(web::to(|| not_allowed("DELETE"))),
+    );
 }
 
 /// A resource served by GET and HEAD; the handler is attached with `.to(...)`.

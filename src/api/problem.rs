@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::body::Media;
 use crate::accept::AcceptError;
 use crate::auth::{AuthError, Scope};
-use crate::domain::{DomainError, IdempotencyKeyError};
+use crate::domain::{DomainError, IdempotencyKeyError, TemplateError};
 use crate::store::StoreError;
 
 /// Prefix of every problem `type`; the slug after it never changes once published.
@@ -74,6 +74,34 @@ pub enum ApiError {
     /// The message is past the point where it could be changed.
     #[error("{0}")]
     Conflict(String),
+    /// A send names a template that does not exist (or not in that version).
+    #[error("there is no template `{0}`")]
+    TemplateNotFound(String),
+    /// A template to store is not valid.
+    #[error(transparent)]
+    InvalidTemplate(crate::domain::TemplateError),
+    /// A template of that name exists already.
+    #[error("a template named `{0}` exists already; change it with PUT /v1/templates/{0}")]
+    TemplateExists(String),
+    /// A batch has no items.
+    #[error("the batch is empty: give an array of at least one message")]
+    EmptyBatch,
+    /// A batch has more items than allowed.
+    #[error("the batch has {count} messages; at most {max} are allowed in one batch")]
+    BatchTooLarge {
+        /// Items given.
+        count: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// Strict mode: items of a batch cannot be accepted, so none was.
+    #[error("{} of the batch's {total} messages cannot be accepted; nothing was queued", .errors.len())]
+    InvalidBatch {
+        /// Items in the batch.
+        total: usize,
+        /// Every failing item.
+        errors: Vec<ItemProblem>,
+    },
     /// The caller made too many requests; carries when to retry.
     #[error("too many requests from this caller; retry after {} s", .0.retry_after)]
     RateLimited(crate::rate_limit::Limited),
@@ -91,6 +119,7 @@ impl From<AcceptError> for ApiError {
             AcceptError::NotPermitted => ApiError::InsufficientScope(Scope::Send),
             AcceptError::SenderNotAllowed(domain) => ApiError::SenderNotAllowed(domain),
             AcceptError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            AcceptError::RefusedBefore => ApiError::Conflict(error.to_string()),
             AcceptError::Store(error) => error.into(),
         }
     }
@@ -100,6 +129,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(_) | StoreError::NotMigrated => ApiError::Unavailable(error),
+            StoreError::Conflict(reason) => ApiError::Conflict(reason),
             other => ApiError::Internal(Box::new(other)),
         }
     }
@@ -134,6 +164,14 @@ impl ApiError {
                 DomainError::InvalidSendAt | DomainError::SendAtOutOfRange => "invalid-send-at",
                 DomainError::SendAtTooFar { .. } => "send-at-too-far",
                 DomainError::InvalidField { .. } => "invalid-field",
+                DomainError::Template(error) => match error {
+                    TemplateError::MissingVariables { .. } => "template-variable-missing",
+                    TemplateError::HeaderBreak { .. } | TemplateError::SubjectBreak => {
+                        "template-header-injection"
+                    }
+                    TemplateError::TooExpensive { .. } => "template-too-expensive",
+                    _ => "template-error",
+                },
             },
             ApiError::InvalidIdempotencyKey(_) => "invalid-idempotency-key",
             ApiError::IdempotencyKeyReused => "idempotency-key-reused",
@@ -141,6 +179,12 @@ impl ApiError {
             ApiError::NotFound => "not-found",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::TemplateNotFound(_) => "template-not-found",
+            ApiError::InvalidTemplate(_) => "invalid-template",
+            ApiError::TemplateExists(_) => "template-exists",
+            ApiError::EmptyBatch => "empty-batch",
+            ApiError::BatchTooLarge { .. } => "batch-too-large",
+            ApiError::InvalidBatch { .. } => "invalid-batch",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -165,17 +209,35 @@ impl ApiError {
         }
     }
 
-    fn field(&self) -> Option<&str> {
+    /// The request field the problem is about, when one can be named.
+    pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Validation(error) => error.field(),
             ApiError::InvalidRequest { field, .. } => field.as_deref(),
             ApiError::SenderNotAllowed(_) => Some("from"),
+            ApiError::TemplateNotFound(_) => Some("template.name"),
+            ApiError::InvalidTemplate(error) => Some(error.field()),
             _ => None,
         }
     }
 }
 
 impl ApiError {
+    /// The problem document of this error (also what a permissive batch answers for a refused item).
+    pub fn problem(&self) -> Problem<'_> {
+        Problem {
+            kind: format!("{PROBLEM_TYPE_PREFIX}{}", self.slug()),
+            title: self.title(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            field: self.field(),
+            errors: match self {
+                ApiError::InvalidBatch { errors, .. } => Some(errors),
+                _ => None,
+            },
+        }
+    }
+
     /// The problem answer of a server error that carries no `ApiError` (the cause was logged where
     /// it was seen).
     pub(super) fn server_error(status: StatusCode) -> HttpResponse {
@@ -190,13 +252,15 @@ impl ApiError {
             status: status.as_u16(),
             detail: "internal error".to_owned(),
             field: None,
+            errors: None,
         }
         .respond(HttpResponse::build(status))
     }
 }
 
+/// An RFC 9457 problem document.
 #[derive(Serialize)]
-struct Problem<'a> {
+pub struct Problem<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
@@ -204,6 +268,36 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    /// Every failing item of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [ItemProblem]>,
+}
+
+/// Why one item of a batch cannot be accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemProblem {
+    /// Its place in the batch, from 0.
+    pub index: usize,
+    /// The problem type, as a whole problem would give it.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What is wrong.
+    pub detail: String,
+    /// The field, when one can be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ItemProblem {
+    /// The item at `index` and its error.
+    pub fn new(index: usize, error: &ApiError) -> Self {
+        Self {
+            index,
+            kind: format!("{PROBLEM_TYPE_PREFIX}{}", error.slug()),
+            detail: error.to_string(),
+            field: error.field().map(str::to_owned),
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -216,13 +310,18 @@ impl ResponseError for ApiError {
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest { .. }
             | ApiError::Validation(_)
-            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::IdempotencyKeyReused
+            | ApiError::TemplateNotFound(_)
+            | ApiError::InvalidTemplate(_)
+            | ApiError::EmptyBatch
+            | ApiError::BatchTooLarge { .. }
+            | ApiError::InvalidBatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::TemplateExists(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -245,13 +344,7 @@ impl ResponseError for ApiError {
                 "request failed"
             );
         }
-        let problem = Problem {
-            kind: format!("{PROBLEM_TYPE_PREFIX}{}", self.slug()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            field: self.field(),
-        };
+        let problem = self.problem();
         let mut response = HttpResponse::build(status);
         match self {
             ApiError::Unauthenticated(AuthError::Missing) => {

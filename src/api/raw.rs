@@ -5,8 +5,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use time::OffsetDateTime;
 
+use actix_web::http::StatusCode;
+
 use super::ApiError;
 use super::auth::Sender;
+use super::prepare::preview;
+use super::views::json;
 use super::body::{Media, read_body};
 use super::send::{accepted_response, idempotency_key};
 use super::state::AppState;
@@ -21,6 +25,7 @@ pub async fn send_raw(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let dry_run = dry_run(&query)?;
     let recipients = recipients(&query)?;
     let key = idempotency_key(&req)?;
     let body = read_body(
@@ -48,6 +53,12 @@ pub async fn send_raw(
         }
         (key, RequestFingerprint::of_bytes(&request))
     });
+    if dry_run {
+        return json(
+            StatusCode::OK,
+            &preview(&state, caller.caller(), &parsed.message)?,
+        );
+    }
     let receipt = state
         .acceptor
         .accept(
@@ -65,10 +76,14 @@ pub async fn send_raw(
 fn recipients(query: &[(String, String)]) -> Result<Option<Vec<EmailAddress>>, ApiError> {
     let mut recipients = Vec::new();
     for (name, value) in query {
-        if name != "to" {
-            return Err(ApiError::InvalidQuery(format!(
-                "unknown parameter `{name}` (only `to` is accepted)"
-            )));
+        match name.as_str() {
+            "to" => {}
+            "dry_run" => continue,
+            _ => {
+                return Err(ApiError::InvalidQuery(format!(
+                    "unknown parameter `{name}` (only `to` and `dry_run` are accepted)"
+                )));
+            }
         }
         let address = EmailAddress::parse(value).map_err(|source| {
             ApiError::Validation(DomainError::Address {
@@ -79,6 +94,25 @@ fn recipients(query: &[(String, String)]) -> Result<Option<Vec<EmailAddress>>, A
         recipients.push(address);
     }
     Ok((!recipients.is_empty()).then_some(recipients))
+}
+
+/// `?dry_run=true`: validate and show, store nothing.
+fn dry_run(query: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut dry = false;
+    for (name, value) in query {
+        if name == "dry_run" {
+            dry = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::InvalidQuery(
+                        "dry_run must be `true` or `false`".into(),
+                    ));
+                }
+            };
+        }
+    }
+    Ok(dry)
 }
 
 /// A message whose lines all end in LF alone (a file saved on Unix) with CRLF line endings; any other

@@ -3,13 +3,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ApiError;
 use super::auth::Sender;
 use super::body::{Media, parse_object, read_body};
 use super::draft::MessageDraft;
+use super::prepare::{DryRun, Preparer, own_key, preview};
 use super::state::AppState;
 use super::views::json;
 use crate::accept::{Receipt, Submission};
@@ -26,14 +26,15 @@ struct AcceptedBody {
     status: MessageStatus,
 }
 
-/// Accepts one message.
+/// Accepts one message (or, dry, shows what it would become).
 pub async fn send(
     caller: Sender,
     req: HttpRequest,
+    query: web::Query<DryRun>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?;
+    let header_key = idempotency_key(&req)?;
     let body = read_body(
         &req,
         payload,
@@ -43,15 +44,26 @@ pub async fn send(
     )
     .await?;
     let draft: MessageDraft = parse_object(&body)?;
-    let idempotency = match key {
-        Some(key) => {
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-            Some((key, RequestFingerprint::of(&value)))
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let body_key = own_key(draft.idempotency_key.as_deref(), &value)?;
+    let idempotency = match (header_key, body_key) {
+        (Some(header), Some((body, _))) if header != body => {
+            return Err(ApiError::InvalidRequest {
+                message: "idempotency_key differs from the Idempotency-Key header; give one".into(),
+                field: Some("idempotency_key".into()),
+            });
         }
-        None => None,
+        (Some(key), _) => Some((key, RequestFingerprint::of(&value))),
+        (None, body_key) => body_key,
     };
-    let message = draft.into_message(state.acceptor.limits(), OffsetDateTime::now_utc())?;
+    let message = Preparer::new(&state).message(draft).await?;
+    if query.dry_run {
+        return json(
+            StatusCode::OK,
+            &preview(&state, caller.caller(), &message)?,
+        );
+    }
     let receipt = state
         .acceptor
         .accept(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::HttpSettings;
 use crate::accept::Acceptor;
 use crate::auth::Authenticator;
-use crate::delivery::Provider;
+use crate::delivery::{Provider, Transport};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::SharedStore;
@@ -26,4 +26,6 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// SMTP upstreams, for their connection gauges.
     pub providers: Vec<Provider>,
+    /// Where messages go, for dry runs; `None` when they wait in the queue.
+    pub transport: Option<Transport>,
 }

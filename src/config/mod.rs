@@ -112,6 +112,14 @@ pub struct Config {
     /// How long an `Idempotency-Key` is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_retention: Duration,
+    /// Most messages in one `POST /v1/send/batch`.
+    pub max_batch: usize,
+    /// How long after a message finished its body and attachments are kept; `0s` keeps them.
+    #[serde(with = "humantime_serde")]
+    pub retention_bodies: Duration,
+    /// How long after a message finished its row (with its attempts) is kept; `0s` keeps it.
+    #[serde(with = "humantime_serde")]
+    pub retention_messages: Duration,
 
     /// The SMTP submission listener (STARTTLS when a certificate is configured): an address, or `off`.
     /// Unset: `127.0.0.1:2525` in the development profile, off in production.
@@ -232,6 +240,9 @@ impl Default for Config {
             max_headers: limits.max_headers,
             max_schedule_ahead: limits.max_schedule_ahead,
             idempotency_retention: Duration::from_secs(24 * 3600),
+            max_batch: 100,
+            retention_bodies: Duration::from_secs(7 * 24 * 3600),
+            retention_messages: Duration::from_secs(90 * 24 * 3600),
             rate_limit: 100.0,
             rate_limit_burst: 200,
             submission_listen: None,

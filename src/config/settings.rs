@@ -12,6 +12,7 @@ use crate::data_dir::DataDir;
 use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
 use crate::domain::Limits;
 use crate::rate_limit::{Quota, RateLimitSettings};
+use crate::retention::RetentionSettings;
 use crate::secret::Secret;
 use crate::store::StoreSettings;
 use crate::submission::{SubmissionSettings, TlsFiles};
@@ -44,6 +45,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// The SMTP submission listeners.
     pub submission: SubmissionSettings,
+    /// How long finished messages keep their bodies and their rows.
+    pub retention: RetentionSettings,
     /// Log output.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -78,6 +81,7 @@ impl Config {
                 self.retry_max_attempts as usize,
             ),
             ("POSTHORN_MAX_BODY_SIZE", self.max_body_size),
+            ("POSTHORN_MAX_BATCH", self.max_batch),
             ("POSTHORN_MAX_RECIPIENTS", self.max_recipients),
             ("POSTHORN_MAX_ATTACHMENT_SIZE", self.max_attachment_size),
         ] {
@@ -115,6 +119,11 @@ impl Config {
                 listen: self.listen,
                 max_body_size: self.max_body_size,
                 body_timeout: self.http_body_timeout,
+                max_batch: self.max_batch,
+            },
+            retention: RetentionSettings {
+                bodies: Some(self.retention_bodies).filter(|after| !after.is_zero()),
+                messages: Some(self.retention_messages).filter(|after| !after.is_zero()),
             },
             auth,
             rate_limits: self.rate_limits(),

@@ -157,10 +157,11 @@ pub(super) fn conclude(
 }
 
 fn dispose(job: &ClaimedJob, outcome: &AttemptOutcome, policy: &RetryPolicy) -> Disposition {
-    let age = (OffsetDateTime::now_utc() - job.created_at)
+    // A message put back in the queue starts a new series: its attempts and age count from there.
+    let age = (OffsetDateTime::now_utc() - job.series_started_at)
         .try_into()
         .unwrap_or(Duration::ZERO);
-    let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+    let attempt = u32::try_from(job.attempt - job.series_base).unwrap_or(1);
     let retry = |recipients: Option<Vec<String>>| match policy.next_delay(attempt, age) {
         Some(delay) => Disposition::Retry {
             delay,

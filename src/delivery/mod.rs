@@ -5,6 +5,7 @@ mod compose;
 mod connection;
 mod outcome;
 mod pool;
+mod preview;
 mod retry;
 mod session;
 mod transport;
@@ -18,7 +19,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use compose::{Composition, compose};
+pub use compose::{ComposeError, Composition, compose};
+pub use preview::{Preview, preview};
 pub use outcome::{OutcomeClass, Reply};
 pub use retry::RetryPolicy;
 pub use transport::{Outbox, Provider, Transport};

@@ -13,6 +13,7 @@ use super::address::{EmailAddress, Mailbox};
 use super::attachment::Attachment;
 use super::fields;
 use super::header::CustomHeader;
+use super::template::TemplateUse;
 
 /// Addresses and subject: who a message is from and for, and what it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +87,48 @@ impl Envelope {
     }
 }
 
+/// What taking an address out of an envelope leaves (a data-protection erasure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erasing {
+    /// The address is not in the envelope.
+    Absent,
+    /// It was the only recipient: nothing of the message is left to keep.
+    Alone,
+    /// The envelope without it, in every list.
+    Redacted(Envelope),
+}
+
+impl Envelope {
+    /// Takes `address` (any case) out of to, cc, bcc and reply_to.
+    pub fn erase(&self, address: &str) -> Erasing {
+        let matches = |mailbox: &Mailbox| mailbox.address.as_str().eq_ignore_ascii_case(address);
+        let present = self
+            .to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .chain(&self.reply_to)
+            .any(matches);
+        if !present {
+            return Erasing::Absent;
+        }
+        let mut redacted = self.clone();
+        for list in [
+            &mut redacted.to,
+            &mut redacted.cc,
+            &mut redacted.bcc,
+            &mut redacted.reply_to,
+        ] {
+            list.retain(|mailbox| !matches(mailbox));
+        }
+        if redacted.to.is_empty() && redacted.cc.is_empty() && redacted.bcc.is_empty() {
+            Erasing::Alone
+        } else {
+            Erasing::Redacted(redacted)
+        }
+    }
+}
+
 /// Bodies, headers and attachments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Body {
@@ -155,6 +198,8 @@ pub struct NewMessage {
     pub send_at: Option<OffsetDateTime>,
     /// The way it came in.
     pub source: Source,
+    /// The template it was rendered from, if it was.
+    pub template: Option<TemplateUse>,
 }
 
 impl NewMessage {
@@ -175,6 +220,7 @@ impl NewMessage {
             metadata,
             send_at,
             source: Source::Api,
+            template: None,
         }
     }
 }

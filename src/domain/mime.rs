@@ -106,6 +106,7 @@ impl RawSubmission<'_> {
             metadata: Default::default(),
             send_at: None,
             source: self.source,
+            template: None,
         };
         Ok(RawMessage {
             message,

@@ -10,6 +10,7 @@ mod idempotency;
 mod message;
 mod mime;
 mod status;
+mod template;
 pub mod text;
 
 use std::time::Duration;
@@ -18,9 +19,12 @@ pub use address::{AddressError, EmailAddress, Mailbox};
 pub use attachment::{Attachment, AttachmentError};
 pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
-pub use message::{Body, Envelope, MessageContent, NewMessage};
+pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage};
 pub use mime::{RawMessage, RawSubmission};
 pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
+pub use template::{
+    Rendered, TemplateContent, TemplateError, TemplateUse, validate_name as validate_template_name,
+};
 
 /// The bounds a submitted message must fit in.
 #[derive(Debug, Clone)]
@@ -113,6 +117,9 @@ pub enum DomainError {
         /// The window, human-readable.
         max: String,
     },
+    /// A template could not be rendered with the send's variables.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     /// Any other field with a rule of its own.
     #[error("{field} {reason}")]
     InvalidField {
@@ -146,6 +153,13 @@ impl DomainError {
             }
             Self::NoRecipients => Some("to"),
             Self::MissingBody => Some("text"),
+            Self::Template(error) => Some(match error {
+                TemplateError::InvalidName => "template.name",
+                TemplateError::MissingVariables { .. }
+                | TemplateError::HeaderBreak { .. }
+                | TemplateError::VariablesNotAnObject => "template.variables",
+                _ => "template",
+            }),
         }
     }
 }

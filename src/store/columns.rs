@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::records::{AttemptRecord, MessageSummary};
+use crate::domain::TemplateUse;
 
 /// The columns [`summary`] reads; each engine selects them under these names.
-pub(crate) const SUMMARY: [&str; 14] = [
+pub(crate) const SUMMARY: [&str; 17] = [
     "id",
     "status",
     "message_id",
@@ -25,6 +26,9 @@ pub(crate) const SUMMARY: [&str; 14] = [
     "attempt_count",
     "last_error",
     "source",
+    "template",
+    "template_version",
+    "body_dropped_at",
 ];
 
 /// The columns of `delivery_attempts` that [`attempt`] reads.
@@ -39,6 +43,8 @@ pub(crate) trait Columns {
     fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     /// A 32-bit integer column.
     fn integer(&self, column: &str) -> Result<i32, StoreError>;
+    /// A nullable 32-bit integer column.
+    fn optional_integer(&self, column: &str) -> Result<Option<i32>, StoreError>;
     /// A nullable SMTP reply code.
     fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError>;
     /// An id.
@@ -68,6 +74,10 @@ macro_rules! native_columns {
             Ok(sqlx::Row::try_get(self, column)?)
         }
 
+        fn optional_integer(&self, column: &str) -> Result<Option<i32>, StoreError> {
+            Ok(sqlx::Row::try_get(self, column)?)
+        }
+
         fn optional_code(&self, column: &str) -> Result<Option<i16>, StoreError> {
             Ok(sqlx::Row::try_get(self, column)?)
         }
@@ -92,6 +102,14 @@ pub(crate) fn summary(row: &impl Columns) -> Result<MessageSummary, StoreError> 
         attempt_count: row.integer("attempt_count")?,
         last_error: row.optional_text("last_error")?,
         source: row.text("source")?.parse()?,
+        template: match (
+            row.optional_text("template")?,
+            row.optional_integer("template_version")?,
+        ) {
+            (Some(name), Some(version)) => Some(TemplateUse { name, version }),
+            _ => None,
+        },
+        body_dropped_at: row.optional_time("body_dropped_at")?,
     })
 }
 

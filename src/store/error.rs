@@ -19,6 +19,9 @@ pub enum StoreError {
     /// The schema is older than this build expects.
     #[error("database schema is not migrated (run `posthorn migrate`)")]
     NotMigrated,
+    /// Concurrent writes kept getting in each other's way; the caller may try again.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -34,6 +37,7 @@ impl StoreError {
             }
             StoreError::NotMigrated => StoreError::NotMigrated,
             StoreError::Corrupt(reason) => StoreError::Corrupt(reason.clone()),
+            StoreError::Conflict(reason) => StoreError::Conflict(reason.clone()),
             StoreError::Migrate(_) => StoreError::Corrupt(text()),
         }
     }

@@ -17,10 +17,14 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 
+use crate::domain::{Body, TemplateContent};
 use crate::secret::Secret;
+use time::OffsetDateTime;
 pub use records::{
-    Accepted, AttemptRecord, CancelOutcome, ClaimedJob, Disposition, EnqueueOutcome,
-    EnqueueRequest, JobLease, MessageFilter, MessageRecord, MessageSummary, Page, RecipientResult,
+    Accepted, AttemptRecord, BatchOutcome, BatchRequest, CancelOutcome, ClaimedJob, Disposition,
+    EnqueueOutcome, EnqueueRequest, Erasure, JobLease, MessageFilter, MessageRecord,
+    MessageSummary, Page, RecipientResult, RequeueFilter, Requeued, RescheduleOutcome,
+    RetentionPass, TemplateRecord,
 };
 
 /// A shared handle to the configured store.
@@ -67,6 +71,10 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Stores a message, and its idempotency key if any, in one transaction; returns once committed.
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError>;
+
+    /// Stores a batch in one transaction: its key, every item's key and every message; returns once
+    /// committed.
+    async fn enqueue_batch(&self, request: BatchRequest) -> Result<BatchOutcome, StoreError>;
 
     /// One message without its attempts; `owner` restricts the lookup to that caller's messages.
     async fn find_message(
@@ -139,6 +147,94 @@ pub trait MessageStore: Send + Sync + 'static {
         })
     }
 
+    /// Moves a message that has not started sending to `send_at`, only where `owner` owns it.
+    async fn reschedule_queued(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+        send_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Reschedules a message that has not started sending, or says why it could not.
+    async fn reschedule(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+        send_at: OffsetDateTime,
+    ) -> Result<RescheduleOutcome, StoreError> {
+        if self.reschedule_queued(owner, id, send_at).await? {
+            return Ok(RescheduleOutcome::Rescheduled);
+        }
+        Ok(match self.find_message(owner, id).await? {
+            None => RescheduleOutcome::NotFound,
+            Some(message) => RescheduleOutcome::TooLate(message.status),
+        })
+    }
+
+    /// Puts the failed messages `filter` matches back in the queue, each with a new series of attempts
+    /// (the old attempts kept); messages whose bodies retention dropped are skipped. Dry, only counts.
+    async fn requeue_failed(
+        &self,
+        filter: &RequeueFilter,
+        dry_run: bool,
+    ) -> Result<Requeued, StoreError>;
+
+    /// A message's body; `owner` restricts the lookup to that caller's messages.
+    async fn message_body(&self, owner: Option<&str>, id: Uuid)
+    -> Result<Option<Body>, StoreError>;
+
+    /// Stores version 1 of a new template (or the next version of a deleted one); `None` if a template
+    /// of that name exists.
+    async fn create_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError>;
+
+    /// Stores the next version of a template; `None` if there is no such template.
+    async fn update_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError>;
+
+    /// A template's newest version, or the version asked for; deleted templates are not found.
+    async fn template(
+        &self,
+        name: &str,
+        version: Option<i32>,
+    ) -> Result<Option<TemplateRecord>, StoreError>;
+
+    /// The newest version of every template, by name.
+    async fn templates(&self) -> Result<Vec<TemplateRecord>, StoreError>;
+
+    /// Deletes a template (every version stays stored, marked deleted); returns whether there was one.
+    async fn delete_template(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Drops the bodies of up to `limit` messages that finished before `finished_before`, starting at
+    /// id `from` (ids are time-ordered).
+    async fn drop_bodies(
+        &self,
+        finished_before: OffsetDateTime,
+        from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError>;
+
+    /// Deletes up to `limit` messages (with their attempts) that finished before `finished_before`,
+    /// starting at id `from`.
+    async fn delete_finished(
+        &self,
+        finished_before: OffsetDateTime,
+        from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError>;
+
+    /// Erases a recipient's data: messages to them alone are deleted, the others keep their rows with
+    /// the address taken out (and, once finished, without their bodies).
+    async fn erase_recipient(&self, address: &str) -> Result<Erasure, StoreError>;
+
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;
 
@@ -165,6 +261,40 @@ fn depth_by_state(rows: Vec<(String, bool, i64)>) -> Vec<(&'static str, i64)> {
         ("scheduled", scheduled),
         ("sending", sending),
     ]
+}
+
+/// The smallest UUIDv7 made at or after `at`: every message accepted before `at` has a smaller id.
+fn id_bound(at: OffsetDateTime) -> Uuid {
+    let millis = u128::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    Uuid::from_u128((millis & ((1 << 48) - 1)) << 80)
+}
+
+/// The id just after `id`, where a retention pass resumes.
+fn after(id: Uuid) -> Uuid {
+    Uuid::from_u128(id.as_u128().saturating_add(1))
+}
+
+/// A LIKE pattern (escape character: backslash) matching text that holds `needle` in lower case.
+fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The body a message keeps once retention dropped it.
+fn dropped_body() -> Body {
+    Body {
+        text: None,
+        html: None,
+        headers: Vec::new(),
+        attachments: Vec::new(),
+    }
 }
 
 /// The newest migration applied, in both stores' bookkeeping table.

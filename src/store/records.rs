@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     Envelope, IdempotencyKey, MessageContent, MessageStatus, NewMessage, OutcomeClass,
-    RequestFingerprint, Source,
+    RequestFingerprint, Source, TemplateContent, TemplateUse,
 };
 
 /// A message to store, with the caller that owns it and its idempotency key.
@@ -79,6 +79,15 @@ pub struct MessageSummary {
     pub last_error: Option<String>,
     /// The way it came in: `api`, `smtp` or `raw`.
     pub source: Source,
+    /// The template it was rendered from, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateUse>,
+    /// When retention dropped its body (it can no longer be sent again).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub body_dropped_at: Option<OffsetDateTime>,
 }
 
 /// A message with its delivery attempts.
@@ -201,6 +210,10 @@ pub struct ClaimedJob {
     pub pending_recipients: Option<Vec<String>>,
     /// The job was taken over from a lease that expired: an earlier attempt may have delivered it.
     pub reclaimed: bool,
+    /// Attempts made before this series began (a message put back in the queue starts a new one).
+    pub series_base: i32,
+    /// When this series began: its acceptance, or when it was put back in the queue.
+    pub series_started_at: OffsetDateTime,
 }
 
 /// What becomes of a job after an attempt.
@@ -268,4 +281,127 @@ pub enum CancelOutcome {
     NotFound,
     /// The message is past the point of cancelling.
     TooLate(crate::domain::MessageStatus),
+}
+
+/// What `reschedule` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RescheduleOutcome {
+    /// The message is now due at the new time.
+    Rescheduled,
+    /// No such message for this caller.
+    NotFound,
+    /// The message has started sending (or is finished): its time can no longer change.
+    TooLate(crate::domain::MessageStatus),
+}
+
+/// Messages of several items committed together: one transaction, every item or none.
+#[derive(Debug)]
+pub struct BatchRequest {
+    /// The caller's `sub`.
+    pub caller: String,
+    /// The messages to store, each with its own idempotency key if it has one.
+    pub messages: Vec<EnqueueRequest>,
+    /// For each item of the request, in order, its index in `messages` (`None`: the item was refused
+    /// before it reached the store).
+    pub slots: Vec<Option<usize>>,
+    /// The key of the whole batch and the fingerprint of the request it came with.
+    pub idempotency: Option<(IdempotencyKey, RequestFingerprint)>,
+    /// An item whose own key was used before with another request stops the whole batch (strict).
+    pub all_or_nothing: bool,
+}
+
+/// What `enqueue_batch` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Committed: for each message, in order, what became of it.
+    Committed(Vec<EnqueueOutcome>),
+    /// The batch's key and request were seen before: for each item, the message it was answered with
+    /// then (`None` for an item refused then).
+    Replayed(Vec<Option<Uuid>>),
+    /// The batch's key was used before with a different request.
+    KeyReused,
+    /// Items (indexes into `messages`) whose own keys were used before with different requests; with
+    /// `all_or_nothing`, nothing was stored.
+    ItemKeysReused(Vec<usize>),
+}
+
+impl BatchOutcome {
+    /// The answer to remember under the batch's key: each item's message id, in request order.
+    pub(crate) fn slot_ids(slots: &[Option<usize>], outcomes: &[EnqueueOutcome]) -> Vec<Option<Uuid>> {
+        slots
+            .iter()
+            .map(|slot| {
+                slot.and_then(|index| match outcomes.get(index) {
+                    Some(EnqueueOutcome::Created(accepted) | EnqueueOutcome::Replayed(accepted)) => {
+                        Some(accepted.id)
+                    }
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A stored version of a template.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateRecord {
+    /// Its name.
+    pub name: String,
+    /// Its version: 1 for the first, one more for each change.
+    pub version: i32,
+    /// The parts as written.
+    #[serde(flatten)]
+    pub content: TemplateContent,
+    /// The caller that wrote this version.
+    pub created_by: String,
+    /// When this version was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Which failed messages a redrive puts back in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueFilter {
+    /// Only this message (and only the owner's, when `owner` is set).
+    pub id: Option<Uuid>,
+    /// Only this caller's messages.
+    pub owner: Option<String>,
+    /// Only messages accepted at or after this time.
+    pub created_after: Option<OffsetDateTime>,
+    /// Only messages accepted before this time.
+    pub created_before: Option<OffsetDateTime>,
+    /// Only messages carrying this tag.
+    pub tag: Option<String>,
+    /// Only messages whose last attempt went to this provider.
+    pub provider: Option<String>,
+}
+
+/// What a redrive did (or, dry, would do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Requeued {
+    /// Failed messages put back in the queue.
+    pub requeued: u64,
+    /// Failed messages that matched but cannot be sent again (retention dropped their bodies).
+    pub skipped: u64,
+}
+
+/// One batch of a retention pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPass {
+    /// Messages whose body was dropped, or which were deleted.
+    pub affected: u64,
+    /// Where the pass goes on (more may be due), or `None` when it is over.
+    pub resume: Option<Uuid>,
+    /// The first message this batch looked at and kept (not finished long enough): the next pass need
+    /// not look before it.
+    pub first_kept: Option<Uuid>,
+}
+
+/// What erasing a recipient's data did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// Messages to that recipient alone, deleted with their attempts.
+    pub removed: u64,
+    /// Messages with other recipients too, kept with that address taken out.
+    pub redacted: u64,
 }

@@ -734,7 +734,7 @@ impl Session<'_> {
                     "sender_not_allowed",
                     format!("550 5.7.1 This caller may not send from the domain {domain}"),
                 ),
-                AcceptError::IdempotencyKeyReused => (
+                AcceptError::IdempotencyKeyReused | AcceptError::RefusedBefore => (
                     "message_id_reused",
                     "550 5.7.0 This Message-ID was already used with a different message".into(),
                 ),

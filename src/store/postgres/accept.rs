@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
+use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{interval, queue};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
-use crate::store::records::{Accepted, EnqueueOutcome, EnqueueRequest};
+use crate::store::records::{Accepted, BatchOutcome, BatchRequest, EnqueueOutcome, EnqueueRequest};
 
 /// Commits a batch of enqueue requests in one transaction.
 pub(super) async fn commit_enqueues(
@@ -25,8 +26,86 @@ pub(super) async fn commit_enqueues(
         return Ok(requests.iter().map(|request| created(request)).collect());
     }
     let mut tx = pool.begin().await?;
+    let outcomes = claim_keys(&mut tx, &requests, retention).await?;
+    insert_fresh(&mut tx, &requests, &outcomes).await?;
+    tx.commit().await?;
+    Ok(settle(&requests, outcomes))
+}
+
+/// Commits a batch request: its own key, every item's key and every message, in one transaction.
+pub(super) async fn commit_batch(
+    pool: &PgPool,
+    retention: Duration,
+    request: BatchRequest,
+) -> Result<BatchOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    if let Some((key, fingerprint)) = &request.idempotency {
+        let claimed: Option<(i32,)> = sqlx::query_as(
+            "INSERT INTO idempotency_keys (caller, key, fingerprint, message_id, batch)
+             VALUES ($1, $2, $3, $4, '[]')
+             ON CONFLICT (caller, key) DO UPDATE
+                SET fingerprint = EXCLUDED.fingerprint,
+                    message_id = EXCLUDED.message_id,
+                    batch = EXCLUDED.batch,
+                    created_at = now()
+                WHERE idempotency_keys.created_at < now() - $5::interval
+             RETURNING 1",
+        )
+        .bind(&request.caller)
+        .bind(key.as_str())
+        .bind(&fingerprint.0[..])
+        .bind(Uuid::nil())
+        .bind(interval(retention))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            let (stored, batch): (Vec<u8>, Option<Json<Vec<Option<Uuid>>>>) = sqlx::query_as(
+                "SELECT fingerprint, batch FROM idempotency_keys WHERE caller = $1 AND key = $2",
+            )
+            .bind(&request.caller)
+            .bind(key.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(match batch {
+                Some(Json(ids)) if stored == fingerprint.0 => BatchOutcome::Replayed(ids),
+                _ => BatchOutcome::KeyReused,
+            });
+        }
+    }
+    let requests: Vec<&EnqueueRequest> = request.messages.iter().collect();
+    let outcomes = claim_keys(&mut tx, &requests, retention).await?;
+    let reused: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| matches!(outcome, Some(EnqueueOutcome::KeyReused)))
+        .map(|(index, _)| index)
+        .collect();
+    if request.all_or_nothing && !reused.is_empty() {
+        tx.rollback().await?;
+        return Ok(BatchOutcome::ItemKeysReused(reused));
+    }
+    insert_fresh(&mut tx, &requests, &outcomes).await?;
+    let outcomes = settle(&requests, outcomes);
+    if let Some((key, _)) = &request.idempotency {
+        sqlx::query("UPDATE idempotency_keys SET batch = $3 WHERE caller = $1 AND key = $2")
+            .bind(&request.caller)
+            .bind(key.as_str())
+            .bind(Json(BatchOutcome::slot_ids(&request.slots, &outcomes)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(BatchOutcome::Committed(outcomes))
+}
+
+/// Claims every request's idempotency key, in (caller, key) order: two batches holding each other's
+/// keys would otherwise deadlock. `Some` for a request answered by its key (replayed or refused).
+async fn claim_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[&EnqueueRequest],
+    retention: Duration,
+) -> Result<Vec<Option<EnqueueOutcome>>, StoreError> {
     let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; requests.len()];
-    // Keys are claimed in (caller, key) order: two batches holding each other's keys would deadlock.
     let mut keyed: Vec<usize> = (0..requests.len())
         .filter(|&index| requests[index].idempotency.is_some())
         .collect();
@@ -41,23 +120,39 @@ pub(super) async fn commit_enqueues(
         key(a).cmp(&key(b))
     });
     for index in keyed {
-        outcomes[index] = claim_idempotency_key(&mut tx, requests[index], retention).await?;
+        outcomes[index] = claim_idempotency_key(tx, requests[index], retention).await?;
     }
+    Ok(outcomes)
+}
+
+/// Inserts the requests their keys did not answer.
+async fn insert_fresh(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[&EnqueueRequest],
+    outcomes: &[Option<EnqueueOutcome>],
+) -> Result<(), StoreError> {
     let fresh: Vec<&EnqueueRequest> = requests
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter(|(_, outcome)| outcome.is_none())
         .map(|(request, _)| *request)
         .collect();
     if !fresh.is_empty() {
-        insert_messages(&mut *tx, &fresh).await?;
+        insert_messages(&mut **tx, &fresh).await?;
     }
-    tx.commit().await?;
-    Ok(requests
+    Ok(())
+}
+
+/// Every request's outcome: its key's answer, or created now.
+fn settle(
+    requests: &[&EnqueueRequest],
+    outcomes: Vec<Option<EnqueueOutcome>>,
+) -> Vec<EnqueueOutcome> {
+    requests
         .iter()
         .zip(outcomes)
         .map(|(request, outcome)| outcome.unwrap_or_else(|| created(request)))
-        .collect())
+        .collect()
 }
 
 fn created(request: &EnqueueRequest) -> EnqueueOutcome {
@@ -84,6 +179,7 @@ async fn claim_idempotency_key(
          ON CONFLICT (caller, key) DO UPDATE
             SET fingerprint = EXCLUDED.fingerprint,
                 message_id = EXCLUDED.message_id,
+                batch = NULL,
                 created_at = now()
             WHERE idempotency_keys.created_at < now() - $5::interval
          RETURNING message_id",
@@ -131,6 +227,8 @@ async fn insert_messages<'e>(
     let mut send_at = Vec::with_capacity(requests.len());
     let mut sources = Vec::with_capacity(requests.len());
     let mut raws = Vec::with_capacity(requests.len());
+    let mut templates = Vec::with_capacity(requests.len());
+    let mut versions = Vec::with_capacity(requests.len());
     for request in requests {
         let message = &request.message;
         ids.push(message.id);
@@ -143,17 +241,21 @@ async fn insert_messages<'e>(
         send_at.push(message.send_at);
         sources.push(message.source.as_str());
         raws.push(message.content.raw.as_deref());
+        templates.push(message.template.as_ref().map(|used| used.name.as_str()));
+        versions.push(message.template.as_ref().map(|used| used.version));
     }
     sqlx::query(
         "WITH inserted AS (
              INSERT INTO messages (id, caller, message_id, envelope, body, tags, metadata, send_at,
-                                   source, raw)
+                                   source, raw, template, template_version)
              SELECT id, caller, message_id, envelope, body,
-                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at, source, raw
+                    ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at, source, raw,
+                    template, template_version
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
-                           $7::jsonb[], $8::timestamptz[], $10::text[], $11::bytea[])
+                           $7::jsonb[], $8::timestamptz[], $10::text[], $11::bytea[], $12::text[],
+                           $13::integer[])
                     AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at, source,
-                             raw)
+                             raw, template, template_version)
              RETURNING id, send_at
          ),
          queued AS (
@@ -174,6 +276,8 @@ async fn insert_messages<'e>(
     .bind(queue::CHANNEL)
     .bind(&sources)
     .bind(&raws)
+    .bind(&templates)
+    .bind(&versions)
     .fetch_optional(executor)
     .await?;
     Ok(())

@@ -3,7 +3,9 @@
 mod accept;
 mod batch;
 mod queue;
+mod retention;
 mod rows;
+mod templates;
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -17,11 +19,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    AttemptRecord, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest, JobLease,
-    MessageFilter, MessageSummary, Page,
+    AttemptRecord, BatchOutcome, BatchRequest, ClaimedJob, Disposition, EnqueueOutcome,
+    EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, Page, RequeueFilter,
+    Requeued, RetentionPass, TemplateRecord,
 };
 use super::{MessageStore, StoreError, StoreSettings, columns};
-use crate::domain::MessageStatus;
+use crate::domain::{Body, MessageStatus, TemplateContent};
+use retention::Retain;
+use time::OffsetDateTime;
 use batch::{Batcher, Linger};
 
 /// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
@@ -186,6 +191,10 @@ impl MessageStore for PostgresStore {
             .await
     }
 
+    async fn enqueue_batch(&self, request: BatchRequest) -> Result<BatchOutcome, StoreError> {
+        accept::commit_batch(&self.pool, self.idempotency_retention, request).await
+    }
+
     async fn find_message(
         &self,
         owner: Option<&str>,
@@ -294,6 +303,87 @@ impl MessageStore for PostgresStore {
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.pool, owner, id).await
+    }
+
+    async fn reschedule_queued(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+        send_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        queue::reschedule(&self.pool, owner, id, send_at).await
+    }
+
+    async fn requeue_failed(
+        &self,
+        filter: &RequeueFilter,
+        dry_run: bool,
+    ) -> Result<Requeued, StoreError> {
+        queue::requeue(&self.pool, filter, dry_run).await
+    }
+
+    async fn message_body(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<Body>, StoreError> {
+        retention::body(&self.pool, owner, id).await
+    }
+
+    async fn create_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::write(&self.pool, name, content, author, false).await
+    }
+
+    async fn update_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::write(&self.pool, name, content, author, true).await
+    }
+
+    async fn template(
+        &self,
+        name: &str,
+        version: Option<i32>,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::get(&self.pool, name, version).await
+    }
+
+    async fn templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        templates::list(&self.pool).await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<bool, StoreError> {
+        templates::delete(&self.pool, name).await
+    }
+
+    async fn drop_bodies(
+        &self,
+        finished_before: OffsetDateTime,
+        from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError> {
+        retention::pass(&self.pool, Retain::DropBody, finished_before, from, limit).await
+    }
+
+    async fn delete_finished(
+        &self,
+        finished_before: OffsetDateTime,
+        from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError> {
+        retention::pass(&self.pool, Retain::Delete, finished_before, from, limit).await
+    }
+
+    async fn erase_recipient(&self, address: &str) -> Result<Erasure, StoreError> {
+        retention::erase(&self.pool, address).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

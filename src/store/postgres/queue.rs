@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::interval;
 use crate::domain::{Body, Envelope, MessageContent};
 use crate::store::StoreError;
-use crate::store::records::{AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult};
+use crate::store::records::{
+    AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, RequeueFilter, Requeued,
+};
 
 /// The channel enqueues notify and workers listen on.
 pub(super) const CHANNEL: &str = "posthorn_jobs";
@@ -46,11 +48,13 @@ pub(super) async fn claim(
                     due_at = now() + $3::interval,
                     updated_at = now()
               WHERE j.message_id = ANY (ARRAY(SELECT message_id FROM due))
-             RETURNING j.message_id, j.attempt_count, j.pending_recipients
+             RETURNING j.message_id, j.attempt_count, j.pending_recipients, j.series_base,
+                       j.series_started_at
          )
          SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
-                m.message_id, m.envelope, m.body, m.raw, m.created_at
+                m.message_id, m.envelope, m.body, m.raw, m.created_at, c.series_base,
+                coalesce(c.series_started_at, m.created_at) AS series_started_at
            FROM claimed AS c
            JOIN due ON due.message_id = c.message_id
            LEFT JOIN messages AS m ON m.id = c.message_id
@@ -88,6 +92,8 @@ pub(super) async fn claim(
             created_at: row.try_get("created_at")?,
             pending_recipients: row.try_get("pending_recipients")?,
             reclaimed: row.try_get("reclaimed")?,
+            series_base: row.try_get("series_base")?,
+            series_started_at: row.try_get("series_started_at")?,
         });
     }
     if !stale.is_empty() {
@@ -301,6 +307,118 @@ pub(super) async fn cancel(
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+pub(super) async fn reschedule(
+    pool: &PgPool,
+    owner: Option<&str>,
+    id: Uuid,
+    send_at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    // Only a job no worker holds and no attempt of its series has used: a claim in progress holds the
+    // job's row lock, so the update waits for it and then finds the job leased.
+    let (moved,): (i64,) = sqlx::query_as(
+        "WITH moved AS (
+             UPDATE jobs AS j
+                SET due_at = $3, updated_at = now()
+               FROM messages AS m
+              WHERE j.message_id = $1 AND j.lease_token IS NULL AND j.attempt_count = j.series_base
+                AND m.id = j.message_id AND ($2::text IS NULL OR m.caller = $2)
+                AND m.status = 'queued'
+             RETURNING j.message_id
+         ),
+         noted AS (
+             UPDATE messages SET send_at = $3, updated_at = now()
+              WHERE id IN (SELECT message_id FROM moved)
+         )
+         SELECT count(*) FROM moved",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(send_at)
+    .fetch_one(pool)
+    .await?;
+    if moved > 0 && send_at <= OffsetDateTime::now_utc() {
+        // Due now: wake a worker rather than leave the job to the next poll.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(pool)
+            .await?;
+    }
+    Ok(moved > 0)
+}
+
+pub(super) async fn requeue(
+    pool: &PgPool,
+    filter: &RequeueFilter,
+    dry_run: bool,
+) -> Result<Requeued, StoreError> {
+    // A failed message has no job; it gets one again, due now, whose series starts here. Recipients an
+    // earlier attempt delivered to are not sent to again. An earlier release wrote `failed` on the
+    // message itself: that goes back to `queued` too.
+    let (requeued, skipped, _woken): (i64, i64, i64) = sqlx::query_as(
+        "WITH matched AS (
+             SELECT s.id, s.attempt_count, s.body_dropped_at IS NOT NULL AS dropped
+               FROM message_states AS s
+              WHERE s.status = 'failed'
+                AND ($1::uuid IS NULL OR s.id = $1)
+                AND ($2::text IS NULL OR s.caller = $2)
+                AND ($3::timestamptz IS NULL OR s.created_at >= $3)
+                AND ($4::timestamptz IS NULL OR s.created_at < $4)
+                AND ($5::text IS NULL OR s.tags @> ARRAY[$5::text])
+                AND ($6::text IS NULL OR s.last_provider = $6)
+         ),
+         sent AS (
+             SELECT d.message_id, array_agg(DISTINCT lower(r->>'address')) AS addresses
+               FROM delivery_attempts AS d
+               JOIN matched AS t ON t.id = d.message_id AND NOT t.dropped
+              CROSS JOIN LATERAL jsonb_array_elements(d.recipients) AS r
+              WHERE r->>'outcome' = 'sent'
+              GROUP BY d.message_id
+         ),
+         requeued AS (
+             INSERT INTO jobs (message_id, due_at, attempt_count, series_base, series_started_at,
+                               pending_recipients)
+             SELECT t.id, now(), t.attempt_count, t.attempt_count, now(),
+                    CASE WHEN sent.addresses IS NOT NULL THEN ARRAY(
+                        SELECT DISTINCT r->>'address'
+                          FROM messages AS m
+                         CROSS JOIN LATERAL jsonb_array_elements(
+                               coalesce(m.envelope->'to', '[]') || coalesce(m.envelope->'cc', '[]')
+                               || coalesce(m.envelope->'bcc', '[]')) AS r
+                         WHERE m.id = t.id AND lower(r->>'address') <> ALL (sent.addresses)) END
+               FROM matched AS t
+               LEFT JOIN sent ON sent.message_id = t.id
+              WHERE NOT t.dropped AND NOT $7
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING message_id
+         ),
+         reopened AS (
+             UPDATE messages SET status = 'queued', finished_at = NULL, updated_at = now()
+              WHERE id IN (SELECT message_id FROM requeued)
+         ),
+         woken AS (
+             SELECT pg_notify($8, '') FROM requeued LIMIT 1
+         )
+         SELECT CASE WHEN $7 THEN (SELECT count(*) FROM matched WHERE NOT dropped)
+                     ELSE (SELECT count(*) FROM requeued) END,
+                (SELECT count(*) FROM matched WHERE dropped),
+                (SELECT count(*) FROM woken)",
+    )
+    .bind(filter.id)
+    .bind(filter.owner.as_deref())
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(filter.tag.as_deref())
+    .bind(filter.provider.as_deref())
+    .bind(dry_run)
+    .bind(CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(Requeued {
+        requeued: u64::try_from(requeued).unwrap_or(0),
+        skipped: u64::try_from(skipped).unwrap_or(0),
+    })
 }
 
 pub(super) async fn depth(pool: &PgPool) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -5,8 +5,11 @@
 //! lease them) is one transaction no other writer can interleave with. Reads use their own pool and
 //! see the last committed state (WAL). The database clock is the process clock.
 
+mod accept;
 mod queue;
+mod retention;
 mod rows;
+mod templates;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,11 +25,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::records::{
-    Accepted, AttemptRecord, ClaimedJob, Disposition, EnqueueOutcome, EnqueueRequest, JobLease,
-    MessageFilter, MessageSummary, Page,
+    AttemptRecord, BatchOutcome, BatchRequest, ClaimedJob, Disposition, EnqueueOutcome,
+    EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, Page, RequeueFilter,
+    Requeued, RetentionPass, TemplateRecord,
 };
 use super::{MessageStore, StoreError, StoreSettings};
-use crate::domain::MessageStatus;
+use crate::domain::{Body, TemplateContent};
+use time::OffsetDateTime;
 
 /// The migrations compiled into this build (migrations applied by a newer release are tolerated).
 fn migrator() -> sqlx::migrate::Migrator {
@@ -78,82 +83,23 @@ impl SqliteStore {
         })
     }
 
-    async fn enqueue_in(&self, request: &EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
-        let now = rows::now();
+    /// Runs the accept path's writes in one transaction, committing only when they say so; wakes
+    /// the workers when something due now was stored.
+    async fn enqueue_with<T>(
+        &self,
+        write: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> Result<(T, bool, bool), StoreError>,
+    ) -> Result<T, StoreError> {
         let mut tx = self.writer.begin().await?;
-        if let Some((key, fingerprint)) = &request.idempotency {
-            let existing: Option<(Vec<u8>, String, i64)> = sqlx::query_as(
-                "SELECT fingerprint, message_id, created_at FROM idempotency_keys WHERE caller = ? AND key = ?",
-            )
-            .bind(&request.caller)
-            .bind(key.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let retention =
-                i64::try_from(self.idempotency_retention.as_micros()).unwrap_or(i64::MAX);
-            match existing {
-                Some((stored, message_id, created_at)) if created_at >= now - retention => {
-                    tx.rollback().await?;
-                    return Ok(if stored == fingerprint.0 {
-                        EnqueueOutcome::Replayed(Accepted {
-                            id: rows::parse_uuid(&message_id)?,
-                            status: MessageStatus::Queued,
-                        })
-                    } else {
-                        EnqueueOutcome::KeyReused
-                    });
-                }
-                _ => {
-                    sqlx::query(
-                        "INSERT INTO idempotency_keys (caller, key, fingerprint, message_id, created_at)
-                         VALUES (?, ?, ?, ?, ?)
-                         ON CONFLICT (caller, key) DO UPDATE
-                            SET fingerprint = excluded.fingerprint, message_id = excluded.message_id,
-                                created_at = excluded.created_at",
-                    )
-                    .bind(&request.caller)
-                    .bind(key.as_str())
-                    .bind(&fingerprint.0[..])
-                    .bind(request.message.id.to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        let (outcome, due, commit) = write(&mut tx).await?;
+        if commit {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
         }
-        let message = &request.message;
-        let envelope = serde_json::to_string(&message.content.envelope)?;
-        let body = serde_json::to_string(&message.content.body)?;
-        let send_at = message.send_at.map(rows::micros);
-        sqlx::query(
-            "INSERT INTO messages
-                (id, caller, message_id, envelope, body, tags, metadata, created_at, updated_at, send_at,
-                 due_at, source, raw)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(message.id.to_string())
-        .bind(&request.caller)
-        .bind(&message.message_id)
-        .bind(envelope)
-        .bind(body)
-        .bind(serde_json::to_string(&message.tags)?)
-        .bind(serde_json::to_string(&message.metadata)?)
-        .bind(now)
-        .bind(now)
-        .bind(send_at)
-        .bind(send_at.unwrap_or(now))
-        .bind(message.source.as_str())
-        .bind(message.content.raw.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if send_at.is_none_or(|at| at <= now) {
+        if due {
             self.enqueued.notify_waiters();
         }
-        Ok(EnqueueOutcome::Created(Accepted {
-            id: message.id,
-            status: MessageStatus::Queued,
-        }))
+        Ok(outcome)
     }
 }
 
@@ -173,7 +119,18 @@ impl MessageStore for SqliteStore {
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
-        self.enqueue_in(&request).await
+        let retention = self.idempotency_retention;
+        self.enqueue_with(async |tx| {
+            let (outcome, due) = accept::enqueue(tx, &request, retention).await?;
+            Ok((outcome, due, true))
+        })
+        .await
+    }
+
+    async fn enqueue_batch(&self, request: BatchRequest) -> Result<BatchOutcome, StoreError> {
+        let retention = self.idempotency_retention;
+        self.enqueue_with(async |tx| accept::enqueue_batch(tx, &request, retention).await)
+            .await
     }
 
     async fn find_message(
@@ -232,6 +189,95 @@ impl MessageStore for SqliteStore {
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.writer, owner, id).await
+    }
+
+    async fn reschedule_queued(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+        send_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let moved = queue::reschedule(&self.writer, owner, id, rows::micros(send_at)).await?;
+        if moved && send_at <= OffsetDateTime::now_utc() {
+            self.enqueued.notify_waiters();
+        }
+        Ok(moved)
+    }
+
+    async fn requeue_failed(
+        &self,
+        filter: &RequeueFilter,
+        dry_run: bool,
+    ) -> Result<Requeued, StoreError> {
+        let requeued = queue::requeue(&self.writer, filter, dry_run).await?;
+        if requeued.requeued > 0 && !dry_run {
+            self.enqueued.notify_waiters();
+        }
+        Ok(requeued)
+    }
+
+    async fn message_body(
+        &self,
+        owner: Option<&str>,
+        id: Uuid,
+    ) -> Result<Option<Body>, StoreError> {
+        retention::body(&self.reader, owner, id).await
+    }
+
+    async fn create_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::write(&self.writer, name, content, author, false).await
+    }
+
+    async fn update_template(
+        &self,
+        name: &str,
+        content: &TemplateContent,
+        author: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::write(&self.writer, name, content, author, true).await
+    }
+
+    async fn template(
+        &self,
+        name: &str,
+        version: Option<i32>,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        templates::get(&self.reader, name, version).await
+    }
+
+    async fn templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        templates::list(&self.reader).await
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<bool, StoreError> {
+        templates::delete(&self.writer, name).await
+    }
+
+    async fn drop_bodies(
+        &self,
+        finished_before: OffsetDateTime,
+        _from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError> {
+        retention::drop_bodies(&self.writer, rows::micros(finished_before), limit).await
+    }
+
+    async fn delete_finished(
+        &self,
+        finished_before: OffsetDateTime,
+        _from: Uuid,
+        limit: u32,
+    ) -> Result<RetentionPass, StoreError> {
+        retention::delete_finished(&self.writer, rows::micros(finished_before), limit).await
+    }
+
+    async fn erase_recipient(&self, address: &str) -> Result<Erasure, StoreError> {
+        retention::erase(&self.writer, address).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

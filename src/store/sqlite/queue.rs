@@ -8,8 +8,11 @@ use uuid::Uuid;
 
 use super::rows::{self, now, parse_uuid};
 use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
+use crate::store::columns::Columns;
 use crate::store::StoreError;
-use crate::store::records::{AttemptRecord, ClaimedJob, Disposition, JobLease};
+use crate::store::records::{
+    AttemptRecord, ClaimedJob, Disposition, JobLease, RequeueFilter, Requeued,
+};
 
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
@@ -44,7 +47,8 @@ pub(super) async fn claim(
             SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
                 due_at = ?, updated_at = ?
           WHERE id IN (SELECT value FROM json_each(?))
-         RETURNING id, attempt_count, message_id, envelope, body, raw, created_at, pending_recipients",
+         RETURNING id, attempt_count, message_id, envelope, body, raw, created_at, pending_recipients,
+                   series_base, coalesce(series_started_at, created_at) AS series_started_at",
     )
     .bind(token.to_string())
     .bind(now + micros(lease))
@@ -84,10 +88,9 @@ pub(super) async fn claim(
                 body,
                 raw: row.try_get("raw")?,
             },
-            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(row.try_get::<i64, _>("created_at")?) * 1000,
-            )
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            created_at: row.time("created_at")?,
+            series_base: row.try_get("series_base")?,
+            series_started_at: row.time("series_started_at")?,
             pending_recipients: pending
                 .map(|text| serde_json::from_str(&text))
                 .transpose()?,
@@ -122,7 +125,7 @@ pub(super) async fn record(
         "UPDATE messages
             SET status = ?, lease_token = NULL, updated_at = ?, due_at = COALESCE(?, due_at),
                 pending_recipients = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,
-                finished_at = ?, last_error = ?
+                finished_at = ?, last_error = ?, last_provider = ?
           WHERE id = ? AND lease_token = ?",
     )
     .bind(status.as_str())
@@ -133,6 +136,7 @@ pub(super) async fn record(
     .bind(now)
     .bind(finished)
     .bind(error)
+    .bind(&attempt.provider)
     .bind(lease.id.to_string())
     .bind(lease.token.to_string())
     .execute(&mut *tx)
@@ -205,6 +209,99 @@ pub(super) async fn cancel(
     .execute(pool)
     .await?;
     Ok(cancelled.rows_affected() > 0)
+}
+
+pub(super) async fn reschedule(
+    pool: &SqlitePool,
+    owner: Option<&str>,
+    id: Uuid,
+    send_at: i64,
+) -> Result<bool, StoreError> {
+    let moved = sqlx::query(
+        "UPDATE messages SET send_at = ?1, due_at = ?1, updated_at = ?2
+          WHERE id = ?3 AND (?4 IS NULL OR caller = ?4) AND status = 'queued'
+            AND attempt_count = series_base",
+    )
+    .bind(send_at)
+    .bind(now())
+    .bind(id.to_string())
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected() > 0)
+}
+
+pub(super) async fn requeue(
+    pool: &SqlitePool,
+    filter: &RequeueFilter,
+    dry_run: bool,
+) -> Result<Requeued, StoreError> {
+    let mut tx = pool.begin().await?;
+    let matched = sqlx::query(
+        "SELECT id, envelope, attempt_count, body_dropped_at IS NOT NULL AS dropped FROM messages
+          WHERE status = 'failed'
+            AND (?1 IS NULL OR id = ?1)
+            AND (?2 IS NULL OR caller = ?2)
+            AND (?3 IS NULL OR created_at >= ?3)
+            AND (?4 IS NULL OR created_at < ?4)
+            AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(messages.tags) WHERE value = ?5))
+            AND (?6 IS NULL OR last_provider = ?6)",
+    )
+    .bind(filter.id.map(|id| id.to_string()))
+    .bind(filter.owner.as_deref())
+    .bind(filter.created_after.map(rows::micros))
+    .bind(filter.created_before.map(rows::micros))
+    .bind(filter.tag.as_deref())
+    .bind(filter.provider.as_deref())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut counts = Requeued::default();
+    let now = now();
+    for row in &matched {
+        if row.try_get::<bool, _>("dropped")? {
+            counts.skipped += 1;
+            continue;
+        }
+        counts.requeued += 1;
+        if dry_run {
+            continue;
+        }
+        let id: String = row.try_get("id")?;
+        // Recipients an earlier attempt delivered to are not sent to again.
+        let sent: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT lower(json_extract(r.value, '$.address'))
+               FROM delivery_attempts AS d, json_each(d.recipients) AS r
+              WHERE d.message_id = ? AND json_extract(r.value, '$.outcome') = 'sent'",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending = if sent.is_empty() {
+            None
+        } else {
+            let envelope: Envelope = rows::json(row, "envelope")?;
+            let left: Vec<&str> = envelope
+                .recipients()
+                .into_iter()
+                .filter(|address| !sent.iter().any(|(done,)| done.eq_ignore_ascii_case(address)))
+                .collect();
+            Some(serde_json::to_string(&left)?)
+        };
+        sqlx::query(
+            "UPDATE messages
+                SET status = 'queued', due_at = ?2, updated_at = ?2, series_base = attempt_count,
+                    series_started_at = ?2, pending_recipients = ?3, finished_at = NULL,
+                    lease_token = NULL
+              WHERE id = ?1 AND status = 'failed'",
+        )
+        .bind(&id)
+        .bind(now)
+        .bind(pending)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(counts)
 }
 
 pub(super) async fn depth(pool: &SqlitePool) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -1,0 +1,144 @@
+//! Retention: finished messages lose their bodies (and attachments, and the bytes of messages callers
+//! wrote themselves) after one period and their rows (with their attempts) after another.
+//!
+//! Each replica runs the passes; they only ever take what is due, in small batches with a pause between
+//! them, so the queue's own statements are never held up for long and replicas working at once only
+//! share the work.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::{RetentionPass, SharedStore, StoreError};
+
+/// How long finished messages keep their parts.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionSettings {
+    /// After this long, bodies and attachments are dropped; `None` keeps them.
+    pub bodies: Option<Duration>,
+    /// After this long, messages are deleted; `None` keeps them.
+    pub messages: Option<Duration>,
+}
+
+/// Messages one statement takes.
+const BATCH: u32 = 500;
+
+/// The pause between two batches: the queue's statements go first.
+const PAUSE: Duration = Duration::from_millis(50);
+
+/// How often the passes run.
+const INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where each pass may start: everything before it was done by an earlier pass.
+#[derive(Default)]
+struct Floors {
+    bodies: Uuid,
+    messages: Uuid,
+}
+
+/// Runs the retention passes until `stop`.
+pub async fn run(
+    store: SharedStore,
+    settings: RetentionSettings,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    if settings.bodies.is_none() && settings.messages.is_none() {
+        return;
+    }
+    let mut floors = Floors::default();
+    let mut interval = tokio::time::interval(INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(error) = run_once(&store, &settings, &metrics, &mut floors, &stop).await {
+            tracing::warn!(
+                error = %crate::telemetry::error_chain(&error),
+                "a retention pass failed; it runs again later"
+            );
+        }
+    }
+}
+
+async fn run_once(
+    store: &SharedStore,
+    settings: &RetentionSettings,
+    metrics: &Metrics,
+    floors: &mut Floors,
+    stop: &CancellationToken,
+) -> Result<(), StoreError> {
+    let now = OffsetDateTime::now_utc();
+    if let Some(after) = settings.bodies {
+        let dropped = pass(floors.bodies, stop, |from| {
+            store.drop_bodies(now - after, from, BATCH)
+        })
+        .await?;
+        floors.bodies = dropped.floor;
+        if dropped.affected > 0 {
+            metrics
+                .retention
+                .with_label_values(&["bodies_dropped"])
+                .inc_by(dropped.affected);
+            tracing::info!(messages = dropped.affected, "retention dropped bodies");
+        }
+    }
+    if let Some(after) = settings.messages {
+        let deleted = pass(floors.messages, stop, |from| {
+            store.delete_finished(now - after, from, BATCH)
+        })
+        .await?;
+        floors.messages = deleted.floor;
+        if deleted.affected > 0 {
+            metrics
+                .retention
+                .with_label_values(&["messages_deleted"])
+                .inc_by(deleted.affected);
+            tracing::info!(messages = deleted.affected, "retention deleted messages");
+        }
+    }
+    Ok(())
+}
+
+/// What a whole pass did, and where the next one may start.
+struct Done {
+    affected: u64,
+    floor: Uuid,
+}
+
+/// Runs batches from `floor` until the store says the pass is over (or `stop`).
+async fn pass<F, Fut>(floor: Uuid, stop: &CancellationToken, mut batch: F) -> Result<Done, StoreError>
+where
+    F: FnMut(Uuid) -> Fut,
+    Fut: std::future::Future<Output = Result<RetentionPass, StoreError>>,
+{
+    let mut from = floor;
+    let mut affected = 0;
+    let mut next_floor = None;
+    loop {
+        let RetentionPass {
+            affected: now,
+            resume,
+            first_kept,
+        } = batch(from).await?;
+        affected += now;
+        next_floor = next_floor.or(first_kept);
+        let Some(resume) = resume else {
+            // Everything after the first message kept was done: the next pass starts there.
+            return Ok(Done {
+                affected,
+                floor: next_floor.unwrap_or(from.max(floor)),
+            });
+        };
+        from = resume;
+        tokio::select! {
+            () = tokio::time::sleep(PAUSE) => {}
+            () = stop.cancelled() => return Ok(Done { affected, floor }),
+        }
+    }
+}
