@@ -5,6 +5,7 @@ mod support;
 
 mod abuse;
 mod auth;
+mod batch;
 mod cli;
 mod compose_property;
 mod crash;
