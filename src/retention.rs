@@ -15,12 +15,14 @@ use crate::metrics::Metrics;
 use crate::store::{RetentionPass, SharedStore, StoreError};
 
 /// How long finished messages keep their parts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RetentionSettings {
     /// After this long, bodies and attachments are dropped; `None` keeps them.
     pub bodies: Option<Duration>,
     /// After this long, messages are deleted; `None` keeps them.
     pub messages: Option<Duration>,
+    /// How often the passes run.
+    pub interval: Duration,
 }
 
 /// Messages one statement takes.
@@ -28,9 +30,6 @@ const BATCH: u32 = 500;
 
 /// The pause between two batches: the queue's statements go first.
 const PAUSE: Duration = Duration::from_millis(50);
-
-/// How often the passes run.
-const INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where each pass may start: everything before it was done by an earlier pass.
 #[derive(Default)]
@@ -50,7 +49,7 @@ pub async fn run(
         return;
     }
     let mut floors = Floors::default();
-    let mut interval = tokio::time::interval(INTERVAL);
+    let mut interval = tokio::time::interval(settings.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -120,6 +120,9 @@ pub struct Config {
     /// How long after a message finished its row (with its attempts) is kept; `0s` keeps it.
     #[serde(with = "humantime_serde")]
     pub retention_messages: Duration,
+    /// How often the retention passes look for what is due.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
 
     /// The SMTP submission listener (STARTTLS when a certificate is configured): an address, or `off`.
     /// Unset: `127.0.0.1:2525` in the development profile, off in production.
@@ -243,6 +246,7 @@ impl Default for Config {
             max_batch: 100,
             retention_bodies: Duration::from_secs(7 * 24 * 3600),
             retention_messages: Duration::from_secs(90 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
             rate_limit: 100.0,
             rate_limit_burst: 200,
             submission_listen: None,

@@ -124,6 +124,7 @@ impl Config {
             retention: RetentionSettings {
                 bodies: Some(self.retention_bodies).filter(|after| !after.is_zero()),
                 messages: Some(self.retention_messages).filter(|after| !after.is_zero()),
+                interval: self.retention_interval.max(Duration::from_millis(100)),
             },
             auth,
             rate_limits: self.rate_limits(),
