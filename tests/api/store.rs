@@ -10,7 +10,7 @@ use posthorn::store::postgres::PostgresStore;
 use posthorn::store::sqlite::SqliteStore;
 use posthorn::store::{
     AttemptRecord, CancelOutcome, Disposition, EnqueueOutcome, EnqueueRequest, MessageFilter,
-    MessageStore, SharedStore,
+    MessageStore, RequeueFilter, SharedStore,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -71,6 +71,8 @@ conformance!(
     only_queued_messages_can_be_cancelled,
     queue_depth_counts_unfinished_messages_by_state,
     enqueueing_a_due_message_wakes_listeners,
+    retention_takes_finished_messages_in_batches_and_keeps_the_queue,
+    a_requeued_message_starts_a_new_series,
 );
 
 pub(crate) fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMessage {
@@ -511,4 +513,103 @@ async fn an_outcome_for_a_message_deleted_by_hand_writes_no_attempt() {
     assert_eq!(database.scalar("SELECT count(*) FROM jobs").await, 0);
     let record = store.get_message(None, kept).await.unwrap().unwrap();
     assert_eq!(record.summary.status, MessageStatus::Sent);
+}
+
+/// Claims every due job and records it as `outcome`.
+async fn finish_all(store: &SharedStore, outcome: Disposition) {
+    let jobs = store
+        .claim_due_jobs(100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for job in jobs {
+        let class = if outcome == Disposition::Sent { "sent" } else { "permanent" };
+        assert!(
+            store
+                .record_outcome(job.lease, attempt(job.attempt, class), outcome.clone())
+                .await
+                .unwrap()
+        );
+    }
+}
+
+async fn retention_takes_finished_messages_in_batches_and_keeps_the_queue(store: SharedStore) {
+    let mut finished = Vec::new();
+    for n in 0..5 {
+        finished.push(enqueue(&store, "alice", message(&format!("done {n}"), None)).await);
+    }
+    finish_all(&store, Disposition::Sent).await;
+    let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let waiting = enqueue(&store, "alice", message("waiting", Some(later))).await;
+    let cutoff = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+
+    // Batches of two: a pass goes on until the store says it is over.
+    let mut from = uuid::Uuid::nil();
+    let mut dropped = 0;
+    let mut batches = 0;
+    loop {
+        let pass = store.drop_bodies(cutoff, from, 2).await.unwrap();
+        dropped += pass.affected;
+        batches += 1;
+        assert!(batches < 10, "the pass never ends");
+        match pass.resume {
+            Some(resume) => from = resume,
+            None => break,
+        }
+    }
+    assert_eq!(dropped, 5);
+    for id in &finished {
+        let record = store.get_message(None, *id).await.unwrap().unwrap();
+        assert!(record.summary.body_dropped_at.is_some());
+        assert_eq!(record.attempts.len(), 1);
+        let body = store.message_body(None, *id).await.unwrap().unwrap();
+        assert!(body.text.is_none() && body.html.is_none());
+    }
+    let kept = store.message_body(None, waiting).await.unwrap().unwrap();
+    assert_eq!(kept.text.as_deref(), Some("hello"));
+    // Nothing is due before the cutoff of messages that finished just now.
+    let early = store
+        .delete_finished(OffsetDateTime::now_utc() - time::Duration::hours(1), uuid::Uuid::nil(), 100)
+        .await
+        .unwrap();
+    assert_eq!(early.affected, 0);
+    let deleted = store
+        .delete_finished(cutoff, uuid::Uuid::nil(), 100)
+        .await
+        .unwrap();
+    assert_eq!(deleted.affected, 5);
+    for id in &finished {
+        assert!(store.get_message(None, *id).await.unwrap().is_none());
+    }
+    assert!(store.find_message(None, waiting).await.unwrap().is_some());
+}
+
+async fn a_requeued_message_starts_a_new_series(store: SharedStore) {
+    let id = enqueue(&store, "alice", message("again", None)).await;
+    finish_all(&store, Disposition::Failed { error: "554 no".into() }).await;
+    let one = RequeueFilter {
+        id: Some(id),
+        owner: Some("bob".into()),
+        ..RequeueFilter::default()
+    };
+    assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 0, "not bob's");
+    let one = RequeueFilter {
+        owner: Some("alice".into()),
+        ..one
+    };
+    assert_eq!(store.requeue_failed(&one, true).await.unwrap().requeued, 1);
+    let record = store.find_message(None, id).await.unwrap().unwrap();
+    assert_eq!(record.status, MessageStatus::Failed, "a dry run changes nothing");
+    assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 1);
+    let record = store.find_message(None, id).await.unwrap().unwrap();
+    assert_eq!(record.status, MessageStatus::Queued);
+    let job = store
+        .claim_due_jobs(1, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.attempt, 2, "attempts keep their numbers");
+    assert_eq!(job.series_base, 1);
+    assert!(job.series_started_at > job.created_at);
+    // Twice at once puts it back once.
+    assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 0);
 }
