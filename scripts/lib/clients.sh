@@ -1,15 +1,16 @@
 # shellcheck shell=bash
-# ensure_smtp_clients: the real SMTP clients the submission tests drive besides Python's smtplib:
-# swaks and curl (Debian), Nodemailer (npm, into target/tools/npm), and the SASL modules Postfix's
-# SMTP client needs to log in. Exports POSTHORN_TEST_NODE_PATH.
+# ensure_smtp_clients: the real clients the tests drive besides Python's: swaks and curl (Debian),
+# Nodemailer and Resend's Node SDK (npm, into target/tools/npm), and the SASL modules Postfix's SMTP
+# client needs to log in. Exports POSTHORN_TEST_NODE_PATH.
 
 [[ -n "${_POSTHORN_CLIENTS_SH:-}" ]] && return 0
 _POSTHORN_CLIENTS_SH=1
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Pinned: the tests read its replies.
+# Pinned: the tests read their replies.
 NODEMAILER_VERSION=7.0.9
+RESEND_NODE_VERSION=6.38.0
 
 ensure_smtp_clients() {
   step "SMTP clients: swaks, curl, Nodemailer, Postfix's SASL client"
@@ -28,14 +29,18 @@ ensure_smtp_clients() {
   fi
   local tools_dir="${POSTHORN_TOOLS_DIR:-$PWD/target/tools}"
   local prefix="$tools_dir/npm"
-  if [[ ! -f "$prefix/node_modules/nodemailer/package.json" ]] ||
-    ! grep -q "\"version\": \"$NODEMAILER_VERSION\"" "$prefix/node_modules/nodemailer/package.json"; then
-    step "npm install nodemailer@$NODEMAILER_VERSION"
-    mkdir -p "$prefix"
-    npm install --silent --no-audit --no-fund --prefix "$prefix" "nodemailer@$NODEMAILER_VERSION" >/dev/null ||
-      die "npm install nodemailer failed"
-  else
-    note "nodemailer $NODEMAILER_VERSION already installed"
-  fi
+  local package version
+  for package in "nodemailer@$NODEMAILER_VERSION" "resend@$RESEND_NODE_VERSION"; do
+    version="${package##*@}"
+    if [[ ! -f "$prefix/node_modules/${package%@*}/package.json" ]] ||
+      ! grep -q "\"version\": \"$version\"" "$prefix/node_modules/${package%@*}/package.json"; then
+      step "npm install $package"
+      mkdir -p "$prefix"
+      npm install --silent --no-audit --no-fund --prefix "$prefix" "$package" >/dev/null ||
+        die "npm install $package failed"
+    else
+      note "$package already installed"
+    fi
+  done
   export POSTHORN_TEST_NODE_PATH="$prefix/node_modules"
 }

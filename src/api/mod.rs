@@ -11,6 +11,7 @@ mod prepare;
 mod problem;
 mod raw;
 mod recipients;
+mod resend;
 mod send;
 mod state;
 mod templates;
@@ -119,6 +120,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(messages::reschedule_message))
             .default_service(web::to(|| not_allowed("GET, HEAD, PATCH"))),
     )
+    .configure(resend::configure)
     .service(
         web::resource("/v1/recipients/{address}")
             .route(web::delete().to(recipients::erase))

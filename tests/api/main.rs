@@ -21,6 +21,7 @@ mod messages;
 mod ops;
 mod rate_limit;
 mod replicas;
+mod resend;
 mod retention;
 mod send;
 mod store;
