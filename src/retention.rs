@@ -111,7 +111,11 @@ struct Done {
 }
 
 /// Runs batches from `floor` until the store says the pass is over (or `stop`).
-async fn pass<F, Fut>(floor: Uuid, stop: &CancellationToken, mut batch: F) -> Result<Done, StoreError>
+async fn pass<F, Fut>(
+    floor: Uuid,
+    stop: &CancellationToken,
+    mut batch: F,
+) -> Result<Done, StoreError>
 where
     F: FnMut(Uuid) -> Fut,
     Fut: std::future::Future<Output = Result<RetentionPass, StoreError>>,

@@ -84,13 +84,15 @@ pub fn parse_batch(body: &[u8], max: usize) -> Result<ParsedBatch, ApiError> {
         Some(b'[') => serde_json::from_slice(body)
             .map_err(|error| ApiError::MalformedJson(error.to_string()))?,
         _ => {
-            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => ApiError::InvalidRequest {
-                    message: "the body must be a JSON array of messages".into(),
-                    field: None,
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => ApiError::InvalidRequest {
+                        message: "the body must be a JSON array of messages".into(),
+                        field: None,
+                    },
+                    Err(error) => ApiError::MalformedJson(error.to_string()),
                 },
-                Err(error) => ApiError::MalformedJson(error.to_string()),
-            });
+            );
         }
     };
     if raw.is_empty() {
@@ -107,7 +109,9 @@ pub fn parse_batch(body: &[u8], max: usize) -> Result<ParsedBatch, ApiError> {
     for item in &raw {
         let value: serde_json::Value = serde_json::from_str(item.get())
             .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-        items.push(parse_object::<MessageDraft>(item.get().as_bytes()).map(|draft| (draft, value.clone())));
+        items.push(
+            parse_object::<MessageDraft>(item.get().as_bytes()).map(|draft| (draft, value.clone())),
+        );
         values.push(value);
     }
     Ok(ParsedBatch {
@@ -226,13 +230,10 @@ pub async fn accept_drafts(
     for item in items {
         prepared.push(match item {
             Ok((draft, value)) => match own_key(draft.idempotency_key.as_deref(), &value) {
-                Ok(key) => preparer
-                    .message(draft)
-                    .await
-                    .map(|message| Submission {
-                        message,
-                        idempotency: key,
-                    }),
+                Ok(key) => preparer.message(draft).await.map(|message| Submission {
+                    message,
+                    idempotency: key,
+                }),
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
@@ -249,7 +250,10 @@ pub async fn accept_drafts(
             })
             .collect();
         if mode == BatchMode::Strict && items.iter().any(Result::is_err) {
-            return Err(invalid_batch(total, items.iter().map(|item| item.as_ref().err())));
+            return Err(invalid_batch(
+                total,
+                items.iter().map(|item| item.as_ref().err()),
+            ));
         }
         return Ok(BatchAnswer {
             items,

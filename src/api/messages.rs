@@ -162,11 +162,7 @@ pub async fn reschedule_message(
         Some(text) => fields::send_at(&text, now, state.acceptor.limits().max_schedule_ahead)?,
         None => now,
     };
-    match state
-        .store
-        .reschedule(caller.owner(), id, send_at)
-        .await?
-    {
+    match state.store.reschedule(caller.owner(), id, send_at).await? {
         RescheduleOutcome::Rescheduled => {
             let record = state
                 .store
@@ -284,10 +280,7 @@ pub async fn redrive(
         provider: request.provider,
         ..RequeueFilter::default()
     };
-    let requeued = state
-        .store
-        .requeue_failed(&filter, request.dry_run)
-        .await?;
+    let requeued = state.store.requeue_failed(&filter, request.dry_run).await?;
     if !request.dry_run {
         state.metrics.messages_requeued.inc_by(requeued.requeued);
         tracing::info!(

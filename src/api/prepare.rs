@@ -12,8 +12,7 @@ use super::draft::MessageDraft;
 use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::{
-    IdempotencyKey, NewMessage, RequestFingerprint, TemplateUse,
-    validate_template_name,
+    IdempotencyKey, NewMessage, RequestFingerprint, TemplateUse, validate_template_name,
 };
 use crate::store::TemplateRecord;
 

@@ -9,11 +9,11 @@ use actix_web::http::StatusCode;
 
 use super::ApiError;
 use super::auth::Sender;
-use super::prepare::preview;
-use super::views::json;
 use super::body::{Media, read_body};
+use super::prepare::preview;
 use super::send::{accepted_response, idempotency_key};
 use super::state::AppState;
+use super::views::json;
 use crate::accept::Submission;
 use crate::domain::{DomainError, EmailAddress, RawSubmission, RequestFingerprint, Source};
 

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use super::ApiError;
 use super::auth::{Reader, Sender};
 use super::batch::{ItemOutcome, accept_drafts, batch_fingerprint};
 use super::body::{Media, parse_object, read_body};
@@ -27,7 +28,6 @@ use super::prepare::Preparer;
 use super::send::idempotency_key;
 use super::state::AppState;
 use super::views::json;
-use super::ApiError;
 use crate::accept::{BatchMode, Submission};
 use crate::auth::AuthError;
 use crate::domain::{Mailbox, MessageStatus, RequestFingerprint, fields};
@@ -86,7 +86,9 @@ impl ResendError {
             {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_from_address")
             }
-            ApiError::InvalidIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            ApiError::InvalidIdempotencyKey(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_idempotency_key")
+            }
             ApiError::IdempotencyKeyReused => (StatusCode::CONFLICT, "invalid_idempotent_request"),
             ApiError::InvalidQuery(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -267,7 +269,10 @@ fn attachments(value: &Value) -> Result<Value, ApiError> {
                         .map(|byte| byte.as_u64().and_then(|b| u8::try_from(b).ok()))
                         .collect::<Option<Vec<u8>>>()
                         .ok_or_else(|| {
-                            invalid(&format!("{field}.content"), "must be base64 or an array of bytes")
+                            invalid(
+                                &format!("{field}.content"),
+                                "must be base64 or an array of bytes",
+                            )
                         })?;
                     attachment.insert(
                         "content".into(),
@@ -287,7 +292,10 @@ fn attachments(value: &Value) -> Result<Value, ApiError> {
                     ));
                 }
                 (other, _) => {
-                    return Err(invalid(&format!("{field}.{other}"), "is not a known attachment field"));
+                    return Err(invalid(
+                        &format!("{field}.{other}"),
+                        "is not a known attachment field",
+                    ));
                 }
             }
         }
@@ -310,7 +318,12 @@ fn tags(value: &Value) -> Result<Value, ApiError> {
                 Some(value) => format!("{name}={value}"),
                 None => name.to_owned(),
             })),
-            _ => return Err(invalid(&format!("tags[{index}]"), "must be {name, value} with a name")),
+            _ => {
+                return Err(invalid(
+                    &format!("tags[{index}]"),
+                    "must be {name, value} with a name",
+                ));
+            }
         }
     }
     Ok(Value::Array(out))
@@ -352,7 +365,8 @@ fn scheduled_error() -> ApiError {
 /// One Resend email as a posthorn draft, with the JSON its own key is fingerprinted with.
 fn draft(value: &Value) -> Result<(MessageDraft, Value), ApiError> {
     let translated = translate(value)?;
-    let text = serde_json::to_vec(&translated).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let text =
+        serde_json::to_vec(&translated).map_err(|error| ApiError::Internal(Box::new(error)))?;
     Ok((parse_object(&text)?, translated))
 }
 
@@ -370,8 +384,8 @@ pub async fn send(
 ) -> Result<HttpResponse, ResendError> {
     let key = idempotency_key(&req)?;
     let body = read_json(&req, payload, &state).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let (draft, translated) = draft(&value)?;
     let message = Preparer::new(&state).message(draft).await?;
     let receipt = state
@@ -424,8 +438,8 @@ pub async fn send_batch(
     };
     let key = idempotency_key(&req)?;
     let body = read_json(&req, payload, &state).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let Value::Array(items) = &value else {
         return Err(ApiError::InvalidRequest {
             message: "the body must be a JSON array of emails".into(),
@@ -603,7 +617,11 @@ pub async fn update(
     let id = parse_id(&path)?;
     let body = read_json(&req, payload, &state).await?;
     let update: Update = parse_object(&body)?;
-    if update.id.as_deref().is_some_and(|given| parse_id(given).ok() != Some(id)) {
+    if update
+        .id
+        .as_deref()
+        .is_some_and(|given| parse_id(given).ok() != Some(id))
+    {
         return Err(invalid("id", "differs from the id in the path").into());
     }
     let now = OffsetDateTime::now_utc();
@@ -710,10 +728,16 @@ mod tests {
             ("topic_id", serde_json::json!("t")),
             ("colour", serde_json::json!("red")),
             ("scheduled_at", serde_json::json!("next tuesday")),
-            ("attachments", serde_json::json!([{"path": "https://example.com/a.pdf"}])),
+            (
+                "attachments",
+                serde_json::json!([{"path": "https://example.com/a.pdf"}]),
+            ),
         ] {
             let error = translate(&serde_json::json!({ field: value })).unwrap_err();
-            assert!(matches!(error, ApiError::InvalidRequest { .. }), "{field}: {error}");
+            assert!(
+                matches!(error, ApiError::InvalidRequest { .. }),
+                "{field}: {error}"
+            );
         }
         assert!(scheduled_at("in 1 min").is_ok());
         assert!(scheduled_at("in 3 days").is_ok());

@@ -44,8 +44,8 @@ pub async fn send(
     )
     .await?;
     let draft: MessageDraft = parse_object(&body)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let body_key = own_key(draft.idempotency_key.as_deref(), &value)?;
     let idempotency = match (header_key, body_key) {
         (Some(header), Some((body, _))) if header != body => {
@@ -59,10 +59,7 @@ pub async fn send(
     };
     let message = Preparer::new(&state).message(draft).await?;
     if query.dry_run {
-        return json(
-            StatusCode::OK,
-            &preview(&state, caller.caller(), &message)?,
-        );
+        return json(StatusCode::OK, &preview(&state, caller.caller(), &message)?);
     }
     let receipt = state
         .acceptor

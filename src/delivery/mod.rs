@@ -20,8 +20,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use compose::{ComposeError, Composition, compose};
-pub use preview::{Preview, preview};
 pub use outcome::{OutcomeClass, Reply};
+pub use preview::{Preview, preview};
 pub use retry::RetryPolicy;
 pub use transport::{Outbox, Provider, Transport};
 pub use upstream::{TlsMode, Upstream, UpstreamError};

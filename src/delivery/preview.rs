@@ -21,7 +21,10 @@ pub struct Preview {
 }
 
 /// Composes `message` exactly as a worker would (its `Date` is now) and routes it.
-pub fn preview(message: &NewMessage, transport: Option<&Transport>) -> Result<Preview, ComposeError> {
+pub fn preview(
+    message: &NewMessage,
+    transport: Option<&Transport>,
+) -> Result<Preview, ComposeError> {
     let content = &message.content;
     let data = match &content.raw {
         Some(raw) => raw.clone(),

@@ -97,7 +97,9 @@ pub enum TemplateError {
     #[error("the subject renders with a line break (CR or LF)")]
     SubjectBreak,
     /// Rendering used up its fuel.
-    #[error("rendering the {part} template takes too long (it ran out of its budget of {FUEL} steps)")]
+    #[error(
+        "rendering the {part} template takes too long (it ran out of its budget of {FUEL} steps)"
+    )]
     TooExpensive {
         /// `subject`, `text` or `html`.
         part: &'static str,
@@ -189,7 +191,11 @@ impl TemplateContent {
         if text.is_none() && html.is_none() {
             return Err(TemplateError::MissingBody);
         }
-        let content = Self { subject, text, html };
+        let content = Self {
+            subject,
+            text,
+            html,
+        };
         let env = environment();
         for (part, source) in content.parts() {
             if source.len() > MAX_SOURCE {
@@ -225,12 +231,12 @@ impl TemplateContent {
         let mut compiled = Vec::new();
         let mut missing = BTreeSet::new();
         for (part, source) in self.parts() {
-            let template = env
-                .template_from_named_str(part, source)
-                .map_err(|error| TemplateError::Syntax {
+            let template = env.template_from_named_str(part, source).map_err(|error| {
+                TemplateError::Syntax {
                     part,
                     message: describe(&error),
-                })?;
+                }
+            })?;
             for name in template.undeclared_variables(false) {
                 if !given.contains_key(&name) && !globals.contains(name.as_str()) {
                     missing.insert(name);
@@ -246,10 +252,7 @@ impl TemplateContent {
         // A variable that reaches the subject must not be able to start a new header.
         if let Some((_, subject)) = compiled.first() {
             for name in subject.undeclared_variables(false) {
-                if given
-                    .get(&name)
-                    .is_some_and(|value| holds_line_break(value))
-                {
+                if given.get(&name).is_some_and(holds_line_break) {
                     return Err(TemplateError::HeaderBreak { name });
                 }
             }
@@ -261,13 +264,15 @@ impl TemplateContent {
             html: None,
         };
         for (part, template) in compiled {
-            let output = template.render(&context).map_err(|error| match error.kind() {
-                ErrorKind::OutOfFuel => TemplateError::TooExpensive { part },
-                _ => TemplateError::Render {
-                    part,
-                    message: describe(&error),
-                },
-            })?;
+            let output = template
+                .render(&context)
+                .map_err(|error| match error.kind() {
+                    ErrorKind::OutOfFuel => TemplateError::TooExpensive { part },
+                    _ => TemplateError::Render {
+                        part,
+                        message: describe(&error),
+                    },
+                })?;
             match part {
                 "subject" => rendered.subject = output,
                 "text" => rendered.text = Some(output),
@@ -310,12 +315,7 @@ mod tests {
     use serde_json::json;
 
     fn template(subject: &str, text: Option<&str>, html: Option<&str>) -> TemplateContent {
-        TemplateContent::new(
-            subject.into(),
-            text.map(Into::into),
-            html.map(Into::into),
-        )
-        .unwrap()
+        TemplateContent::new(subject.into(), text.map(Into::into), html.map(Into::into)).unwrap()
     }
 
     #[test]
@@ -353,7 +353,16 @@ mod tests {
         let error = t
             .render(&json!({"order": {}, "lines": [], "total": 1}))
             .unwrap_err();
-        assert!(matches!(error, TemplateError::Render { part: "subject", .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                TemplateError::Render {
+                    part: "subject",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -379,7 +388,9 @@ mod tests {
     fn rendering_runs_out_of_fuel() {
         let t = template(
             "x",
-            Some("{% for a in range(1000) %}{% for b in range(1000) %}{{ a }}{% endfor %}{% endfor %}"),
+            Some(
+                "{% for a in range(1000) %}{% for b in range(1000) %}{{ a }}{% endfor %}{% endfor %}",
+            ),
             None,
         );
         assert_eq!(

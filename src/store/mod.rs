@@ -19,13 +19,13 @@ pub use error::StoreError;
 
 use crate::domain::{Body, TemplateContent};
 use crate::secret::Secret;
-use time::OffsetDateTime;
 pub use records::{
     Accepted, AttemptRecord, BatchOutcome, BatchRequest, CancelOutcome, ClaimedJob, Disposition,
     EnqueueOutcome, EnqueueRequest, Erasure, JobLease, MessageFilter, MessageRecord,
     MessageSummary, Page, RecipientResult, RequeueFilter, Requeued, RescheduleOutcome,
     RetentionPass, TemplateRecord,
 };
+use time::OffsetDateTime;
 
 /// A shared handle to the configured store.
 pub type SharedStore = Arc<dyn MessageStore>;

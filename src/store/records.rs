@@ -327,14 +327,17 @@ pub enum BatchOutcome {
 
 impl BatchOutcome {
     /// The answer to remember under the batch's key: each item's message id, in request order.
-    pub(crate) fn slot_ids(slots: &[Option<usize>], outcomes: &[EnqueueOutcome]) -> Vec<Option<Uuid>> {
+    pub(crate) fn slot_ids(
+        slots: &[Option<usize>],
+        outcomes: &[EnqueueOutcome],
+    ) -> Vec<Option<Uuid>> {
         slots
             .iter()
             .map(|slot| {
                 slot.and_then(|index| match outcomes.get(index) {
-                    Some(EnqueueOutcome::Created(accepted) | EnqueueOutcome::Replayed(accepted)) => {
-                        Some(accepted.id)
-                    }
+                    Some(
+                        EnqueueOutcome::Created(accepted) | EnqueueOutcome::Replayed(accepted),
+                    ) => Some(accepted.id),
                     _ => None,
                 })
             })

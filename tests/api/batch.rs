@@ -57,7 +57,10 @@ async fn a_batch_is_queued_in_one_piece_and_answered_in_request_order() {
         assert_eq!(stored["source"], "api");
     }
     assert_eq!(app.message_count().await, 3);
-    assert_eq!(app.metric("posthorn_messages_accepted_total", "").await, 3.0);
+    assert_eq!(
+        app.metric("posthorn_messages_accepted_total", "").await,
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -83,7 +86,10 @@ async fn strict_mode_names_every_failing_item_and_queues_nothing() {
     .await;
     let problem = assert_problem(response, 422, "invalid-batch").await;
     let errors = problem["errors"].as_array().unwrap();
-    let indexes: Vec<u64> = errors.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = errors
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indexes, [1, 3, 4]);
     assert_eq!(errors[0]["type"], "urn:posthorn:problem:no-recipients");
     assert_eq!(errors[1]["type"], "urn:posthorn:problem:invalid-address");
@@ -91,7 +97,11 @@ async fn strict_mode_names_every_failing_item_and_queues_nothing() {
     assert_eq!(errors[2]["type"], "urn:posthorn:problem:invalid-request");
     assert_eq!(errors[2]["field"], "colour");
     assert!(errors.iter().all(|e| e["detail"].as_str().is_some()));
-    assert_eq!(app.message_count().await, 0, "nothing of a refused batch is queued");
+    assert_eq!(
+        app.message_count().await,
+        0,
+        "nothing of a refused batch is queued"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +116,10 @@ async fn permissive_mode_queues_the_valid_items_and_answers_each_in_its_place() 
     assert_eq!(data.len(), 2);
     let id = data[0]["id"].as_str().unwrap();
     assert_eq!(app.message(id).await["subject"], "good");
-    assert_eq!(data[1]["error"]["type"], "urn:posthorn:problem:missing-body");
+    assert_eq!(
+        data[1]["error"]["type"],
+        "urn:posthorn:problem:missing-body"
+    );
     assert_eq!(data[1]["error"]["status"], 422);
     assert!(data[1].get("id").is_none());
     assert_eq!(app.message_count().await, 1);
@@ -131,8 +144,12 @@ async fn the_batch_limits_and_shapes_are_enforced() {
     assert!(problem["detail"].as_str().unwrap().contains("at most 3"));
     assert_problem(batch(&app, "", &json!([])).await, 422, "empty-batch").await;
     assert_problem(batch(&app, "", &message("x")).await, 422, "invalid-request").await;
-    assert_problem(batch(&app, "?mode=loose", &json!([message("x")])).await, 400, "invalid-query")
-        .await;
+    assert_problem(
+        batch(&app, "?mode=loose", &json!([message("x")])).await,
+        400,
+        "invalid-query",
+    )
+    .await;
     let malformed = app
         .client
         .post(format!("{}/v1/send/batch", app.address))
@@ -250,7 +267,11 @@ async fn an_item_s_own_key_deduplicates_it_against_earlier_sends() {
     let response = batch(&app, "", &json!([keyed.clone(), message("other")])).await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(ids(&body)[0], single, "the keyed item answers with the earlier message");
+    assert_eq!(
+        ids(&body)[0],
+        single,
+        "the keyed item answers with the earlier message"
+    );
     assert_eq!(app.message_count().await, 2);
 
     // Strict: an item whose key was used for another message refuses the batch.
@@ -285,7 +306,12 @@ async fn an_item_s_own_key_deduplicates_it_against_earlier_sends() {
 
     let mut bad_key = message("x");
     bad_key["idempotency_key"] = json!("");
-    let problem = assert_problem(batch(&app, "", &json!([bad_key])).await, 422, "invalid-batch").await;
+    let problem = assert_problem(
+        batch(&app, "", &json!([bad_key])).await,
+        422,
+        "invalid-batch",
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "idempotency_key");
 }
 
@@ -309,7 +335,13 @@ async fn a_caller_s_sender_domains_hold_for_every_item() {
         problem["errors"][0]["type"],
         "urn:posthorn:problem:sender-not-allowed"
     );
-    let response = batch_as(&app, &shop, "?mode=permissive", &json!([message("ok"), foreign])).await;
+    let response = batch_as(
+        &app,
+        &shop,
+        "?mode=permissive",
+        &json!([message("ok"), foreign]),
+    )
+    .await;
     let body: Value = response.json().await.unwrap();
     assert!(body["data"][0]["id"].is_string());
     assert_eq!(body["data"][1]["error"]["status"], 403);
@@ -328,8 +360,16 @@ async fn a_dry_run_batch_shows_each_message_and_stores_nothing() {
     let body: Value = response.json().await.unwrap();
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
-    assert!(data[1]["mime"].as_str().unwrap().contains("Subject: second"));
-    assert_eq!(data[0]["envelope"]["rcpt_to"], json!(["customer@example.org"]));
+    assert!(
+        data[1]["mime"]
+            .as_str()
+            .unwrap()
+            .contains("Subject: second")
+    );
+    assert_eq!(
+        data[0]["envelope"]["rcpt_to"],
+        json!(["customer@example.org"])
+    );
     assert_eq!(data[0]["dry_run"], true);
     assert_eq!(app.message_count().await, 0);
 }

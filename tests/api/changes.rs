@@ -9,9 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::support::smtp::{Action, Script, SmtpServer};
-use crate::support::{
-    TestApp, assert_problem, spawn_app, spawn_delivering_app, valid_message,
-};
+use crate::support::{TestApp, assert_problem, spawn_app, spawn_delivering_app, valid_message};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -33,7 +31,9 @@ async fn call(
 }
 
 fn at(offset: time::Duration) -> String {
-    (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
+    (OffsetDateTime::now_utc() + offset)
+        .format(&Rfc3339)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -45,31 +45,83 @@ async fn a_scheduled_message_can_be_moved_until_it_starts_sending() {
     let id = app.accept(&message).await;
     let token = app.default_token();
     let later = at(time::Duration::hours(5));
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"send_at": later}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"send_at": later})),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let moved: Value = response.json().await.unwrap();
     assert_eq!(moved["status"], "queued");
     let send_at = OffsetDateTime::parse(moved["send_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    assert!((send_at - OffsetDateTime::parse(&later, &Rfc3339).unwrap()).abs() < time::Duration::seconds(1));
+    assert!(
+        (send_at - OffsetDateTime::parse(&later, &Rfc3339).unwrap()).abs()
+            < time::Duration::seconds(1)
+    );
 
     // Bad times are refused as at send.
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"send_at": "tomorrow"}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"send_at": "tomorrow"})),
+    )
+    .await;
     assert_problem(response, 422, "invalid-send-at").await;
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"send_at": at(time::Duration::days(400))}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"send_at": at(time::Duration::days(400))})),
+    )
+    .await;
     assert_problem(response, 422, "send-at-too-far").await;
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"when": "now"}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"when": "now"})),
+    )
+    .await;
     assert_problem(response, 422, "invalid-request").await;
 
     // Another caller's message is not found.
     let other = app.token("other", &[Scope::Send, Scope::Read]);
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &other, Some(json!({"send_at": null}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &other,
+        Some(json!({"send_at": null})),
+    )
+    .await;
     assert_problem(response, 404, "not-found").await;
 
     // `null` means now: it goes out.
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"send_at": null}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"send_at": null})),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     app.wait_for_status(&id, "sent", WAIT).await;
-    let response = call(&app, reqwest::Method::PATCH, &format!("/v1/messages/{id}"), &token, Some(json!({"send_at": later}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/messages/{id}"),
+        &token,
+        Some(json!({"send_at": later})),
+    )
+    .await;
     let problem = assert_problem(response, 409, "conflict").await;
     assert!(problem["detail"].as_str().unwrap().contains("sent"));
 }
@@ -88,21 +140,48 @@ async fn a_failed_message_is_retried_in_a_new_series_keeping_its_attempts() {
 
     // Not this caller's, or not failed: refused.
     let other = app.token("other", &[Scope::Send]);
-    let response = call(&app, reqwest::Method::POST, &format!("/v1/messages/{id}/retry"), &other, None).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/messages/{id}/retry"),
+        &other,
+        None,
+    )
+    .await;
     assert_problem(response, 404, "not-found").await;
 
-    let response = call(&app, reqwest::Method::POST, &format!("/v1/messages/{id}/retry"), &token, None).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/messages/{id}/retry"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"requeued": 1, "skipped": 0}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"requeued": 1, "skipped": 0})
+    );
     let message = app.wait_for_status(&id, "sent", WAIT).await;
     let attempts = message["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "the failed attempt is kept: {message:#}");
     assert_eq!(attempts[0]["outcome"], "permanent");
     assert_eq!(attempts[1]["attempt"], 2);
     assert_eq!(attempts[1]["outcome"], "sent");
-    assert_eq!(app.metric("posthorn_messages_requeued_total", "").await, 1.0);
+    assert_eq!(
+        app.metric("posthorn_messages_requeued_total", "").await,
+        1.0
+    );
 
-    let response = call(&app, reqwest::Method::POST, &format!("/v1/messages/{id}/retry"), &token, None).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/messages/{id}/retry"),
+        &token,
+        None,
+    )
+    .await;
     assert_problem(response, 409, "conflict").await;
 }
 
@@ -119,7 +198,14 @@ async fn a_new_series_has_its_own_attempts_and_age() {
     let failed = app.wait_for_status(&id, "failed", WAIT).await;
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 2);
     let token = app.default_token();
-    let response = call(&app, reqwest::Method::POST, &format!("/v1/messages/{id}/retry"), &token, None).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/messages/{id}/retry"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let queued = app.message(&id).await;
     assert_ne!(queued["status"], "failed");
@@ -153,15 +239,43 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
     app.wait_for_status(&sent, "sent", WAIT).await;
 
     let admin = app.token("ops", &[Scope::Admin]);
-    let response = call(&app, reqwest::Method::POST, "/v1/messages/redrive", &app.default_token(), Some(json!({"status": "failed"}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages/redrive",
+        &app.default_token(),
+        Some(json!({"status": "failed"})),
+    )
+    .await;
     assert_problem(response, 403, "insufficient-scope").await;
-    let response = call(&app, reqwest::Method::POST, "/v1/messages/redrive", &admin, Some(json!({"status": "sent"}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages/redrive",
+        &admin,
+        Some(json!({"status": "sent"})),
+    )
+    .await;
     let problem = assert_problem(response, 422, "invalid-request").await;
     assert_eq!(problem["field"], "status");
 
-    let dry = call(&app, reqwest::Method::POST, "/v1/messages/redrive", &admin, Some(json!({"status": "failed", "dry_run": true}))).await;
-    assert_eq!(dry.json::<Value>().await.unwrap(), json!({"requeued": 2, "skipped": 0, "dry_run": true}));
-    assert_eq!(app.message(&tagged).await["status"], "failed", "a dry run changes nothing");
+    let dry = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages/redrive",
+        &admin,
+        Some(json!({"status": "failed", "dry_run": true})),
+    )
+    .await;
+    assert_eq!(
+        dry.json::<Value>().await.unwrap(),
+        json!({"requeued": 2, "skipped": 0, "dry_run": true})
+    );
+    assert_eq!(
+        app.message(&tagged).await["status"],
+        "failed",
+        "a dry run changes nothing"
+    );
 
     // The recipient is back: the redriven message goes out.
     smtp.script(|script| script.rcpt.clear());
@@ -180,10 +294,20 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"requeued": 1, "skipped": 0, "dry_run": false}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"requeued": 1, "skipped": 0, "dry_run": false})
+    );
     app.wait_for_status(&tagged, "sent", WAIT).await;
     assert_eq!(app.message(&other).await["status"], "failed");
-    let response = call(&app, reqwest::Method::POST, "/v1/messages/redrive", &admin, Some(json!({"status": "failed", "provider": "elsewhere"}))).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages/redrive",
+        &admin,
+        Some(json!({"status": "failed", "provider": "elsewhere"})),
+    )
+    .await;
     assert_eq!(response.json::<Value>().await.unwrap()["requeued"], 0);
 }
 
@@ -202,19 +326,28 @@ async fn a_retry_after_a_partial_delivery_sends_only_to_those_not_reached() {
     let mut message = valid_message();
     message["to"] = json!(["customer@example.org", "gone@example.org"]);
     let id = app.accept(&message).await;
-    let done = app
-        .wait_for_status(&id, "failed", WAIT)
-        .await;
+    let done = app.wait_for_status(&id, "failed", WAIT).await;
     // Delivered to the first recipient on the first attempt; the second ran out of attempts.
     assert_eq!(smtp.received().len(), 1, "{done:#}");
     assert_eq!(done["attempts"].as_array().unwrap().len(), 2);
     smtp.script(|script| script.rcpt.clear());
-    let response = call(&app, reqwest::Method::POST, &format!("/v1/messages/{id}/retry"), &app.default_token(), None).await;
+    let response = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/messages/{id}/retry"),
+        &app.default_token(),
+        None,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     app.wait_for_status(&id, "sent", WAIT).await;
     let received = smtp.received();
     assert_eq!(received.len(), 2);
-    assert_eq!(received[1].to, ["gone@example.org"], "the first recipient is not sent to again");
+    assert_eq!(
+        received[1].to,
+        ["gone@example.org"],
+        "the first recipient is not sent to again"
+    );
 }
 
 #[tokio::test]
@@ -266,7 +399,8 @@ async fn a_dry_run_shows_the_mime_and_provider_and_uses_up_nothing() {
     assert_problem(response, 422, "invalid-address").await;
 
     // The raw route too.
-    let raw = "From: Shop <shop@example.com>\r\nTo: ann@example.org\r\nSubject: Raw\r\n\r\nHello\r\n";
+    let raw =
+        "From: Shop <shop@example.com>\r\nTo: ann@example.org\r\nSubject: Raw\r\n\r\nHello\r\n";
     let response = app
         .client
         .post(format!("{}/v1/send/raw?dry_run=true", app.address))
@@ -298,5 +432,8 @@ async fn without_an_upstream_a_dry_run_names_no_provider() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["provider"], Value::Null);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["provider"],
+        Value::Null
+    );
 }

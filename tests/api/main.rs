@@ -25,7 +25,7 @@ mod resend;
 mod retention;
 mod send;
 mod store;
-mod templates;
 mod submission;
+mod templates;
 mod upgrade;
 mod upgrade_outcomes;

@@ -99,10 +99,15 @@ async fn the_node_sdk_sends_batches_gets_reschedules_and_cancels() {
     );
     assert_eq!(out["send"]["error"], Value::Null, "{out:#}");
     let id = out["send"]["data"]["id"].as_str().unwrap();
-    assert_eq!(out["again"]["data"]["id"], id, "the idempotency key replays");
+    assert_eq!(
+        out["again"]["data"]["id"], id,
+        "the idempotency key replays"
+    );
 
     // Sent as posthorn sends any message.
-    let sent = app.wait_for_status(id, "sent", Duration::from_secs(10)).await;
+    let sent = app
+        .wait_for_status(id, "sent", Duration::from_secs(10))
+        .await;
     assert_eq!(sent["tags"], json!(["category=welcome"]));
     assert_eq!(sent["reply_to"], json!([{"address": "help@example.com"}]));
     let mail = smtp
@@ -123,7 +128,12 @@ async fn the_node_sdk_sends_batches_gets_reschedules_and_cancels() {
     assert_eq!(out["badBatch"]["data"], Value::Null);
     assert_eq!(out["badBatch"]["error"]["name"], "validation_error");
     assert_eq!(out["badBatch"]["error"]["statusCode"], 422);
-    assert!(out["badBatch"]["error"]["message"].as_str().unwrap().contains("emails[1]"));
+    assert!(
+        out["badBatch"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("emails[1]")
+    );
     let permissive = &out["permissive"]["data"];
     assert_eq!(permissive["data"].as_array().unwrap().len(), 1);
     assert_eq!(permissive["errors"][0]["index"], 1);
@@ -135,7 +145,10 @@ async fn the_node_sdk_sends_batches_gets_reschedules_and_cancels() {
     assert_eq!(got["to"], json!(["ann@example.org"]));
     assert_eq!(got["html"], "<p>Hi Ann</p>");
     assert_eq!(got["last_event"], "scheduled");
-    assert_eq!(got["tags"], json!([{"name": "category", "value": "welcome"}]));
+    assert_eq!(
+        got["tags"],
+        json!([{"name": "category", "value": "welcome"}])
+    );
     assert_eq!(out["update"]["data"]["object"], "email");
     assert_eq!(out["cancel"]["data"]["id"], got["id"]);
     assert_eq!(out["afterCancel"]["data"]["last_event"], "canceled");
@@ -254,25 +267,42 @@ async fn errors_on_resend_routes_are_resend_s_and_posthorn_s_routes_keep_theirs(
                 .send()
                 .await
                 .unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
         }
     };
     let (status, body) = send(json!({"to": "a@example.org", "subject": "x", "text": "x"})).await;
-    assert_eq!((status, body["name"].as_str()), (422, Some("missing_required_field")));
-    let (status, body) = send(json!({"from": "shop@example.com", "to": "a@example.org", "text": "x", "topic_id": "t"})).await;
-    assert_eq!((status, body["name"].as_str()), (422, Some("validation_error")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (422, Some("missing_required_field"))
+    );
+    let (status, body) = send(
+        json!({"from": "shop@example.com", "to": "a@example.org", "text": "x", "topic_id": "t"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (422, Some("validation_error"))
+    );
     assert!(body["message"].as_str().unwrap().contains("topic_id"));
     let (status, body) = send(json!({"from": "shop@example.com", "to": "a@example.org", "text": "x", "scheduled_at": "someday"})).await;
     assert_eq!(status, 422);
     assert!(body["message"].as_str().unwrap().contains("scheduled_at"));
-    let (status, body) = send(json!({"from": "shop@example.com", "to": "a@example.org", "text": "x"})).await;
+    let (status, body) =
+        send(json!({"from": "shop@example.com", "to": "a@example.org", "text": "x"})).await;
     assert_eq!(status, 200);
     assert!(body["id"].is_string());
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
 
     let response = app
         .client
-        .delete(format!("{}/emails/{}", app.address, body["id"].as_str().unwrap()))
+        .delete(format!(
+            "{}/emails/{}",
+            app.address,
+            body["id"].as_str().unwrap()
+        ))
         .bearer_auth(&token)
         .send()
         .await
@@ -289,5 +319,8 @@ async fn errors_on_resend_routes_are_resend_s_and_posthorn_s_routes_keep_theirs(
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }

@@ -13,7 +13,11 @@ use crate::support::{
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until `check` holds for the message (or it is gone, when `check` accepts `None`).
-async fn wait_until(app: &TestApp, id: &str, check: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+async fn wait_until(
+    app: &TestApp,
+    id: &str,
+    check: impl Fn(Option<&Value>) -> bool,
+) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let response = app.get(&format!("/v1/messages/{id}")).await;
@@ -53,17 +57,27 @@ async fn finished_messages_lose_their_bodies_then_their_rows_and_the_queue_keeps
     let waiting = app.accept(&later).await;
     app.wait_for_status(&id, "sent", WAIT).await;
 
-    let dropped = wait_until(&app, &id, |m| m.is_some_and(|m| m["body_dropped_at"].is_string()))
-        .await
-        .unwrap();
+    let dropped = wait_until(&app, &id, |m| {
+        m.is_some_and(|m| m["body_dropped_at"].is_string())
+    })
+    .await
+    .unwrap();
     assert_eq!(dropped["status"], "sent");
-    assert_eq!(dropped["attempts"].as_array().unwrap().len(), 1, "attempts stay with the row");
+    assert_eq!(
+        dropped["attempts"].as_array().unwrap().len(),
+        1,
+        "attempts stay with the row"
+    );
     wait_until(&app, &id, |m| m.is_none()).await;
     assert!(
-        app.metric("posthorn_retention_total", "action=\"bodies_dropped\"").await >= 1.0
+        app.metric("posthorn_retention_total", "action=\"bodies_dropped\"")
+            .await
+            >= 1.0
     );
     assert!(
-        app.metric("posthorn_retention_total", "action=\"messages_deleted\"").await >= 1.0
+        app.metric("posthorn_retention_total", "action=\"messages_deleted\"")
+            .await
+            >= 1.0
     );
     let kept = app.message(&waiting).await;
     assert_eq!(kept["status"], "queued");
@@ -84,7 +98,10 @@ async fn a_failed_message_without_its_body_is_skipped_by_a_retry() {
     .await;
     let id = app.accept(&valid_message()).await;
     app.wait_for_status(&id, "failed", WAIT).await;
-    wait_until(&app, &id, |m| m.is_some_and(|m| m["body_dropped_at"].is_string())).await;
+    wait_until(&app, &id, |m| {
+        m.is_some_and(|m| m["body_dropped_at"].is_string())
+    })
+    .await;
     let response = app
         .client
         .post(format!("{}/v1/messages/{id}/retry", app.address))
@@ -126,7 +143,13 @@ async fn erasing_a_recipient_removes_their_messages_and_redacts_shared_ones() {
         .unwrap();
     assert_problem(response, 403, "insufficient-scope").await;
     let admin = app.token("ops", &[Scope::Admin]);
-    let response = app.client.delete(&url).bearer_auth(&admin).send().await.unwrap();
+    let response = app
+        .client
+        .delete(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -140,13 +163,22 @@ async fn erasing_a_recipient_removes_their_messages_and_redacts_shared_ones() {
     assert!(!text.contains("ann@example.org"), "{redacted:#}");
     assert_eq!(redacted["to"], json!([{"address": "bob@example.org"}]));
     assert_eq!(redacted["cc"], json!([{"address": "carol@example.org"}]));
-    assert!(redacted["body_dropped_at"].is_string(), "a finished message loses its body");
+    assert!(
+        redacted["body_dropped_at"].is_string(),
+        "a finished message loses its body"
+    );
     let recipients = redacted["attempts"][0]["recipients"].as_array().unwrap();
     assert_eq!(recipients.len(), 2);
     assert_eq!(app.message(&unrelated).await["status"], "sent");
 
     // Again: nothing left to erase.
-    let response = app.client.delete(&url).bearer_auth(&admin).send().await.unwrap();
+    let response = app
+        .client
+        .delete(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         response.json::<Value>().await.unwrap(),
         json!({"address": "ann@example.org", "removed": 0, "redacted": 0})
@@ -186,7 +218,10 @@ async fn an_erased_recipient_is_not_sent_a_queued_message_shared_with_others() {
         json!({"address": "ann@example.org", "removed": 0, "redacted": 1})
     );
     let sent = wait_for_status("sent", WAIT, || app.message(&id), String::new).await;
-    assert!(sent.get("body_dropped_at").is_none(), "still needed for bob");
+    assert!(
+        sent.get("body_dropped_at").is_none(),
+        "still needed for bob"
+    );
     let received = smtp.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].to, ["bob@example.org"]);

@@ -522,7 +522,11 @@ async fn finish_all(store: &SharedStore, outcome: Disposition) {
         .await
         .unwrap();
     for job in jobs {
-        let class = if outcome == Disposition::Sent { "sent" } else { "permanent" };
+        let class = if outcome == Disposition::Sent {
+            "sent"
+        } else {
+            "permanent"
+        };
         assert!(
             store
                 .record_outcome(job.lease, attempt(job.attempt, class), outcome.clone())
@@ -568,7 +572,11 @@ async fn retention_takes_finished_messages_in_batches_and_keeps_the_queue(store:
     assert_eq!(kept.text.as_deref(), Some("hello"));
     // Nothing is due before the cutoff of messages that finished just now.
     let early = store
-        .delete_finished(OffsetDateTime::now_utc() - time::Duration::hours(1), uuid::Uuid::nil(), 100)
+        .delete_finished(
+            OffsetDateTime::now_utc() - time::Duration::hours(1),
+            uuid::Uuid::nil(),
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(early.affected, 0);
@@ -585,20 +593,34 @@ async fn retention_takes_finished_messages_in_batches_and_keeps_the_queue(store:
 
 async fn a_requeued_message_starts_a_new_series(store: SharedStore) {
     let id = enqueue(&store, "alice", message("again", None)).await;
-    finish_all(&store, Disposition::Failed { error: "554 no".into() }).await;
+    finish_all(
+        &store,
+        Disposition::Failed {
+            error: "554 no".into(),
+        },
+    )
+    .await;
     let one = RequeueFilter {
         id: Some(id),
         owner: Some("bob".into()),
         ..RequeueFilter::default()
     };
-    assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 0, "not bob's");
+    assert_eq!(
+        store.requeue_failed(&one, false).await.unwrap().requeued,
+        0,
+        "not bob's"
+    );
     let one = RequeueFilter {
         owner: Some("alice".into()),
         ..one
     };
     assert_eq!(store.requeue_failed(&one, true).await.unwrap().requeued, 1);
     let record = store.find_message(None, id).await.unwrap().unwrap();
-    assert_eq!(record.status, MessageStatus::Failed, "a dry run changes nothing");
+    assert_eq!(
+        record.status,
+        MessageStatus::Failed,
+        "a dry run changes nothing"
+    );
     assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 1);
     let record = store.find_message(None, id).await.unwrap().unwrap();
     assert_eq!(record.status, MessageStatus::Queued);

@@ -5,9 +5,7 @@ use posthorn::auth::Scope;
 use serde_json::{Value, json};
 
 use crate::support::smtp::SmtpServer;
-use crate::support::{
-    TestApp, assert_problem, spawn_app, spawn_delivering_app, valid_message,
-};
+use crate::support::{TestApp, assert_problem, spawn_app, spawn_delivering_app, valid_message};
 
 fn admin(app: &TestApp) -> String {
     app.token("ops", &[Scope::Admin])
@@ -40,7 +38,14 @@ fn welcome() -> Value {
 }
 
 async fn create_welcome(app: &TestApp) -> Value {
-    let response = request(app, reqwest::Method::POST, "/v1/templates", &admin(app), Some(welcome())).await;
+    let response = request(
+        app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &admin(app),
+        Some(welcome()),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["location"], "/v1/templates/welcome");
     response.json().await.unwrap()
@@ -62,30 +67,63 @@ async fn templates_are_versioned_and_only_admins_change_them() {
     assert_eq!(created["created_by"], "ops");
     let sender = app.default_token();
     // A sender may read and use templates, not change them.
-    let response = request(&app, reqwest::Method::POST, "/v1/templates", &sender, Some(welcome())).await;
+    let response = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &sender,
+        Some(welcome()),
+    )
+    .await;
     assert_problem(response, 403, "insufficient-scope").await;
-    let again = request(&app, reqwest::Method::POST, "/v1/templates", &admin(&app), Some(welcome())).await;
+    let again = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &admin(&app),
+        Some(welcome()),
+    )
+    .await;
     assert_problem(again, 409, "template-exists").await;
 
     let mut changed = welcome();
     changed.as_object_mut().unwrap().remove("name");
     changed["subject"] = json!("Hi {{ name }}!");
-    let response = request(&app, reqwest::Method::PUT, "/v1/templates/welcome", &admin(&app), Some(changed)).await;
+    let response = request(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/templates/welcome",
+        &admin(&app),
+        Some(changed),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["version"], 2);
 
-    let newest: Value = request(&app, reqwest::Method::GET, "/v1/templates/welcome", &sender, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let newest: Value = request(
+        &app,
+        reqwest::Method::GET,
+        "/v1/templates/welcome",
+        &sender,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(newest["version"], 2);
     assert_eq!(newest["subject"], "Hi {{ name }}!");
-    let first: Value = request(&app, reqwest::Method::GET, "/v1/templates/welcome?version=1", &sender, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = request(
+        &app,
+        reqwest::Method::GET,
+        "/v1/templates/welcome?version=1",
+        &sender,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(first["subject"], "Welcome, {{ name }}");
     let list: Value = request(&app, reqwest::Method::GET, "/v1/templates", &sender, None)
         .await
@@ -95,15 +133,38 @@ async fn templates_are_versioned_and_only_admins_change_them() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["version"], 2);
 
-    let response = request(&app, reqwest::Method::PUT, "/v1/templates/missing", &admin(&app), Some(json!({"subject": "x", "text": "y"}))).await;
+    let response = request(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/templates/missing",
+        &admin(&app),
+        Some(json!({"subject": "x", "text": "y"})),
+    )
+    .await;
     assert_problem(response, 404, "not-found").await;
 
     // Deleted: gone from reads and sends; created again, its versions go on.
-    let response = request(&app, reqwest::Method::DELETE, "/v1/templates/welcome", &admin(&app), None).await;
+    let response = request(
+        &app,
+        reqwest::Method::DELETE,
+        "/v1/templates/welcome",
+        &admin(&app),
+        None,
+    )
+    .await;
     assert_eq!(response.status(), 204);
-    let response = request(&app, reqwest::Method::GET, "/v1/templates/welcome", &sender, None).await;
+    let response = request(
+        &app,
+        reqwest::Method::GET,
+        "/v1/templates/welcome",
+        &sender,
+        None,
+    )
+    .await;
     assert_problem(response, 404, "not-found").await;
-    let response = app.send(&templated(json!({"name": "Ann", "items": []}))).await;
+    let response = app
+        .send(&templated(json!({"name": "Ann", "items": []})))
+        .await;
     let problem = assert_problem(response, 422, "template-not-found").await;
     assert_eq!(problem["field"], "template.name");
     let recreated = create_welcome(&app).await;
@@ -115,18 +176,39 @@ async fn a_template_that_does_not_parse_or_has_a_bad_name_is_refused() {
     let app = spawn_app().await;
     let mut broken = welcome();
     broken["html"] = json!("<p>{% if %}</p>");
-    let response = request(&app, reqwest::Method::POST, "/v1/templates", &admin(&app), Some(broken)).await;
+    let response = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &admin(&app),
+        Some(broken),
+    )
+    .await;
     let problem = assert_problem(response, 422, "invalid-template").await;
     assert_eq!(problem["field"], "html");
     let mut named = welcome();
     named["name"] = json!("../etc");
-    let response = request(&app, reqwest::Method::POST, "/v1/templates", &admin(&app), Some(named)).await;
+    let response = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &admin(&app),
+        Some(named),
+    )
+    .await;
     let problem = assert_problem(response, 422, "invalid-template").await;
     assert_eq!(problem["field"], "name");
     let mut bodiless = welcome();
     bodiless["text"] = Value::Null;
     bodiless["html"] = Value::Null;
-    let response = request(&app, reqwest::Method::POST, "/v1/templates", &admin(&app), Some(bodiless)).await;
+    let response = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        &admin(&app),
+        Some(bodiless),
+    )
+    .await;
     assert_problem(response, 422, "invalid-template").await;
 }
 
@@ -136,7 +218,9 @@ async fn a_send_renders_its_template_at_accept_and_records_the_version() {
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     create_welcome(&app).await;
     let id = app
-        .accept(&templated(json!({"name": "<Ann & Bob>", "items": ["tea", "cake"]})))
+        .accept(&templated(
+            json!({"name": "<Ann & Bob>", "items": ["tea", "cake"]}),
+        ))
         .await;
     let stored = app.message(&id).await;
     assert_eq!(stored["subject"], "Welcome, <Ann & Bob>");
@@ -156,13 +240,19 @@ async fn a_send_renders_its_template_at_accept_and_records_the_version() {
         .await;
     let received = smtp.received();
     let data = received[0].data();
-    assert!(data.contains("Hello <Ann & Bob>,"), "text is not escaped: {data}");
+    assert!(
+        data.contains("Hello <Ann & Bob>,"),
+        "text is not escaped: {data}"
+    );
     assert!(data.contains("- tea"), "{data}");
     assert!(
         data.contains("&lt;Ann &amp; Bob&gt;"),
         "HTML is escaped: {data}"
     );
-    assert_eq!(received[0].header("Subject").unwrap(), "Welcome, <Ann & Bob>");
+    assert_eq!(
+        received[0].header("Subject").unwrap(),
+        "Welcome, <Ann & Bob>"
+    );
 
     // An older version on request.
     let mut old = templated(json!({"name": "Cy", "items": []}));
@@ -180,11 +270,16 @@ async fn rendering_refuses_what_a_caller_must_fix() {
     // A variable the template uses but the send does not give.
     let response = app.send(&templated(json!({"name": "Ann"}))).await;
     let problem = assert_problem(response, 422, "template-variable-missing").await;
-    assert!(problem["detail"].as_str().unwrap().contains("`items`"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("`items`"),
+        "{problem}"
+    );
     assert_eq!(problem["field"], "template.variables");
     // A line break carried into the subject.
     let response = app
-        .send(&templated(json!({"name": "Ann\r\nBcc: victim@example.org", "items": []})))
+        .send(&templated(
+            json!({"name": "Ann\r\nBcc: victim@example.org", "items": []}),
+        ))
         .await;
     let problem = assert_problem(response, 422, "template-header-injection").await;
     assert!(problem["detail"].as_str().unwrap().contains("`name`"));
@@ -270,5 +365,12 @@ async fn a_preview_renders_without_sending_and_batch_items_give_their_own_variab
     .into_iter()
     .map(|message| message["subject"].clone())
     .collect();
-    assert_eq!(subjects, [json!("Welcome, Eve"), json!("Welcome, Flo"), json!("Your order")]);
+    assert_eq!(
+        subjects,
+        [
+            json!("Welcome, Eve"),
+            json!("Welcome, Flo"),
+            json!("Your order")
+        ]
+    );
 }

@@ -32,6 +32,9 @@ pub(super) async fn commit_enqueues(
     Ok(settle(&requests, outcomes))
 }
 
+/// A batch key's answer: each item's message id, in request order.
+type BatchAnswer = Vec<Option<Uuid>>;
+
 /// Commits a batch request: its own key, every item's key and every message, in one transaction.
 pub(super) async fn commit_batch(
     pool: &PgPool,
@@ -59,7 +62,7 @@ pub(super) async fn commit_batch(
         .fetch_optional(&mut *tx)
         .await?;
         if claimed.is_none() {
-            let (stored, batch): (Vec<u8>, Option<Json<Vec<Option<Uuid>>>>) = sqlx::query_as(
+            let (stored, batch): (Vec<u8>, Option<Json<BatchAnswer>>) = sqlx::query_as(
                 "SELECT fingerprint, batch FROM idempotency_keys WHERE caller = $1 AND key = $2",
             )
             .bind(&request.caller)

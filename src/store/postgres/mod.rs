@@ -25,9 +25,9 @@ use super::records::{
 };
 use super::{MessageStore, StoreError, StoreSettings, columns};
 use crate::domain::{Body, MessageStatus, TemplateContent};
+use batch::{Batcher, Linger};
 use retention::Retain;
 use time::OffsetDateTime;
-use batch::{Batcher, Linger};
 
 /// The migrations compiled into this build. Migrations applied by a newer release are tolerated, so
 /// older replicas keep running during a rolling upgrade (migrations only ever add).

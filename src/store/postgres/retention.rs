@@ -73,7 +73,9 @@ pub(super) async fn pass(
     };
     Ok(RetentionPass {
         affected,
-        resume: last.filter(|_| rows.len() as u64 >= u64::from(limit)).map(after),
+        resume: last
+            .filter(|_| rows.len() as u64 >= u64::from(limit))
+            .map(after),
         first_kept,
     })
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::rows::{self, now, parse_uuid};
 use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
-use crate::store::columns::Columns;
 use crate::store::StoreError;
+use crate::store::columns::Columns;
 use crate::store::records::{
     AttemptRecord, ClaimedJob, Disposition, JobLease, RequeueFilter, Requeued,
 };
@@ -283,7 +283,11 @@ pub(super) async fn requeue(
             let left: Vec<&str> = envelope
                 .recipients()
                 .into_iter()
-                .filter(|address| !sent.iter().any(|(done,)| done.eq_ignore_ascii_case(address)))
+                .filter(|address| {
+                    !sent
+                        .iter()
+                        .any(|(done,)| done.eq_ignore_ascii_case(address))
+                })
                 .collect();
             Some(serde_json::to_string(&left)?)
         };
