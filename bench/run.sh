@@ -38,6 +38,8 @@
 #   BENCH_E2E_CONNECTIONS=      HTTP connections of the e2e generator (default: 4 times BENCH_CONNECTIONS)
 #   BENCH_SUBMISSION_SESSIONS=8 SMTP sessions (and HTTP connections) of the submission section
 #   BENCH_DEPTH_ROWS=100000     history size of the depth section (sent rows, and as many scheduled ones)
+#   BENCH_BATCH_SIZE=100        messages per POST /v1/send/batch in the batch section
+#   BENCH_BATCH_CONNECTIONS=8   wrk connections sending batches
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
@@ -57,7 +59,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -66,6 +68,8 @@ SMTP_CONNS=${BENCH_SMTP_CONNECTIONS:-4}
 MESSAGES=${BENCH_MESSAGES:-20000}
 DEPTH_ROWS=${BENCH_DEPTH_ROWS:-100000}
 SUBMISSION_SESSIONS=${BENCH_SUBMISSION_SESSIONS:-8}
+BATCH_SIZE=${BENCH_BATCH_SIZE:-100}
+BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
@@ -173,7 +177,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -229,10 +233,10 @@ print(round(data["cpu_s"].get(sys.argv[2], 0) * 1e6 / float(sys.argv[3])))' "$@"
 # run_wrk PORT SECONDS NAME [CONNECTIONS]: closed-loop POSTs over CONNECTIONS (default $CONNS)
 # connections; $OUT/NAME.json.
 run_wrk() {
-  local port=$1 seconds=$2 name=$3 conns=${4:-$CONNS}
-  BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$BODY timeout $((seconds + 60)) \
+  local port=$1 seconds=$2 name=$3 conns=${4:-$CONNS} path=${5:-/v1/send} body=${6:-$BODY}
+  BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$body timeout $((seconds + 60)) \
     wrk -t"$(nproc)" -c"$conns" -d"${seconds}s" --timeout 10s -s bench/wrk-post.lua \
-    "http://127.0.0.1:$port/v1/send" >"$OUT/$name.txt" 2>&1 || true
+    "http://127.0.0.1:$port$path" >"$OUT/$name.txt" 2>&1 || true
   sed -n 's/^WRK_JSON //p' "$OUT/$name.txt" >"$OUT/$name.json"
   [[ -s "$OUT/$name.json" ]] || {
     cat "$OUT/$name.txt" >&2
@@ -988,6 +992,47 @@ section_submission() {
   json_rate=$(calc "round($(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rate"])' "$json"))")
   row submission "messages/s over $SUBMISSION_SESSIONS SMTP sessions (AUTH once, MAIL/RCPT/DATA pipelined; CPU: $(cpu_split "$SAMPLER_OUT")) vs the same as JSON over $SUBMISSION_SESSIONS HTTP connections (CPU: $(cpu_split "$json_cpu"))" \
     "$smtp_rate msg/s" "$json_rate msg/s" "$(fmt_ratio "$smtp_rate" "$json_rate")" "-" "-"
+}
+
+# section_batch: messages accepted per second in batches (one transaction each) against single sends on
+# the same server; both answered only after the commit.
+section_batch() {
+  step "batch: durable messages/s in batches of $BATCH_SIZE (POST /v1/send/batch, $BATCH_CONNS connections) vs single sends (POST /v1/send, $CONNS connections)"
+  new_db batch
+  local batch_body=$OUT/batch.json
+  python3 -c 'import json, sys
+message = json.load(open(sys.argv[1]))
+json.dump([message] * int(sys.argv[3]), open(sys.argv[2], "w"))' "$BODY" "$batch_body" "$BATCH_SIZE"
+  start_posthorn POSTHORN_MAX_BATCH="$BATCH_SIZE"
+  mint_token
+  run_wrk "$PH_PORT" 3 batch-warmup
+  run_wrk "$PH_PORT" 3 batch-warmup-batches "$BATCH_CONNS" /v1/send/batch "$batch_body"
+  reset_messages >/dev/null
+  wait_quiet "single sends"
+  start_sampler batch-single --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+  run_wrk "$PH_PORT" "$DURATION" batch-single "$CONNS"
+  stop_sampler
+  local single=$WRK_RATE single_cpu=$SAMPLER_OUT
+  note "single sends: $single msg/s (errors: $WRK_ERRORS)"
+  reset_messages >/dev/null
+  wait_quiet "batches"
+  local before after
+  before=$(sql "SELECT count(*) FROM messages")
+  start_sampler batch-batches --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+  run_wrk "$PH_PORT" "$DURATION" batch-batches "$BATCH_CONNS" /v1/send/batch "$batch_body"
+  stop_sampler
+  after=$(sql "SELECT count(*) FROM messages")
+  local batches=$WRK_RATE errors=$WRK_ERRORS rate durable=yes answered
+  answered=$(jget "$OUT/batch-batches.json" requests)
+  rate=$(calc "round($answered * $BATCH_SIZE / ($(jget "$OUT/batch-batches.json" duration_us) / 1e6))")
+  [[ $((after - before)) -ge $(((answered - errors) * BATCH_SIZE)) ]] || durable=no
+  note "batches: $batches batches/s = $rate msg/s (errors: $errors), p50 $(jget "$OUT/batch-batches.json" p50_ms) ms, p99 $(jget "$OUT/batch-batches.json" p99_ms) ms"
+  stop_posthorn
+  row batch "messages/s accepted in batches of $BATCH_SIZE ($batches batches/s over $BATCH_CONNS connections, p50 / p99 $(jget "$OUT/batch-batches.json" p50_ms) / $(jget "$OUT/batch-batches.json" p99_ms) ms per batch; errors $errors; rows >= 202s x $BATCH_SIZE: $durable; CPU: $(cpu_split "$SAMPLER_OUT")) vs single sends over $CONNS connections (CPU: $(cpu_split "$single_cpu"))" \
+    "$rate msg/s" "$single msg/s" "$(fmt_ratio "$rate" "$single")" "-" "-"
+  row batch "CPU per message" "posthorn $(cpu_per "$SAMPLER_OUT" posthorn "$rate") us, postgres $(cpu_per "$SAMPLER_OUT" postgres "$rate") us" \
+    "posthorn $(cpu_per "$single_cpu" posthorn "$single") us, postgres $(cpu_per "$single_cpu" postgres "$single") us" "-" "-" "-"
+  drop_db "$DB"
 }
 
 [[ -x "$SMTP_SOURCE" ]] || die "smtp-source is missing next to $POSTHORN_TEST_SMTP_SINK"
