@@ -73,35 +73,52 @@ async fn run_once(
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
     let now = OffsetDateTime::now_utc();
-    if let Some(after) = settings.bodies {
-        let dropped = pass(floors.bodies, stop, |from| {
-            store.drop_bodies(now - after, from, BATCH)
+    for kind in [Kind::Bodies, Kind::Messages] {
+        let (after, floor) = match kind {
+            Kind::Bodies => (settings.bodies, &mut floors.bodies),
+            Kind::Messages => (settings.messages, &mut floors.messages),
+        };
+        let Some(after) = after else { continue };
+        let finished_before = now - after;
+        let done = pass(*floor, stop, |from| async move {
+            match kind {
+                Kind::Bodies => store.drop_bodies(finished_before, from, BATCH).await,
+                Kind::Messages => store.delete_finished(finished_before, from, BATCH).await,
+            }
         })
         .await?;
-        floors.bodies = dropped.floor;
-        if dropped.affected > 0 {
+        *floor = done.floor;
+        if done.affected > 0 {
             metrics
                 .retention
-                .with_label_values(&["bodies_dropped"])
-                .inc_by(dropped.affected);
-            tracing::info!(messages = dropped.affected, "retention dropped bodies");
-        }
-    }
-    if let Some(after) = settings.messages {
-        let deleted = pass(floors.messages, stop, |from| {
-            store.delete_finished(now - after, from, BATCH)
-        })
-        .await?;
-        floors.messages = deleted.floor;
-        if deleted.affected > 0 {
-            metrics
-                .retention
-                .with_label_values(&["messages_deleted"])
-                .inc_by(deleted.affected);
-            tracing::info!(messages = deleted.affected, "retention deleted messages");
+                .with_label_values(&[kind.label()])
+                .inc_by(done.affected);
+            tracing::info!(
+                messages = done.affected,
+                action = kind.label(),
+                "retention pass"
+            );
         }
     }
     Ok(())
+}
+
+/// What a pass does to finished messages.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Drops their bodies.
+    Bodies,
+    /// Deletes them.
+    Messages,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Bodies => "bodies_dropped",
+            Kind::Messages => "messages_deleted",
+        }
+    }
 }
 
 /// What a whole pass did, and where the next one may start.

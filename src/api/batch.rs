@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::auth::Sender;
-use super::body::{Media, parse_object, read_body};
+use super::body::{parse_object, read_json};
 use super::draft::MessageDraft;
 use super::prepare::{Preparer, PreviewView, own_key, preview};
 use super::send::idempotency_key;
@@ -130,14 +130,7 @@ pub async fn send_batch(
 ) -> Result<HttpResponse, ApiError> {
     let mode = query.mode()?;
     let key = idempotency_key(&req)?;
-    let body = read_body(
-        &req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let parsed = parse_batch(&body, state.http.max_batch)?;
     let fingerprint = batch_fingerprint(&parsed.value, mode);
     let outcome = accept_drafts(

@@ -71,6 +71,22 @@ pub async fn read_body(
     Ok(body.freeze())
 }
 
+/// Reads a JSON body within the listener's size and time limits.
+pub async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    http: &super::HttpSettings,
+) -> Result<Bytes, ApiError> {
+    read_body(
+        req,
+        payload,
+        Media::Json,
+        http.max_body_size,
+        http.body_timeout,
+    )
+    .await
+}
+
 /// Parses a JSON object into `T`: a body that is not JSON is a 400, one of the wrong shape (not an
 /// object, a field unknown, missing, mistyped or given twice) a 422 naming the field.
 pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

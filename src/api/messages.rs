@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 
 use super::ApiError;
 use super::auth::{Admin, Reader, Sender};
-use super::body::{Media, parse_object, read_body};
+use super::body::{parse_object, read_json};
 use super::state::AppState;
 use super::views::{MessageView, PageView, json};
 use crate::domain::{MessageStatus, fields};
@@ -148,14 +148,7 @@ pub async fn reschedule_message(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let body = read_body(
-        &req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let request: Reschedule = parse_object(&body)?;
     let now = OffsetDateTime::now_utc();
     let send_at = match request.send_at {
@@ -257,14 +250,7 @@ pub async fn redrive(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(
-        &req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let request: Redrive = parse_object(&body)?;
     if request.status != MessageStatus::Failed.as_str() {
         return Err(ApiError::InvalidRequest {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::ApiError;
 use super::auth::{Reader, Sender};
 use super::batch::{ItemOutcome, accept_drafts, batch_fingerprint};
-use super::body::{Media, parse_object, read_body};
+use super::body::{parse_object, read_json};
 use super::draft::MessageDraft;
 use super::messages::parse_id;
 use super::prepare::Preparer;
@@ -159,22 +159,6 @@ where
 /// The answer to any method a Resend route does not serve.
 pub async fn not_allowed(allow: &'static str) -> Result<HttpResponse, ResendError> {
     Err(ApiError::MethodNotAllowed(allow).into())
-}
-
-/// Reads a JSON body the way Resend's clients send it.
-async fn read_json(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<web::Bytes, ResendError> {
-    Ok(read_body(
-        req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?)
 }
 
 /// Resend's email fields, in posthorn's shape: every field known to Resend's API either maps or is
@@ -383,7 +367,7 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ResendError> {
     let key = idempotency_key(&req)?;
-    let body = read_json(&req, payload, &state).await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let (draft, translated) = draft(&value)?;
@@ -437,7 +421,7 @@ pub async fn send_batch(
         }
     };
     let key = idempotency_key(&req)?;
-    let body = read_json(&req, payload, &state).await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
     let Value::Array(items) = &value else {
@@ -615,7 +599,7 @@ pub async fn update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ResendError> {
     let id = parse_id(&path)?;
-    let body = read_json(&req, payload, &state).await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let update: Update = parse_object(&body)?;
     if update
         .id

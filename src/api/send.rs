@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::ApiError;
 use super::auth::Sender;
-use super::body::{Media, parse_object, read_body};
+use super::body::{parse_object, read_json};
 use super::draft::MessageDraft;
 use super::prepare::{DryRun, Preparer, own_key, preview};
 use super::state::AppState;
@@ -35,14 +35,7 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let header_key = idempotency_key(&req)?;
-    let body = read_body(
-        &req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let body = read_json(&req, payload, &state.http).await?;
     let draft: MessageDraft = parse_object(&body)?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::MalformedJson(error.to_string()))?;

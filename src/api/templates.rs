@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::auth::{Admin, Sender};
-use super::body::{Media, parse_object, read_body};
+use super::body::{parse_object, read_json};
 use super::state::AppState;
 use super::views::json;
 use crate::domain::{TemplateContent, validate_template_name};
@@ -81,14 +81,7 @@ async fn body<T: serde::de::DeserializeOwned>(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<T, ApiError> {
-    let body = read_body(
-        req,
-        payload,
-        Media::Json,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let body = read_json(req, payload, &state.http).await?;
     parse_object(&body)
 }
 

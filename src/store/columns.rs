@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::records::{AttemptRecord, MessageSummary};
-use crate::domain::TemplateUse;
+use super::records::{AttemptRecord, MessageSummary, TemplateRecord};
+use crate::domain::{TemplateContent, TemplateUse};
 
 /// The columns [`summary`] reads; each engine selects them under these names.
 pub(crate) const SUMMARY: [&str; 17] = [
@@ -34,6 +34,9 @@ pub(crate) const SUMMARY: [&str; 17] = [
 /// The columns of `delivery_attempts` that [`attempt`] reads.
 pub(crate) const ATTEMPT: &str = "attempt, started_at, duration_ms, provider, outcome, smtp_code, \
      enhanced_code, response, recipients";
+
+/// The columns of `templates` that [`template`] reads.
+pub(crate) const TEMPLATE: &str = "name, version, subject, text, html, created_by, created_at";
 
 /// One row, read column by column in the types records need.
 pub(crate) trait Columns {
@@ -125,5 +128,20 @@ pub(crate) fn attempt(row: &impl Columns) -> Result<AttemptRecord, StoreError> {
         enhanced_code: row.optional_text("enhanced_code")?,
         response: row.optional_text("response")?,
         recipients: row.json("recipients")?,
+    })
+}
+
+/// A template version from a row holding the [`TEMPLATE`] columns.
+pub(crate) fn template(row: &impl Columns) -> Result<TemplateRecord, StoreError> {
+    Ok(TemplateRecord {
+        name: row.text("name")?,
+        version: row.integer("version")?,
+        content: TemplateContent {
+            subject: row.text("subject")?,
+            text: row.optional_text("text")?,
+            html: row.optional_text("html")?,
+        },
+        created_by: row.text("created_by")?,
+        created_at: row.time("created_at")?,
     })
 }

@@ -9,26 +9,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::support::smtp::{Action, Script, SmtpServer};
-use crate::support::{TestApp, assert_problem, spawn_app, spawn_delivering_app, valid_message};
+use crate::support::{assert_problem, spawn_app, spawn_delivering_app, valid_message};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
 
 fn at(offset: time::Duration) -> String {
     (OffsetDateTime::now_utc() + offset)
@@ -45,14 +28,14 @@ async fn a_scheduled_message_can_be_moved_until_it_starts_sending() {
     let id = app.accept(&message).await;
     let token = app.default_token();
     let later = at(time::Duration::hours(5));
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"send_at": later})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"send_at": later})),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let moved: Value = response.json().await.unwrap();
     assert_eq!(moved["status"], "queued");
@@ -63,65 +46,65 @@ async fn a_scheduled_message_can_be_moved_until_it_starts_sending() {
     );
 
     // Bad times are refused as at send.
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"send_at": "tomorrow"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"send_at": "tomorrow"})),
+        )
+        .await;
     assert_problem(response, 422, "invalid-send-at").await;
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"send_at": at(time::Duration::days(400))})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"send_at": at(time::Duration::days(400))})),
+        )
+        .await;
     assert_problem(response, 422, "send-at-too-far").await;
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"when": "now"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"when": "now"})),
+        )
+        .await;
     assert_problem(response, 422, "invalid-request").await;
 
     // Another caller's message is not found.
     let other = app.token("other", &[Scope::Send, Scope::Read]);
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &other,
-        Some(json!({"send_at": null})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &other,
+            Some(json!({"send_at": null})),
+        )
+        .await;
     assert_problem(response, 404, "not-found").await;
 
     // `null` means now: it goes out.
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"send_at": null})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"send_at": null})),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     app.wait_for_status(&id, "sent", WAIT).await;
-    let response = call(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/messages/{id}"),
-        &token,
-        Some(json!({"send_at": later})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/messages/{id}"),
+            &token,
+            Some(json!({"send_at": later})),
+        )
+        .await;
     let problem = assert_problem(response, 409, "conflict").await;
     assert!(problem["detail"].as_str().unwrap().contains("sent"));
 }
@@ -140,24 +123,24 @@ async fn a_failed_message_is_retried_in_a_new_series_keeping_its_attempts() {
 
     // Not this caller's, or not failed: refused.
     let other = app.token("other", &[Scope::Send]);
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/messages/{id}/retry"),
-        &other,
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{id}/retry"),
+            &other,
+            None,
+        )
+        .await;
     assert_problem(response, 404, "not-found").await;
 
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/messages/{id}/retry"),
-        &token,
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{id}/retry"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -174,14 +157,14 @@ async fn a_failed_message_is_retried_in_a_new_series_keeping_its_attempts() {
         1.0
     );
 
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/messages/{id}/retry"),
-        &token,
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{id}/retry"),
+            &token,
+            None,
+        )
+        .await;
     assert_problem(response, 409, "conflict").await;
 }
 
@@ -198,14 +181,14 @@ async fn a_new_series_has_its_own_attempts_and_age() {
     let failed = app.wait_for_status(&id, "failed", WAIT).await;
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 2);
     let token = app.default_token();
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/messages/{id}/retry"),
-        &token,
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{id}/retry"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let queued = app.message(&id).await;
     assert_ne!(queued["status"], "failed");
@@ -239,34 +222,34 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
     app.wait_for_status(&sent, "sent", WAIT).await;
 
     let admin = app.token("ops", &[Scope::Admin]);
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/messages/redrive",
-        &app.default_token(),
-        Some(json!({"status": "failed"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/redrive",
+            &app.default_token(),
+            Some(json!({"status": "failed"})),
+        )
+        .await;
     assert_problem(response, 403, "insufficient-scope").await;
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/messages/redrive",
-        &admin,
-        Some(json!({"status": "sent"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/redrive",
+            &admin,
+            Some(json!({"status": "sent"})),
+        )
+        .await;
     let problem = assert_problem(response, 422, "invalid-request").await;
     assert_eq!(problem["field"], "status");
 
-    let dry = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/messages/redrive",
-        &admin,
-        Some(json!({"status": "failed", "dry_run": true})),
-    )
-    .await;
+    let dry = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/redrive",
+            &admin,
+            Some(json!({"status": "failed", "dry_run": true})),
+        )
+        .await;
     assert_eq!(
         dry.json::<Value>().await.unwrap(),
         json!({"requeued": 2, "skipped": 0, "dry_run": true})
@@ -279,20 +262,20 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
 
     // The recipient is back: the redriven message goes out.
     smtp.script(|script| script.rcpt.clear());
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/messages/redrive",
-        &admin,
-        Some(json!({
-            "status": "failed",
-            "tag": "welcome",
-            "provider": "default",
-            "created_after": at(time::Duration::hours(-1)),
-            "created_before": at(time::Duration::hours(1))
-        })),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/redrive",
+            &admin,
+            Some(json!({
+                "status": "failed",
+                "tag": "welcome",
+                "provider": "default",
+                "created_after": at(time::Duration::hours(-1)),
+                "created_before": at(time::Duration::hours(1))
+            })),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -300,14 +283,14 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
     );
     app.wait_for_status(&tagged, "sent", WAIT).await;
     assert_eq!(app.message(&other).await["status"], "failed");
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        "/v1/messages/redrive",
-        &admin,
-        Some(json!({"status": "failed", "provider": "elsewhere"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/redrive",
+            &admin,
+            Some(json!({"status": "failed", "provider": "elsewhere"})),
+        )
+        .await;
     assert_eq!(response.json::<Value>().await.unwrap()["requeued"], 0);
 }
 
@@ -331,14 +314,14 @@ async fn a_retry_after_a_partial_delivery_sends_only_to_those_not_reached() {
     assert_eq!(smtp.received().len(), 1, "{done:#}");
     assert_eq!(done["attempts"].as_array().unwrap().len(), 2);
     smtp.script(|script| script.rcpt.clear());
-    let response = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/v1/messages/{id}/retry"),
-        &app.default_token(),
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/messages/{id}/retry"),
+            &app.default_token(),
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 200);
     app.wait_for_status(&id, "sent", WAIT).await;
     let received = smtp.received();

@@ -328,7 +328,7 @@ async fn a_wrong_method_on_an_api_resource_is_a_405_problem() {
         (Method::GET, "/v1/send"),
         (Method::DELETE, "/v1/messages"),
         (Method::POST, "/v1/messages"),
-        (Method::PATCH, id),
+        (Method::PUT, id),
     ];
     for (method, path) in cases {
         let response = request(&app, method.clone(), path).await;

@@ -11,23 +11,6 @@ fn admin(app: &TestApp) -> String {
     app.token("ops", &[Scope::Admin])
 }
 
-async fn request(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
 fn welcome() -> Value {
     json!({
         "name": "welcome",
@@ -38,14 +21,14 @@ fn welcome() -> Value {
 }
 
 async fn create_welcome(app: &TestApp) -> Value {
-    let response = request(
-        app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &admin(app),
-        Some(welcome()),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &admin(app),
+            Some(welcome()),
+        )
+        .await;
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["location"], "/v1/templates/welcome");
     response.json().await.unwrap()
@@ -67,65 +50,61 @@ async fn templates_are_versioned_and_only_admins_change_them() {
     assert_eq!(created["created_by"], "ops");
     let sender = app.default_token();
     // A sender may read and use templates, not change them.
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &sender,
-        Some(welcome()),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &sender,
+            Some(welcome()),
+        )
+        .await;
     assert_problem(response, 403, "insufficient-scope").await;
-    let again = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &admin(&app),
-        Some(welcome()),
-    )
-    .await;
+    let again = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &admin(&app),
+            Some(welcome()),
+        )
+        .await;
     assert_problem(again, 409, "template-exists").await;
 
     let mut changed = welcome();
     changed.as_object_mut().unwrap().remove("name");
     changed["subject"] = json!("Hi {{ name }}!");
-    let response = request(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/templates/welcome",
-        &admin(&app),
-        Some(changed),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/templates/welcome",
+            &admin(&app),
+            Some(changed),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["version"], 2);
 
-    let newest: Value = request(
-        &app,
-        reqwest::Method::GET,
-        "/v1/templates/welcome",
-        &sender,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let newest: Value = app
+        .call(reqwest::Method::GET, "/v1/templates/welcome", &sender, None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(newest["version"], 2);
     assert_eq!(newest["subject"], "Hi {{ name }}!");
-    let first: Value = request(
-        &app,
-        reqwest::Method::GET,
-        "/v1/templates/welcome?version=1",
-        &sender,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let first: Value = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/templates/welcome?version=1",
+            &sender,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["subject"], "Welcome, {{ name }}");
-    let list: Value = request(&app, reqwest::Method::GET, "/v1/templates", &sender, None)
+    let list: Value = app
+        .call(reqwest::Method::GET, "/v1/templates", &sender, None)
         .await
         .json()
         .await
@@ -133,34 +112,29 @@ async fn templates_are_versioned_and_only_admins_change_them() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["version"], 2);
 
-    let response = request(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/templates/missing",
-        &admin(&app),
-        Some(json!({"subject": "x", "text": "y"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/templates/missing",
+            &admin(&app),
+            Some(json!({"subject": "x", "text": "y"})),
+        )
+        .await;
     assert_problem(response, 404, "not-found").await;
 
     // Deleted: gone from reads and sends; created again, its versions go on.
-    let response = request(
-        &app,
-        reqwest::Method::DELETE,
-        "/v1/templates/welcome",
-        &admin(&app),
-        None,
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/templates/welcome",
+            &admin(&app),
+            None,
+        )
+        .await;
     assert_eq!(response.status(), 204);
-    let response = request(
-        &app,
-        reqwest::Method::GET,
-        "/v1/templates/welcome",
-        &sender,
-        None,
-    )
-    .await;
+    let response = app
+        .call(reqwest::Method::GET, "/v1/templates/welcome", &sender, None)
+        .await;
     assert_problem(response, 404, "not-found").await;
     let response = app
         .send(&templated(json!({"name": "Ann", "items": []})))
@@ -176,39 +150,39 @@ async fn a_template_that_does_not_parse_or_has_a_bad_name_is_refused() {
     let app = spawn_app().await;
     let mut broken = welcome();
     broken["html"] = json!("<p>{% if %}</p>");
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &admin(&app),
-        Some(broken),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &admin(&app),
+            Some(broken),
+        )
+        .await;
     let problem = assert_problem(response, 422, "invalid-template").await;
     assert_eq!(problem["field"], "html");
     let mut named = welcome();
     named["name"] = json!("../etc");
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &admin(&app),
-        Some(named),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &admin(&app),
+            Some(named),
+        )
+        .await;
     let problem = assert_problem(response, 422, "invalid-template").await;
     assert_eq!(problem["field"], "name");
     let mut bodiless = welcome();
     bodiless["text"] = Value::Null;
     bodiless["html"] = Value::Null;
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates",
-        &admin(&app),
-        Some(bodiless),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates",
+            &admin(&app),
+            Some(bodiless),
+        )
+        .await;
     assert_problem(response, 422, "invalid-template").await;
 }
 
@@ -227,14 +201,14 @@ async fn a_send_renders_its_template_at_accept_and_records_the_version() {
     assert_eq!(stored["template"], json!({"name": "welcome", "version": 1}));
 
     // A later version does not change what was queued.
-    let response = request(
-        &app,
-        reqwest::Method::PUT,
-        "/v1/templates/welcome",
-        &admin(&app),
-        Some(json!({"subject": "Changed", "text": "changed"})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/templates/welcome",
+            &admin(&app),
+            Some(json!({"subject": "Changed", "text": "changed"})),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     app.wait_for_status(&id, "sent", std::time::Duration::from_secs(10))
         .await;
@@ -288,8 +262,7 @@ async fn rendering_refuses_what_a_caller_must_fix() {
     both["subject"] = json!("Mine");
     assert_problem(app.send(&both).await, 422, "invalid-request").await;
     // A template that would run for ever runs out of fuel.
-    let response = request(
-        &app,
+    let response = app.call(
         reqwest::Method::POST,
         "/v1/templates",
         &admin(&app),
@@ -316,27 +289,27 @@ async fn rendering_refuses_what_a_caller_must_fix() {
 async fn a_preview_renders_without_sending_and_batch_items_give_their_own_variables() {
     let app = spawn_app().await;
     create_welcome(&app).await;
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates/welcome/render",
-        &app.default_token(),
-        Some(json!({"variables": {"name": "Dee", "items": ["x"]}})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates/welcome/render",
+            &app.default_token(),
+            Some(json!({"variables": {"name": "Dee", "items": ["x"]}})),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let preview: Value = response.json().await.unwrap();
     assert_eq!(preview["subject"], "Welcome, Dee");
     assert_eq!(preview["text"], "Hello Dee,\n- x\n");
     assert_eq!(preview["version"], 1);
-    let response = request(
-        &app,
-        reqwest::Method::POST,
-        "/v1/templates/welcome/render",
-        &app.default_token(),
-        Some(json!({"variables": {}})),
-    )
-    .await;
+    let response = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/templates/welcome/render",
+            &app.default_token(),
+            Some(json!({"variables": {}})),
+        )
+        .await;
     assert_problem(response, 422, "template-variable-missing").await;
     assert_eq!(app.message_count().await, 0);
 

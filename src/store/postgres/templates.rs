@@ -1,30 +1,16 @@
 //! Templates: every change a new version, deletion a mark on every version.
 
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 
 use crate::domain::TemplateContent;
 use crate::store::StoreError;
+use crate::store::columns;
 use crate::store::records::TemplateRecord;
 
-const COLUMNS: &str = "name, version, subject, text, html, created_by, created_at";
+const COLUMNS: &str = columns::TEMPLATE;
 
 /// How often a write that lost a race for the next version number is tried again.
 const VERSION_RACES: usize = 5;
-
-fn record(row: &PgRow) -> Result<TemplateRecord, StoreError> {
-    Ok(TemplateRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        content: TemplateContent {
-            subject: row.try_get("subject")?,
-            text: row.try_get("text")?,
-            html: row.try_get("html")?,
-        },
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
 
 /// Writes the next version of `name` if `live` (whether an undeleted version exists) is what the
 /// write expects: a new template expects none, a change expects one. `None` when it is not.
@@ -56,7 +42,7 @@ pub(super) async fn write(
         .fetch_optional(pool)
         .await?;
         if let Some(row) = row {
-            return Ok(Some(record(&row)?));
+            return Ok(Some(columns::template(&row)?));
         }
         // Nothing written: either the template is not in the state expected, or another write took
         // the version number first (then its state is read again).
@@ -90,7 +76,7 @@ pub(super) async fn get(
     .fetch_optional(pool)
     .await?
     .as_ref()
-    .map(record)
+    .map(columns::template)
     .transpose()
 }
 
@@ -102,7 +88,7 @@ pub(super) async fn list(pool: &PgPool) -> Result<Vec<TemplateRecord>, StoreErro
     .fetch_all(pool)
     .await?
     .iter()
-    .map(record)
+    .map(columns::template)
     .collect()
 }
 

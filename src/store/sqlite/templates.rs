@@ -1,29 +1,14 @@
 //! Templates on SQLite: every change a new version, deletion a mark on every version.
 
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
 use super::rows::now;
 use crate::domain::TemplateContent;
 use crate::store::StoreError;
-use crate::store::columns::Columns;
+use crate::store::columns;
 use crate::store::records::TemplateRecord;
 
-const COLUMNS: &str = "name, version, subject, text, html, created_by, created_at";
-
-fn record(row: &SqliteRow) -> Result<TemplateRecord, StoreError> {
-    Ok(TemplateRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        content: TemplateContent {
-            subject: row.try_get("subject")?,
-            text: row.try_get("text")?,
-            html: row.try_get("html")?,
-        },
-        created_by: row.try_get("created_by")?,
-        created_at: row.time("created_at")?,
-    })
-}
+const COLUMNS: &str = columns::TEMPLATE;
 
 /// Writes the next version of `name` if `live` (whether an undeleted version exists) is what the
 /// write expects: a new template expects none, a change expects one. `None` when it is not. The single
@@ -52,7 +37,7 @@ pub(super) async fn write(
     .fetch_optional(pool)
     .await?
     .as_ref()
-    .map(record)
+    .map(columns::template)
     .transpose()
 }
 
@@ -71,7 +56,7 @@ pub(super) async fn get(
     .fetch_optional(pool)
     .await?
     .as_ref()
-    .map(record)
+    .map(columns::template)
     .transpose()
 }
 
@@ -85,7 +70,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<TemplateRecord>, Store
     .fetch_all(pool)
     .await?
     .iter()
-    .map(record)
+    .map(columns::template)
     .collect()
 }
 

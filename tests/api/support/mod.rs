@@ -229,6 +229,24 @@ impl TestApp {
         process::labelled_sample(&self.metrics_text().await, name, labels).unwrap_or(0.0)
     }
 
+    /// `METHOD path` with `token` and, if given, a JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request completes")
+    }
+
     /// `POST /send` with `body` and `token`.
     pub async fn send_as(&self, token: &str, body: &Value) -> Response {
         self.client
