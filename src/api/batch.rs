@@ -160,6 +160,8 @@ pub struct BatchAnswer {
     pub items: Vec<Result<ItemOutcome, ApiError>>,
     /// Replayed from the batch's key.
     pub replayed: bool,
+    /// Nothing was stored: a dry run.
+    pub dry_run: bool,
 }
 
 /// An item that went through.
@@ -173,10 +175,6 @@ pub enum ItemOutcome {
 impl BatchAnswer {
     /// The answer in posthorn's dialect: 202 (200 for a dry run) with every item in request order.
     pub fn respond(&self) -> Result<HttpResponse, ApiError> {
-        let dry = self
-            .items
-            .iter()
-            .any(|item| matches!(item, Ok(ItemOutcome::Preview(_))));
         let data = self
             .items
             .iter()
@@ -188,7 +186,7 @@ impl BatchAnswer {
                 },
             })
             .collect();
-        let status = if dry {
+        let status = if self.dry_run {
             StatusCode::OK
         } else {
             StatusCode::ACCEPTED
@@ -251,6 +249,7 @@ pub async fn accept_drafts(
         return Ok(BatchAnswer {
             items,
             replayed: false,
+            dry_run: true,
         });
     }
     let mut refused: Vec<Option<ApiError>> = Vec::with_capacity(total);
@@ -304,7 +303,11 @@ pub async fn accept_drafts(
             )),
         })
         .collect();
-    Ok(BatchAnswer { items, replayed })
+    Ok(BatchAnswer {
+        items,
+        replayed,
+        dry_run: false,
+    })
 }
 
 /// The strict refusal: every failing item's problem.

@@ -259,6 +259,14 @@ pub async fn redrive(
             field: Some("status".into()),
         });
     }
+    for (field, value) in [("tag", &request.tag), ("provider", &request.provider)] {
+        if value.as_deref().is_some_and(|text| text.contains('\0')) {
+            return Err(ApiError::InvalidRequest {
+                message: format!("{field} contains a NUL character"),
+                field: Some(field.to_owned()),
+            });
+        }
+    }
     let filter = RequeueFilter {
         created_after: request_time("created_after", request.created_after)?,
         created_before: request_time("created_before", request.created_before)?,

@@ -1,7 +1,7 @@
 //! `DELETE /v1/recipients/{address}` (`admin`): erases a recipient's data on request. Messages to that
 //! recipient alone are deleted with their attempts; messages with other recipients keep their rows with
-//! the address taken out (and, once finished, lose their bodies, which may name them). Suppressions are
-//! kept: they are what stops mail reaching the recipient again.
+//! the address taken out (and, once finished, lose their bodies, which may name them). Nothing else is
+//! touched: a suppression, whose purpose is to protect the recipient, would stay.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};

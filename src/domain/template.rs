@@ -201,6 +201,12 @@ impl TemplateContent {
             if source.len() > MAX_SOURCE {
                 return Err(TemplateError::TooLarge { part });
             }
+            if source.contains('\0') {
+                return Err(TemplateError::Syntax {
+                    part,
+                    message: "contains a NUL character".into(),
+                });
+            }
             env.template_from_named_str(part, source)
                 .map_err(|error| TemplateError::Syntax {
                     part,

@@ -371,5 +371,15 @@ async fn a_dry_run_batch_shows_each_message_and_stores_nothing() {
         json!(["customer@example.org"])
     );
     assert_eq!(data[0]["dry_run"], true);
+    // Every item refused, permissive: still a dry run's 200.
+    let mut bad = message("bad");
+    bad["to"] = json!("nope");
+    let response = batch(&app, "?dry_run=true&mode=permissive", &json!([bad])).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["data"][0]["error"]["type"],
+        "urn:posthorn:problem:invalid-address"
+    );
     assert_eq!(app.message_count().await, 0);
 }
