@@ -4,6 +4,7 @@ mod auth;
 mod batch;
 mod body;
 mod draft;
+mod events;
 mod messages;
 mod middleware;
 mod ops;
@@ -95,6 +96,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(|| not_allowed("GET, HEAD, PUT, DELETE"))),
     )
     .service(readable("/v1/messages").to(messages::list_messages))
+    .service(readable("/v1/events").to(events::list_events))
     .service(
         web::resource("/v1/messages/{id}/cancel")
             .route(web::post().to(messages::cancel_message))

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use serde::Serialize;
 
 use super::ApiError;
-use crate::store::{AttemptRecord, MessageRecord, MessageSummary, Page};
+use crate::store::{AttemptRecord, EventRecord, MessageRecord, MessageSummary, Page};
 
 /// A message as shown: its summary, and its attempts when it is shown alone.
 #[derive(Serialize)]
@@ -15,6 +15,8 @@ pub struct MessageView {
     message: MessageSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempts: Option<Vec<AttemptRecord>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventRecord>>,
 }
 
 /// A page of messages.
@@ -29,6 +31,7 @@ impl From<MessageRecord> for MessageView {
         Self {
             message: record.summary,
             attempts: Some(record.attempts),
+            events: Some(record.events),
         }
     }
 }
@@ -42,6 +45,7 @@ impl From<Page> for PageView {
                 .map(|message| MessageView {
                     message,
                     attempts: None,
+                    events: None,
                 })
                 .collect(),
             next_cursor: page.next_cursor.map(|id| id.simple().to_string()),

@@ -4,6 +4,7 @@
 
 mod address;
 mod attachment;
+mod event;
 pub mod fields;
 mod header;
 mod idempotency;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use address::{AddressError, EmailAddress, Mailbox};
 pub use attachment::{Attachment, AttachmentError};
+pub use event::EventType;
 pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
 pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage};

@@ -57,6 +57,16 @@ pub struct UnknownStatus {
     expected: &'static str,
 }
 
+impl UnknownStatus {
+    /// `found` is not one of `expected`.
+    pub fn new(found: &str, expected: &'static str) -> Self {
+        Self {
+            found: found.to_owned(),
+            expected,
+        }
+    }
+}
+
 impl FromStr for MessageStatus {
     type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -3,6 +3,7 @@
 
 mod columns;
 mod error;
+pub mod events;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use events::{EventCursor, EventFilter, EventPage, EventRecord, NewEvent};
 
 use crate::domain::{Body, TemplateContent};
 use crate::secret::Secret;
@@ -86,6 +88,13 @@ pub trait MessageStore: Send + Sync + 'static {
     /// A message's delivery attempts, oldest first.
     async fn attempts(&self, id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
 
+    /// A message's events, oldest first.
+    async fn message_events(&self, id: Uuid) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// A page of the event feed: following `next_cursor` yields every event exactly once, in an order
+    /// that never changes behind the cursor (an event that commits late is not passed over).
+    async fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError>;
+
     /// One message with its attempts; `owner` restricts the lookup to that caller's messages.
     async fn get_message(
         &self,
@@ -96,7 +105,12 @@ pub trait MessageStore: Send + Sync + 'static {
             return Ok(None);
         };
         let attempts = self.attempts(id).await?;
-        Ok(Some(MessageRecord { summary, attempts }))
+        let events = self.message_events(id).await?;
+        Ok(Some(MessageRecord {
+            summary,
+            attempts,
+            events,
+        }))
     }
 
     /// A page of messages, newest first; `owner` restricts the listing to that caller's messages.

@@ -97,6 +97,8 @@ pub struct MessageRecord {
     pub summary: MessageSummary,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
+    /// Every event, oldest first.
+    pub events: Vec<super::EventRecord>,
 }
 
 /// One delivery attempt and the reply that decided it, as recorded and as read back.

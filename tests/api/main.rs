@@ -13,6 +13,7 @@ mod crash;
 mod delivery;
 mod durability;
 mod embedded;
+mod events;
 mod faults;
 mod hardening;
 mod idempotency;

@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{interval, queue};
+use super::{EventColumns, interval, queue};
 use crate::domain::MessageStatus;
 use crate::store::StoreError;
 use crate::store::records::{Accepted, BatchOutcome, BatchRequest, EnqueueOutcome, EnqueueRequest};
@@ -232,6 +232,8 @@ async fn insert_messages<'e>(
     let mut raws = Vec::with_capacity(requests.len());
     let mut templates = Vec::with_capacity(requests.len());
     let mut versions = Vec::with_capacity(requests.len());
+    let mut events = EventColumns::default();
+    let now = time::OffsetDateTime::now_utc();
     for request in requests {
         let message = &request.message;
         ids.push(message.id);
@@ -246,6 +248,7 @@ async fn insert_messages<'e>(
         raws.push(message.content.raw.as_deref());
         templates.push(message.template.as_ref().map(|used| used.name.as_str()));
         versions.push(message.template.as_ref().map(|used| used.version));
+        events.extend(crate::store::events::for_accept(message, now));
     }
     sqlx::query(
         "WITH inserted AS (
@@ -259,12 +262,20 @@ async fn insert_messages<'e>(
                            $13::integer[])
                     AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at, source,
                              raw, template, template_version)
-             RETURNING id, send_at
+             RETURNING id, caller, send_at
          ),
          queued AS (
              INSERT INTO jobs (message_id, due_at)
              SELECT id, COALESCE(send_at, now()) FROM inserted
              RETURNING due_at
+         ),
+         logged AS (
+             INSERT INTO events (message_id, caller, type, recipient, data)
+             SELECT e.message_id, i.caller, e.type, e.recipient, e.data
+               FROM UNNEST($14::uuid[], $15::text[], $16::text[], $17::jsonb[]) WITH ORDINALITY
+                    AS e(message_id, type, recipient, data, n)
+               JOIN inserted AS i ON i.id = e.message_id
+              ORDER BY e.n
          )
          SELECT pg_notify($9, '') FROM queued WHERE due_at <= now() LIMIT 1",
     )
@@ -281,6 +292,10 @@ async fn insert_messages<'e>(
     .bind(&raws)
     .bind(&templates)
     .bind(&versions)
+    .bind(&events.message_ids)
+    .bind(&events.kinds)
+    .bind(&events.recipients)
+    .bind(&events.data)
     .fetch_optional(executor)
     .await?;
     Ok(())

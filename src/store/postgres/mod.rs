@@ -2,6 +2,7 @@
 
 mod accept;
 mod batch;
+mod events;
 mod queue;
 mod retention;
 mod rows;
@@ -23,7 +24,9 @@ use super::records::{
     EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, Page, RequeueFilter,
     Requeued, RetentionPass, TemplateRecord,
 };
-use super::{MessageStore, StoreError, StoreSettings, columns};
+use super::{
+    EventFilter, EventPage, EventRecord, MessageStore, StoreError, StoreSettings, columns,
+};
 use crate::domain::{Body, MessageStatus, TemplateContent};
 use batch::{Batcher, Linger};
 use retention::Retain;
@@ -150,6 +153,37 @@ impl PostgresStore {
     }
 }
 
+/// Events to insert, one array per column (unnested by the statement that writes them).
+#[derive(Default)]
+struct EventColumns {
+    message_ids: Vec<Uuid>,
+    tokens: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    recipients: Vec<Option<String>>,
+    data: Vec<serde_json::Value>,
+}
+
+impl EventColumns {
+    fn extend(&mut self, events: impl IntoIterator<Item = super::NewEvent>) {
+        self.extend_with_token(events, Uuid::nil());
+    }
+
+    /// Events of the change made under `token` (a lease): written only if that change applies.
+    fn extend_with_token(
+        &mut self,
+        events: impl IntoIterator<Item = super::NewEvent>,
+        token: Uuid,
+    ) {
+        for event in events {
+            self.message_ids.push(event.message_id);
+            self.tokens.push(token);
+            self.kinds.push(event.kind.as_str());
+            self.recipients.push(event.recipient);
+            self.data.push(event.data);
+        }
+    }
+}
+
 /// A duration as a PostgreSQL interval literal.
 fn interval(duration: Duration) -> String {
     format!("{} milliseconds", duration.as_millis())
@@ -224,6 +258,14 @@ impl MessageStore for PostgresStore {
         .iter()
         .map(columns::attempt)
         .collect()
+    }
+
+    async fn message_events(&self, id: Uuid) -> Result<Vec<EventRecord>, StoreError> {
+        events::of_message(&self.pool, id).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        events::feed(&self.pool, filter).await
     }
 
     async fn list_messages(

@@ -12,9 +12,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::interval;
-use crate::domain::{Body, Envelope, MessageContent};
+use super::{EventColumns, interval};
+use crate::domain::{Body, Envelope, EventType, MessageContent};
 use crate::store::StoreError;
+use crate::store::events;
 use crate::store::records::{
     AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, RequeueFilter, Requeued,
 };
@@ -141,12 +142,18 @@ struct OutcomeColumns<'a> {
     enhanced_code: Vec<Option<&'a str>>,
     response: Vec<Option<&'a str>>,
     recipients: Vec<Json<&'a [RecipientResult]>>,
+    events: EventColumns,
 }
 
 impl<'a> OutcomeColumns<'a> {
     fn new(outcomes: &'a [Outcome]) -> Self {
         let mut columns = Self::default();
+        let now = OffsetDateTime::now_utc();
         for (lease, attempt, disposition) in outcomes {
+            columns.events.extend_with_token(
+                events::for_outcome(lease.id, attempt, disposition, now),
+                lease.token,
+            );
             columns.id.push(lease.id);
             columns.token.push(lease.token);
             columns.status.push(disposition.status().as_str());
@@ -224,6 +231,15 @@ pub(super) async fn commit_outcomes(
                FROM applied AS a
               WHERE EXISTS (SELECT 1 FROM messages AS m WHERE m.id = a.id)
              ON CONFLICT (message_id, attempt) DO NOTHING
+         ),
+         logged AS (
+             INSERT INTO events (message_id, caller, type, recipient, data)
+             SELECT e.message_id, m.caller, e.type, e.recipient, e.data
+               FROM UNNEST($16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::jsonb[])
+                    WITH ORDINALITY AS e(message_id, token, type, recipient, data, n)
+               JOIN applied AS a ON a.id = e.message_id AND a.token = e.token
+               JOIN messages AS m ON m.id = e.message_id
+              ORDER BY e.n
          )
          SELECT id, token FROM applied",
     )
@@ -242,6 +258,11 @@ pub(super) async fn commit_outcomes(
     .bind(&columns.enhanced_code)
     .bind(&columns.response)
     .bind(&columns.recipients)
+    .bind(&columns.events.message_ids)
+    .bind(&columns.events.tokens)
+    .bind(&columns.events.kinds)
+    .bind(&columns.events.recipients)
+    .bind(&columns.events.data)
     .persistent(false)
     .fetch_all(&pool)
     .await?
@@ -299,10 +320,16 @@ pub(super) async fn cancel(
         return Ok(false);
     }
     sqlx::query(
-        "UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now()
-          WHERE id = $1",
+        "WITH cancelled AS (
+             UPDATE messages SET status = 'cancelled', finished_at = now(), updated_at = now()
+              WHERE id = $1
+             RETURNING id, caller
+         )
+         INSERT INTO events (message_id, caller, type, data)
+         SELECT id, caller, $2, '{}' FROM cancelled",
     )
     .bind(id)
+    .bind(EventType::Cancelled.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -330,12 +357,19 @@ pub(super) async fn reschedule(
          noted AS (
              UPDATE messages SET send_at = $3, updated_at = now()
               WHERE id IN (SELECT message_id FROM moved)
+             RETURNING id, caller
+         ),
+         logged AS (
+             INSERT INTO events (message_id, caller, type, data)
+             SELECT id, caller, $4, $5 FROM noted WHERE $3 > now()
          )
          SELECT count(*) FROM moved",
     )
     .bind(id)
     .bind(owner)
     .bind(send_at)
+    .bind(EventType::Scheduled.as_str())
+    .bind(events::scheduled(id, send_at).data)
     .fetch_one(pool)
     .await?;
     if moved > 0 && send_at <= OffsetDateTime::now_utc() {

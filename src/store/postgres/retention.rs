@@ -107,10 +107,15 @@ async fn delete(pool: &PgPool, ids: &[Uuid]) -> Result<u64, StoreError> {
     .fetch_all(&mut *tx)
     .await?;
     let deleted: Vec<Uuid> = deleted.into_iter().map(|(id,)| id).collect();
-    sqlx::query("DELETE FROM delivery_attempts WHERE message_id = ANY($1)")
-        .bind(&deleted)
-        .execute(&mut *tx)
-        .await?;
+    for statement in [
+        "DELETE FROM delivery_attempts WHERE message_id = ANY($1)",
+        "DELETE FROM events WHERE message_id = ANY($1)",
+    ] {
+        sqlx::query(statement)
+            .bind(&deleted)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(deleted.len() as u64)
 }
@@ -152,6 +157,7 @@ pub(super) async fn erase(pool: &PgPool, address: &str) -> Result<Erasure, Store
                     for statement in [
                         "DELETE FROM jobs WHERE message_id = $1",
                         "DELETE FROM delivery_attempts WHERE message_id = $1",
+                        "DELETE FROM events WHERE message_id = $1",
                         "DELETE FROM messages WHERE id = $1",
                     ] {
                         sqlx::query(statement).bind(id).execute(&mut *tx).await?;
@@ -201,6 +207,14 @@ async fn redact(
             SET recipients = (SELECT coalesce(jsonb_agg(r), '[]') FROM jsonb_array_elements(recipients) AS r
                                WHERE lower(r->>'address') <> lower($2))
           WHERE message_id = $1",
+    )
+    .bind(id)
+    .bind(address)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE events SET recipient = NULL
+          WHERE message_id = $1 AND lower(recipient) = lower($2)",
     )
     .bind(id)
     .bind(address)

@@ -120,6 +120,12 @@ async fn insert(tx: &mut SqliteConnection, request: &EnqueueRequest) -> Result<b
     .bind(message.template.as_ref().map(|used| used.version))
     .execute(&mut *tx)
     .await?;
+    super::events::write(
+        tx,
+        &request.caller,
+        crate::store::events::for_accept(message, rows::time(now)?),
+    )
+    .await?;
     Ok(send_at.is_none_or(|at| at <= now))
 }
 

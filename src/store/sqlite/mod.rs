@@ -6,6 +6,7 @@
 //! see the last committed state (WAL). The database clock is the process clock.
 
 mod accept;
+mod events;
 mod queue;
 mod retention;
 mod rows;
@@ -29,7 +30,7 @@ use super::records::{
     EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, Page, RequeueFilter,
     Requeued, RetentionPass, TemplateRecord,
 };
-use super::{MessageStore, StoreError, StoreSettings};
+use super::{EventFilter, EventPage, EventRecord, MessageStore, StoreError, StoreSettings};
 use crate::domain::{Body, TemplateContent};
 use time::OffsetDateTime;
 
@@ -145,6 +146,14 @@ impl MessageStore for SqliteStore {
         rows::attempts(&self.reader, id).await
     }
 
+    async fn message_events(&self, id: Uuid) -> Result<Vec<EventRecord>, StoreError> {
+        events::of_message(&self.reader, id).await
+    }
+
+    async fn events(&self, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        events::feed(&self.reader, filter).await
+    }
+
     async fn list_messages(
         &self,
         owner: Option<&str>,
@@ -197,7 +206,7 @@ impl MessageStore for SqliteStore {
         id: Uuid,
         send_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let moved = queue::reschedule(&self.writer, owner, id, rows::micros(send_at)).await?;
+        let moved = queue::reschedule(&self.writer, owner, id, send_at).await?;
         if moved && send_at <= OffsetDateTime::now_utc() {
             self.enqueued.notify_waiters();
         }

@@ -10,9 +10,11 @@ use super::rows::{self, now, parse_uuid};
 use crate::domain::{Body, Envelope, MessageContent, MessageStatus};
 use crate::store::StoreError;
 use crate::store::columns::Columns;
+use crate::store::events;
 use crate::store::records::{
     AttemptRecord, ClaimedJob, Disposition, JobLease, RequeueFilter, Requeued,
 };
+use time::OffsetDateTime;
 
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
@@ -164,6 +166,8 @@ pub(super) async fn record(
     .bind(serde_json::to_string(&attempt.recipients)?)
     .execute(&mut *tx)
     .await?;
+    let written = events::for_outcome(lease.id, &attempt, &disposition, rows::time(now)?);
+    super::events::write_for_message(&mut tx, lease.id, written).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -197,6 +201,7 @@ pub(super) async fn cancel(
     id: Uuid,
 ) -> Result<bool, StoreError> {
     let now = now();
+    let mut tx = pool.begin().await?;
     let cancelled = sqlx::query(
         "UPDATE messages SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_token = NULL
           WHERE id = ? AND (? IS NULL OR caller = ?) AND status = 'queued'",
@@ -206,29 +211,43 @@ pub(super) async fn cancel(
     .bind(id.to_string())
     .bind(owner)
     .bind(owner)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(cancelled.rows_affected() > 0)
+    if cancelled.rows_affected() == 0 {
+        return Ok(false);
+    }
+    super::events::write_for_message(&mut tx, id, [events::cancelled(id)]).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn reschedule(
     pool: &SqlitePool,
     owner: Option<&str>,
     id: Uuid,
-    send_at: i64,
+    send_at: OffsetDateTime,
 ) -> Result<bool, StoreError> {
+    let at = rows::micros(send_at);
+    let mut tx = pool.begin().await?;
     let moved = sqlx::query(
         "UPDATE messages SET send_at = ?1, due_at = ?1, updated_at = ?2
           WHERE id = ?3 AND (?4 IS NULL OR caller = ?4) AND status = 'queued'
             AND attempt_count = series_base",
     )
-    .bind(send_at)
+    .bind(at)
     .bind(now())
     .bind(id.to_string())
     .bind(owner)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(moved.rows_affected() > 0)
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if send_at > OffsetDateTime::now_utc() {
+        super::events::write_for_message(&mut tx, id, [events::scheduled(id, send_at)]).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn requeue(

@@ -32,23 +32,31 @@ pub(super) async fn drop_bodies(
     Ok(pass(result.rows_affected(), limit))
 }
 
-/// Deletes up to `limit` messages (their attempts go with them) that finished before
+/// Deletes up to `limit` messages (their attempts go with them, and their events) that finished before
 /// `finished_before` (micros).
 pub(super) async fn delete_finished(
     pool: &SqlitePool,
     finished_before: i64,
     limit: u32,
 ) -> Result<RetentionPass, StoreError> {
-    let result = sqlx::query(
-        "DELETE FROM messages
-          WHERE id IN (SELECT id FROM messages
-                        WHERE finished_at IS NOT NULL AND finished_at < ?
-                        LIMIT ?)",
+    let mut tx = pool.begin().await?;
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM messages WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
     )
     .bind(finished_before)
     .bind(i64::from(limit))
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    let ids = serde_json::to_string(&ids.iter().map(|(id,)| id).collect::<Vec<_>>())?;
+    sqlx::query("DELETE FROM events WHERE message_id IN (SELECT value FROM json_each(?))")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    let result = sqlx::query("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(pass(result.rows_affected(), limit))
 }
 
@@ -80,10 +88,12 @@ pub(super) async fn erase(pool: &SqlitePool, address: &str) -> Result<Erasure, S
             Erasing::Absent => {}
             Erasing::Alone => {
                 // Its attempts go with it (foreign key).
-                sqlx::query("DELETE FROM messages WHERE id = ?")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
+                for statement in [
+                    "DELETE FROM events WHERE message_id = ?",
+                    "DELETE FROM messages WHERE id = ?",
+                ] {
+                    sqlx::query(statement).bind(&id).execute(&mut *tx).await?;
+                }
                 erasure.removed += 1;
             }
             Erasing::Redacted(envelope) => {
@@ -115,6 +125,14 @@ pub(super) async fn erase(pool: &SqlitePool, address: &str) -> Result<Erasure, S
                                             FROM json_each(recipients)
                                            WHERE lower(json_extract(value, '$.address')) <> lower(?2))
                       WHERE message_id = ?1",
+                )
+                .bind(&id)
+                .bind(address)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE events SET recipient = NULL
+                      WHERE message_id = ?1 AND lower(recipient) = lower(?2)",
                 )
                 .bind(&id)
                 .bind(address)

@@ -22,7 +22,7 @@ pub(super) fn micros(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-fn time(micros: i64) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn time(micros: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .map_err(|error| StoreError::Corrupt(error.to_string()))
 }
