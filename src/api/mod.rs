@@ -15,6 +15,7 @@ mod recipients;
 mod resend;
 mod send;
 mod state;
+mod suppressions;
 mod templates;
 mod views;
 
@@ -97,6 +98,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(readable("/v1/messages").to(messages::list_messages))
     .service(readable("/v1/events").to(events::list_events))
+    .service(
+        web::resource("/v1/suppressions")
+            .route(web::post().to(suppressions::add))
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(suppressions::list),
+            )
+            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
+    )
+    .service(
+        web::resource("/v1/suppressions/{address}")
+            .route(web::delete().to(suppressions::remove))
+            .default_service(web::to(|| not_allowed("DELETE"))),
+    )
     .service(
         web::resource("/v1/messages/{id}/cancel")
             .route(web::post().to(messages::cancel_message))

@@ -88,6 +88,8 @@ pub struct Config {
     /// Age after which a message fails instead of being retried.
     #[serde(with = "humantime_serde")]
     pub retry_max_age: Duration,
+    /// Add addresses that hard-bounce (enhanced status 5.1.x or 5.2.1) to the suppression list.
+    pub suppress_hard_bounces: bool,
 
     /// Largest accepted request body, in bytes.
     pub max_body_size: usize,
@@ -244,6 +246,7 @@ impl Default for Config {
             max_schedule_ahead: limits.max_schedule_ahead,
             idempotency_retention: Duration::from_secs(24 * 3600),
             max_batch: 100,
+            suppress_hard_bounces: true,
             retention_bodies: Duration::from_secs(7 * 24 * 3600),
             retention_messages: Duration::from_secs(90 * 24 * 3600),
             retention_interval: Duration::from_secs(60),

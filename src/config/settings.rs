@@ -145,6 +145,7 @@ impl Config {
                     lease: self.lease_duration,
                     poll_interval: self.poll_interval,
                 },
+                suppress_hard_bounces: self.suppress_hard_bounces,
                 retry: RetryPolicy {
                     initial_delay: self.retry_initial_delay,
                     max_delay: self.retry_max_delay.max(self.retry_initial_delay),

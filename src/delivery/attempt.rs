@@ -13,6 +13,7 @@ use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
 use super::retry::RetryPolicy;
 use super::session::Transaction;
 use super::transport::Delivered;
+use crate::domain::is_hard_bounce;
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, ClaimedJob, Disposition, RecipientResult};
 
@@ -45,18 +46,19 @@ impl Prepared {
                 Reply::none("sender is not encodable"),
             )
         })?;
-        let recipients = match &job.pending_recipients {
-            Some(pending) => pending
-                .iter()
-                .filter_map(|a| Address::from_str(a).ok())
-                .collect(),
-            None => content
-                .envelope
-                .recipients()
-                .into_iter()
-                .filter_map(|a| Address::from_str(a).ok())
-                .collect(),
-        };
+        // Recipients on the suppression list are skipped (the outcome records them).
+        let remaining = remaining_recipients(job);
+        let recipients: Vec<Address> = remaining
+            .iter()
+            .filter(|address| !is_suppressed(job, address))
+            .filter_map(|address| Address::from_str(address).ok())
+            .collect();
+        if recipients.is_empty() && !remaining.is_empty() {
+            return Err(AttemptOutcome::whole(
+                OutcomeClass::Permanent,
+                Reply::none("suppressed: every recipient is on the suppression list"),
+            ));
+        }
         Ok(Self {
             data,
             sender,
@@ -74,12 +76,55 @@ impl Prepared {
     }
 }
 
+/// The recipients this attempt is for: those left after a partial delivery, or all of them.
+fn remaining_recipients(job: &ClaimedJob) -> Vec<&str> {
+    match &job.pending_recipients {
+        Some(pending) => pending.iter().map(String::as_str).collect(),
+        None => job.content.envelope.recipients(),
+    }
+}
+
+fn is_suppressed(job: &ClaimedJob, address: &str) -> bool {
+    job.suppressed
+        .iter()
+        .any(|suppressed| suppressed.eq_ignore_ascii_case(address))
+}
+
+/// The recipients an outcome shows to be bad addresses: refused at RCPT with 5.1.x or 5.2.1, or, for
+/// a message to one recipient, refused so after DATA (for several, a refusal after DATA does not say
+/// whose address it is about).
+fn hard_bounces(outcome: &AttemptOutcome) -> Vec<String> {
+    let bad = |reply: &Reply| {
+        reply.is_permanent() && reply.enhanced.as_deref().is_some_and(is_hard_bounce)
+    };
+    let mut addresses: Vec<String> = outcome
+        .recipients
+        .iter()
+        .filter(|r| r.class == OutcomeClass::Permanent && bad(&r.reply))
+        .map(|r| r.address.clone())
+        .collect();
+    let shared: Vec<&str> = outcome
+        .recipients
+        .iter()
+        .filter(|r| r.class == OutcomeClass::Permanent && !r.reply.is_permanent())
+        .map(|r| r.address.as_str())
+        .collect();
+    if let [only] = shared.as_slice()
+        && outcome.class == OutcomeClass::Permanent
+        && bad(&outcome.reply)
+    {
+        addresses.push((*only).to_owned());
+    }
+    addresses
+}
+
 /// Counts the attempt, decides what becomes of the job, logs it, and builds the attempt record.
 pub(super) fn conclude(
     job: &ClaimedJob,
     delivered: Delivered,
     provider: &str,
     policy: &RetryPolicy,
+    suppress_hard_bounces: bool,
     metrics: &Metrics,
 ) -> (AttemptRecord, Disposition) {
     let Delivered {
@@ -150,8 +195,26 @@ pub(super) fn conclude(
                 outcome: r.class,
                 smtp_code: r.reply.code.and_then(|c| i16::try_from(c).ok()),
                 response: Some(r.reply.text.clone()).filter(|text| !text.is_empty()),
+                suppressed: false,
             })
+            .chain(
+                remaining_recipients(job)
+                    .into_iter()
+                    .filter(|address| is_suppressed(job, address))
+                    .map(|address| RecipientResult {
+                        address: address.to_owned(),
+                        outcome: OutcomeClass::Permanent,
+                        smtp_code: None,
+                        response: Some("on the suppression list".into()),
+                        suppressed: true,
+                    }),
+            )
             .collect(),
+        hard_bounces: if suppress_hard_bounces {
+            hard_bounces(&outcome)
+        } else {
+            Vec::new()
+        },
     };
     (report, disposition)
 }

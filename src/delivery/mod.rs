@@ -64,6 +64,8 @@ pub struct DeliverySettings {
     pub worker: WorkerSettings,
     /// Retry schedule.
     pub retry: RetryPolicy,
+    /// Add addresses that hard-bounce (enhanced status 5.1.x or 5.2.1) to the suppression list.
+    pub suppress_hard_bounces: bool,
 }
 
 impl Delivery {
@@ -95,6 +97,7 @@ impl Delivery {
             store: store.clone(),
             transport: transport.clone(),
             policy: settings.retry,
+            suppress_hard_bounces: settings.suppress_hard_bounces,
             settings: settings.worker,
             metrics,
             wake,

@@ -81,6 +81,7 @@ pub struct Worker {
     pub(super) store: SharedStore,
     pub(super) transport: Transport,
     pub(super) policy: RetryPolicy,
+    pub(super) suppress_hard_bounces: bool,
     pub(super) settings: WorkerSettings,
     pub(super) metrics: Metrics,
     pub(super) wake: Arc<Notify>,
@@ -222,8 +223,14 @@ impl Worker {
                         started_at: OffsetDateTime::now_utc(),
                         duration: Duration::ZERO,
                     };
-                    let (report, disposition) =
-                        conclude(&job, delivered, provider, &self.policy, &self.metrics);
+                    let (report, disposition) = conclude(
+                        &job,
+                        delivered,
+                        provider,
+                        &self.policy,
+                        self.suppress_hard_bounces,
+                        &self.metrics,
+                    );
                     self.start_recording(recording, job.lease, report, disposition);
                 }
             }
@@ -242,8 +249,14 @@ impl Worker {
             .transport
             .send_all(&queued, stop, |index, delivered| {
                 let job = &ready[index].0;
-                let (report, disposition) =
-                    conclude(job, delivered, provider, &self.policy, &self.metrics);
+                let (report, disposition) = conclude(
+                    job,
+                    delivered,
+                    provider,
+                    &self.policy,
+                    self.suppress_hard_bounces,
+                    &self.metrics,
+                );
                 self.start_recording(recording, job.lease, report, disposition);
             })
             .await;

@@ -11,6 +11,7 @@ mod idempotency;
 mod message;
 mod mime;
 mod status;
+mod suppression;
 mod template;
 pub mod text;
 
@@ -24,6 +25,7 @@ pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
 pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage};
 pub use mime::{RawMessage, RawSubmission};
 pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
+pub use suppression::{SuppressionReason, is_hard_bounce};
 pub use template::{
     Rendered, TemplateContent, TemplateError, TemplateUse, validate_name as validate_template_name,
 };

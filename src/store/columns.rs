@@ -128,6 +128,7 @@ pub(crate) fn attempt(row: &impl Columns) -> Result<AttemptRecord, StoreError> {
         enhanced_code: row.optional_text("enhanced_code")?,
         response: row.optional_text("response")?,
         recipients: row.json("recipients")?,
+        hard_bounces: Vec::new(),
     })
 }
 

@@ -201,6 +201,9 @@ pub fn for_outcome(
             EventType::DeliveryDelayed => {
                 data.insert("next_attempt_at".into(), json!(next_attempt));
             }
+            EventType::Suppressed => {
+                data.insert("reason".into(), json!("suppressed"));
+            }
             EventType::Failed => {
                 let reason = disposition
                     .error()
@@ -235,11 +238,12 @@ pub fn for_outcome(
             attempt.response.as_deref(),
         )];
     }
-    attempt
+    let mut events: Vec<NewEvent> = attempt
         .recipients
         .iter()
         .map(|result| {
             let kind = match result.outcome {
+                _ if result.suppressed => EventType::Suppressed,
                 OutcomeClass::Sent => EventType::Sent,
                 OutcomeClass::Permanent => EventType::Failed,
                 OutcomeClass::Transient | OutcomeClass::Unknown => unfinished,
@@ -257,5 +261,14 @@ pub fn for_outcome(
             };
             event(kind, Some(&result.address), code, enhanced, response)
         })
-        .collect()
+        .collect();
+    // Nobody left to send to: the message itself fails, for that reason.
+    if matches!(disposition, Disposition::Failed { .. })
+        && attempt.recipients.iter().all(|result| result.suppressed)
+    {
+        let mut failed = event(EventType::Failed, None, None, None, None);
+        failed.data["reason"] = json!("suppressed");
+        events.push(failed);
+    }
+    events
 }

@@ -24,8 +24,9 @@ use crate::secret::Secret;
 pub use records::{
     Accepted, AttemptRecord, BatchOutcome, BatchRequest, CancelOutcome, ClaimedJob, Disposition,
     EnqueueOutcome, EnqueueRequest, Erasure, JobLease, MessageFilter, MessageRecord,
-    MessageSummary, Page, RecipientResult, RequeueFilter, Requeued, RescheduleOutcome,
-    RetentionPass, TemplateRecord,
+    MessageSummary, NewSuppression, Page, RecipientResult, RequeueFilter, Requeued,
+    RescheduleOutcome, RetentionPass, SuppressionFilter, SuppressionPage, SuppressionRecord,
+    TemplateRecord,
 };
 use time::OffsetDateTime;
 
@@ -248,6 +249,20 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Erases a recipient's data: messages to them alone are deleted, the others keep their rows with
     /// the address taken out (and, once finished, without their bodies).
     async fn erase_recipient(&self, address: &str) -> Result<Erasure, StoreError>;
+
+    /// A page of the suppression list.
+    async fn suppressions(&self, filter: &SuppressionFilter)
+    -> Result<SuppressionPage, StoreError>;
+
+    /// Adds an address to the suppression list; an entry already there is kept as it is. Returns the
+    /// entry and whether it is new.
+    async fn add_suppression(
+        &self,
+        entry: &NewSuppression,
+    ) -> Result<(SuppressionRecord, bool), StoreError>;
+
+    /// Takes an address off the suppression list; returns whether it was on it.
+    async fn remove_suppression(&self, address: &str) -> Result<bool, StoreError>;
 
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;

@@ -123,6 +123,10 @@ pub struct AttemptRecord {
     pub response: Option<String>,
     /// The result for each recipient.
     pub recipients: Vec<RecipientResult>,
+    /// Addresses this attempt showed to be bad (a hard bounce), for the suppression list; not stored
+    /// with the attempt.
+    #[serde(skip)]
+    pub hard_bounces: Vec<String>,
 }
 
 /// How the upstream answered `RCPT TO` for one recipient (stored as JSON with its attempt).
@@ -136,6 +140,9 @@ pub struct RecipientResult {
     pub smtp_code: Option<i16>,
     /// The server's text.
     pub response: Option<String>,
+    /// Skipped: the address is on the suppression list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suppressed: bool,
 }
 
 /// Filters and paging for listings.
@@ -212,6 +219,8 @@ pub struct ClaimedJob {
     pub pending_recipients: Option<Vec<String>>,
     /// The job was taken over from a lease that expired: an earlier attempt may have delivered it.
     pub reclaimed: bool,
+    /// Its recipients on the suppression list (lower case): skipped.
+    pub suppressed: Vec<String>,
     /// Attempts made before this series began (a message put back in the queue starts a new one).
     pub series_base: i32,
     /// When this series began: its acceptance, or when it was put back in the queue.
@@ -409,4 +418,77 @@ pub struct Erasure {
     pub removed: u64,
     /// Messages with other recipients too, kept with that address taken out.
     pub redacted: u64,
+}
+
+/// An address on the suppression list.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuppressionRecord {
+    /// The address, in lower case.
+    pub address: String,
+    /// Why.
+    pub reason: crate::domain::SuppressionReason,
+    /// The message whose bounce or complaint added it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<Uuid>,
+    /// What the report said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When it was added.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Which suppressions a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct SuppressionFilter {
+    /// Only this address.
+    pub address: Option<String>,
+    /// Only this reason.
+    pub reason: Option<crate::domain::SuppressionReason>,
+    /// Continue after this address (the previous page's `next_cursor`).
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A page of the suppression list, by address.
+#[derive(Debug, Clone)]
+pub struct SuppressionPage {
+    /// The entries.
+    pub items: Vec<SuppressionRecord>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// An entry to add to the suppression list.
+#[derive(Debug, Clone)]
+pub struct NewSuppression {
+    /// The address (any case; kept in lower case).
+    pub address: String,
+    /// Why.
+    pub reason: crate::domain::SuppressionReason,
+    /// The message whose bounce or complaint shows it.
+    pub message_id: Option<Uuid>,
+    /// What the report said.
+    pub detail: Option<String>,
+}
+
+impl AttemptRecord {
+    /// The suppression entries this attempt adds: its hard bounces, with the reply that showed each.
+    pub(crate) fn suppressions(&self, message_id: Uuid) -> Vec<NewSuppression> {
+        self.hard_bounces
+            .iter()
+            .map(|address| NewSuppression {
+                address: address.to_lowercase(),
+                reason: crate::domain::SuppressionReason::HardBounce,
+                message_id: Some(message_id),
+                detail: self
+                    .recipients
+                    .iter()
+                    .find(|r| r.address.eq_ignore_ascii_case(address))
+                    .and_then(|r| r.response.clone())
+                    .or_else(|| self.response.clone()),
+            })
+            .collect()
+    }
 }

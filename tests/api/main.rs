@@ -27,6 +27,7 @@ mod retention;
 mod send;
 mod store;
 mod submission;
+mod suppressions;
 mod templates;
 mod upgrade;
 mod upgrade_outcomes;

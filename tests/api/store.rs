@@ -121,6 +121,7 @@ pub(crate) fn attempt(number: i32, outcome: &str) -> AttemptRecord {
         enhanced_code: None,
         response: Some("ok".into()),
         recipients: vec![],
+        hard_bounces: vec![],
     }
 }
 

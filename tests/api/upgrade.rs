@@ -395,6 +395,7 @@ async fn once_a_job_is_taken_over_the_previous_release_s_writes_are_skipped() {
         enhanced_code: None,
         response: Some("ok".into()),
         recipients: vec![],
+        hard_bounces: vec![],
     };
     assert!(
         up.store
@@ -439,6 +440,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
 
     // The rollback scripts of later migrations first, newest first, as the chart's README says.
     for script in [
+        "20261206000004_suppressions.sql",
         "20261206000003_events.sql",
         "20261206000002_api.sql",
         "20261206000001_sources.sql",

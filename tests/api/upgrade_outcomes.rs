@@ -15,7 +15,8 @@ use crate::support::TestDatabase;
 use crate::upgrade;
 
 /// The rollback scripts back to before the outcome migration, newest first.
-const ROLLBACK: [&str; 4] = [
+const ROLLBACK: [&str; 5] = [
+    "migrations/postgres-rollback/20261206000004_suppressions.sql",
     "migrations/postgres-rollback/20261206000003_events.sql",
     "migrations/postgres-rollback/20261206000002_api.sql",
     "migrations/postgres-rollback/20261206000001_sources.sql",

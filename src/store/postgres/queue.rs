@@ -55,7 +55,13 @@ pub(super) async fn claim(
          SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
                 m.message_id, m.envelope, m.body, m.raw, m.created_at, c.series_base,
-                coalesce(c.series_started_at, m.created_at) AS series_started_at
+                coalesce(c.series_started_at, m.created_at) AS series_started_at,
+                ARRAY(SELECT s.address FROM suppressions AS s
+                       WHERE s.address IN (
+                           SELECT lower(r->>'address')
+                             FROM jsonb_array_elements(
+                                  coalesce(m.envelope->'to', '[]') || coalesce(m.envelope->'cc', '[]')
+                                  || coalesce(m.envelope->'bcc', '[]')) AS r)) AS suppressed
            FROM claimed AS c
            JOIN due ON due.message_id = c.message_id
            LEFT JOIN messages AS m ON m.id = c.message_id
@@ -95,6 +101,7 @@ pub(super) async fn claim(
             reclaimed: row.try_get("reclaimed")?,
             series_base: row.try_get("series_base")?,
             series_started_at: row.try_get("series_started_at")?,
+            suppressed: row.try_get("suppressed")?,
         });
     }
     if !stale.is_empty() {
@@ -143,6 +150,10 @@ struct OutcomeColumns<'a> {
     response: Vec<Option<&'a str>>,
     recipients: Vec<Json<&'a [RecipientResult]>>,
     events: EventColumns,
+    bounced_ids: Vec<Uuid>,
+    bounced_tokens: Vec<Uuid>,
+    bounced_addresses: Vec<String>,
+    bounced_details: Vec<Option<String>>,
 }
 
 impl<'a> OutcomeColumns<'a> {
@@ -154,6 +165,12 @@ impl<'a> OutcomeColumns<'a> {
                 events::for_outcome(lease.id, attempt, disposition, now),
                 lease.token,
             );
+            for entry in attempt.suppressions(lease.id) {
+                columns.bounced_ids.push(lease.id);
+                columns.bounced_tokens.push(lease.token);
+                columns.bounced_addresses.push(entry.address);
+                columns.bounced_details.push(entry.detail);
+            }
             columns.id.push(lease.id);
             columns.token.push(lease.token);
             columns.status.push(disposition.status().as_str());
@@ -240,6 +257,14 @@ pub(super) async fn commit_outcomes(
                JOIN applied AS a ON a.id = e.message_id AND a.token = e.token
                JOIN messages AS m ON m.id = e.message_id
               ORDER BY e.n
+         ),
+         suppressed AS (
+             INSERT INTO suppressions (address, reason, message_id, detail)
+             SELECT DISTINCT ON (b.address) b.address, 'hard_bounce', b.message_id, b.detail
+               FROM UNNEST($21::uuid[], $22::uuid[], $23::text[], $24::text[])
+                    AS b(message_id, token, address, detail)
+               JOIN applied AS a ON a.id = b.message_id AND a.token = b.token
+             ON CONFLICT (address) DO NOTHING
          )
          SELECT id, token FROM applied",
     )
@@ -263,6 +288,10 @@ pub(super) async fn commit_outcomes(
     .bind(&columns.events.kinds)
     .bind(&columns.events.recipients)
     .bind(&columns.events.data)
+    .bind(&columns.bounced_ids)
+    .bind(&columns.bounced_tokens)
+    .bind(&columns.bounced_addresses)
+    .bind(&columns.bounced_details)
     .persistent(false)
     .fetch_all(&pool)
     .await?

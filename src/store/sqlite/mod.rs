@@ -10,6 +10,7 @@ mod events;
 mod queue;
 mod retention;
 mod rows;
+mod suppressions;
 mod templates;
 
 use std::path::Path;
@@ -27,8 +28,9 @@ use uuid::Uuid;
 
 use super::records::{
     AttemptRecord, BatchOutcome, BatchRequest, ClaimedJob, Disposition, EnqueueOutcome,
-    EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, Page, RequeueFilter,
-    Requeued, RetentionPass, TemplateRecord,
+    EnqueueRequest, Erasure, JobLease, MessageFilter, MessageSummary, NewSuppression, Page,
+    RequeueFilter, Requeued, RetentionPass, SuppressionFilter, SuppressionPage, SuppressionRecord,
+    TemplateRecord,
 };
 use super::{EventFilter, EventPage, EventRecord, MessageStore, StoreError, StoreSettings};
 use crate::domain::{Body, TemplateContent};
@@ -287,6 +289,24 @@ impl MessageStore for SqliteStore {
 
     async fn erase_recipient(&self, address: &str) -> Result<Erasure, StoreError> {
         retention::erase(&self.writer, address).await
+    }
+
+    async fn suppressions(
+        &self,
+        filter: &SuppressionFilter,
+    ) -> Result<SuppressionPage, StoreError> {
+        suppressions::list(&self.reader, filter).await
+    }
+
+    async fn add_suppression(
+        &self,
+        entry: &NewSuppression,
+    ) -> Result<(SuppressionRecord, bool), StoreError> {
+        suppressions::add(&self.writer, entry).await
+    }
+
+    async fn remove_suppression(&self, address: &str) -> Result<bool, StoreError> {
+        suppressions::remove(&self.writer, address).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

@@ -93,6 +93,7 @@ pub(super) async fn claim(
             created_at: row.time("created_at")?,
             series_base: row.try_get("series_base")?,
             series_started_at: row.time("series_started_at")?,
+            suppressed: Vec::new(),
             pending_recipients: pending
                 .map(|text| serde_json::from_str(&text))
                 .transpose()?,
@@ -101,7 +102,23 @@ pub(super) async fn claim(
         jobs.push((position, job));
     }
     jobs.sort_by_key(|(position, _)| *position);
-    let jobs = jobs.into_iter().map(|(_, job)| job).collect();
+    let mut jobs: Vec<ClaimedJob> = jobs.into_iter().map(|(_, job)| job).collect();
+    for job in &mut jobs {
+        let recipients: Vec<String> = job
+            .content
+            .envelope
+            .recipients()
+            .into_iter()
+            .map(str::to_lowercase)
+            .collect();
+        let suppressed: Vec<(String,)> = sqlx::query_as(
+            "SELECT address FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&recipients)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        job.suppressed = suppressed.into_iter().map(|(address,)| address).collect();
+    }
     tx.commit().await?;
     Ok(jobs)
 }
@@ -168,6 +185,9 @@ pub(super) async fn record(
     .await?;
     let written = events::for_outcome(lease.id, &attempt, &disposition, rows::time(now)?);
     super::events::write_for_message(&mut tx, lease.id, written).await?;
+    for entry in attempt.suppressions(lease.id) {
+        super::suppressions::insert(&mut tx, &entry).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
