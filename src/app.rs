@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::{self, SharedStore, StoreError};
 use crate::submission::{Services, Submission};
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// How often migrations are retried while the database is unreachable at start.
 const MIGRATION_RETRY: Duration = Duration::from_secs(2);
@@ -130,6 +131,7 @@ impl Application {
             rate_limiter,
             providers: providers.clone(),
             transport: transport.clone(),
+            webhook_guard: settings.webhooks.guard,
         });
         let listen = settings.http.listen;
         let listener = TcpListener::bind(listen)
@@ -195,10 +197,11 @@ impl Application {
             self.shutdown.clone(),
         ));
         let grace = self.settings.shutdown_grace;
-        let delivery = tokio::spawn(run_delivery(
+        let delivery = tokio::spawn(run_workers(
             self.store.clone(),
             self.transport.clone(),
             self.settings.delivery.clone(),
+            self.settings.webhooks.clone(),
             self.metrics.clone(),
             !self.migrated,
             self.shutdown.clone(),
@@ -229,12 +232,14 @@ impl Application {
     }
 }
 
-/// Applies migrations if they are still pending, then runs the workers until `stop`.
+/// Applies migrations if they are still pending, then runs the mail workers and the webhook
+/// dispatcher until `stop`.
 #[allow(clippy::too_many_arguments)]
-async fn run_delivery(
+async fn run_workers(
     store: SharedStore,
     transport: Option<Transport>,
     settings: DeliverySettings,
+    webhooks: WebhookSettings,
     metrics: Metrics,
     needs_migration: bool,
     stop: CancellationToken,
@@ -258,12 +263,26 @@ async fn run_delivery(
             }
         }
     }
-    let Some(transport) = transport else {
-        return;
+    let webhooks = match Webhooks::start(store.clone(), webhooks, metrics.clone()) {
+        Ok(webhooks) => Some(webhooks),
+        Err(error) => {
+            tracing::error!(error = %error, "the webhook dispatcher could not start");
+            None
+        }
     };
-    let delivery = Delivery::start(store, transport, settings, metrics);
+    let delivery = transport.map(|transport| Delivery::start(store, transport, settings, metrics));
     stop.cancelled().await;
-    delivery.shutdown(grace).await;
+    let webhooks = async {
+        if let Some(webhooks) = webhooks {
+            webhooks.shutdown(grace).await;
+        }
+    };
+    let delivery = async {
+        if let Some(delivery) = delivery {
+            delivery.shutdown(grace).await;
+        }
+    };
+    tokio::join!(webhooks, delivery);
 }
 
 async fn stop(handle: ServerHandle) {

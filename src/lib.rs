@@ -19,3 +19,4 @@ pub mod secret;
 pub mod store;
 pub mod submission;
 pub mod telemetry;
+pub mod webhooks;

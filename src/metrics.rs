@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Requests the HTTP server refused before any route saw them (they do not parse as HTTP, or a client
@@ -68,6 +68,10 @@ pub struct Metrics {
     pub retention: IntCounterVec,
     /// Failed messages put back in the queue by a retry or a redrive.
     pub messages_requeued: IntCounter,
+    /// Webhook delivery attempts by outcome: `succeeded`, `failed`.
+    pub webhook_deliveries: IntCounterVec,
+    /// Webhook deliveries not yet delivered (or given up), read at scrape time.
+    pub webhook_backlog: IntGauge,
 }
 
 impl Metrics {
@@ -195,6 +199,19 @@ impl Metrics {
                 "posthorn_messages_requeued_total",
                 "Failed messages put back in the queue by a retry or a redrive.",
             )?,
+            webhook_deliveries: counter_vec(
+                "posthorn_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome (succeeded: 2xx; failed: anything else).",
+                &["outcome"],
+            )?,
+            webhook_backlog: {
+                let gauge = IntGauge::new(
+                    "posthorn_webhook_backlog",
+                    "Webhook deliveries pending (due now or retrying later).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             registry,
         })
     }

@@ -18,6 +18,7 @@ mod state;
 mod suppressions;
 mod templates;
 mod views;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -137,6 +138,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route(web::patch().to(messages::reschedule_message))
             .default_service(web::to(|| not_allowed("GET, HEAD, PATCH"))),
+    )
+    .service(
+        web::resource("/v1/webhooks")
+            .route(web::post().to(webhooks::create))
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(webhooks::list),
+            )
+            .default_service(web::to(|| not_allowed("GET, HEAD, POST"))),
+    )
+    .service(
+        web::resource("/v1/webhooks/{id}/rotate-secret")
+            .route(web::post().to(webhooks::rotate_secret))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/webhooks/{id}/replay")
+            .route(web::post().to(webhooks::replay))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(readable("/v1/webhooks/{id}/deliveries").to(webhooks::deliveries))
+    .service(
+        web::resource("/v1/webhooks/{id}")
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(webhooks::get),
+            )
+            .route(web::patch().to(webhooks::update))
+            .route(web::delete().to(webhooks::delete))
+            .default_service(web::to(|| not_allowed("GET, HEAD, PATCH, DELETE"))),
     )
     .configure(resend::configure)
     .service(

@@ -34,6 +34,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         // A scrape during a database outage still reports everything else.
         Err(error) => tracing::warn!(error = %error, "queue depth unavailable for this scrape"),
     }
+    match state.store.webhook_backlog().await {
+        Ok(pending) => state.metrics.webhook_backlog.set(pending),
+        Err(error) => tracing::warn!(error = %error, "webhook backlog unavailable for this scrape"),
+    }
     for pool in crate::delivery::pool_status(&state.providers) {
         let gauge = &state.metrics.smtp_connections;
         gauge

@@ -28,4 +28,6 @@ pub struct AppState {
     pub providers: Vec<Provider>,
     /// Where messages go, for dry runs; `None` when they wait in the queue.
     pub transport: Option<Transport>,
+    /// What webhook URLs may be.
+    pub webhook_guard: crate::webhooks::Guard,
 }

@@ -116,6 +116,18 @@ pub struct Config {
     pub idempotency_retention: Duration,
     /// Most messages in one `POST /v1/send/batch`.
     pub max_batch: usize,
+    /// Webhook URLs may be `http` (they must be `https` otherwise).
+    pub webhook_allow_http: bool,
+    /// Webhooks may target private, loopback and link-local addresses.
+    pub webhook_allow_private: bool,
+    /// The delays before each retry of a failed webhook delivery, comma-separated.
+    pub webhook_retry_schedule: String,
+    /// Deadline of one webhook delivery.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// An endpoint whose deliveries have failed this long is disabled when a delivery gives up.
+    #[serde(with = "humantime_serde")]
+    pub webhook_disable_after: Duration,
     /// How long after a message finished its body and attachments are kept; `0s` keeps them.
     #[serde(with = "humantime_serde")]
     pub retention_bodies: Duration,
@@ -246,6 +258,11 @@ impl Default for Config {
             max_schedule_ahead: limits.max_schedule_ahead,
             idempotency_retention: Duration::from_secs(24 * 3600),
             max_batch: 100,
+            webhook_allow_http: false,
+            webhook_allow_private: false,
+            webhook_retry_schedule: "5s,5m,30m,2h,5h,10h,14h,20h,24h".into(),
+            webhook_timeout: Duration::from_secs(15),
+            webhook_disable_after: Duration::from_secs(3 * 24 * 3600),
             suppress_hard_bounces: true,
             retention_bodies: Duration::from_secs(7 * 24 * 3600),
             retention_messages: Duration::from_secs(90 * 24 * 3600),

@@ -17,6 +17,7 @@ use crate::secret::Secret;
 use crate::store::StoreSettings;
 use crate::submission::{SubmissionSettings, TlsFiles};
 use crate::telemetry::LogFormat;
+use crate::webhooks::{Guard, WebhookSettings};
 
 /// A send (connect, commands, data) must fit in a lease this many times over, or a second worker could
 /// take the job over while the first still talks to the upstream.
@@ -47,6 +48,8 @@ pub struct Settings {
     pub submission: SubmissionSettings,
     /// How long finished messages keep their bodies and their rows.
     pub retention: RetentionSettings,
+    /// How webhooks are delivered.
+    pub webhooks: WebhookSettings,
     /// Log output.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -121,6 +124,7 @@ impl Config {
                 body_timeout: self.http_body_timeout,
                 max_batch: self.max_batch,
             },
+            webhooks: self.webhooks()?,
             retention: RetentionSettings {
                 bodies: Some(self.retention_bodies).filter(|after| !after.is_zero()),
                 messages: Some(self.retention_messages).filter(|after| !after.is_zero()),
@@ -387,6 +391,40 @@ impl Config {
             max_message_size: self.max_body_size,
             max_recipients: self.max_recipients,
             hostname,
+        })
+    }
+
+    /// Webhook delivery: the guard, the retry schedule and the deadlines.
+    fn webhooks(&self) -> Result<WebhookSettings, ConfigError> {
+        let schedule = self
+            .webhook_retry_schedule
+            .split(',')
+            .map(str::trim)
+            .filter(|delay| !delay.is_empty())
+            .map(|delay| {
+                humantime::parse_duration(delay).map_err(|error| {
+                    ConfigError::invalid(
+                        "POSTHORN_WEBHOOK_RETRY_SCHEDULE",
+                        format!("`{delay}` is not a duration ({error})"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.webhook_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "POSTHORN_WEBHOOK_TIMEOUT",
+                "must be more than 0s",
+            ));
+        }
+        Ok(WebhookSettings {
+            guard: Guard {
+                allow_http: self.webhook_allow_http,
+                allow_private: self.webhook_allow_private,
+            },
+            schedule,
+            timeout: self.webhook_timeout,
+            disable_after: self.webhook_disable_after,
+            ..WebhookSettings::default()
         })
     }
 

@@ -7,6 +7,7 @@ pub mod events;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,10 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use events::{EventCursor, EventFilter, EventPage, EventRecord, NewEvent};
+pub use webhooks::{
+    ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryResult, EndpointChange,
+    EndpointRecord, NewEndpoint, Replay,
+};
 
 use crate::domain::{Body, TemplateContent};
 use crate::secret::Secret;
@@ -263,6 +268,73 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Takes an address off the suppression list; returns whether it was on it.
     async fn remove_suppression(&self, address: &str) -> Result<bool, StoreError>;
+
+    /// Creates a webhook endpoint.
+    async fn create_endpoint(&self, endpoint: &NewEndpoint) -> Result<EndpointRecord, StoreError>;
+
+    /// Every webhook endpoint, oldest first.
+    async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError>;
+
+    /// One webhook endpoint.
+    async fn endpoint(&self, id: Uuid) -> Result<Option<EndpointRecord>, StoreError>;
+
+    /// Changes an endpoint; `None` if there is none.
+    async fn update_endpoint(
+        &self,
+        id: Uuid,
+        change: &EndpointChange,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+
+    /// Deletes an endpoint with its deliveries; returns whether there was one.
+    async fn delete_endpoint(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Gives an endpoint a new secret; the old one keeps signing too until `keep_old_until`.
+    async fn rotate_endpoint_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        keep_old_until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes the deliveries of up to `limit` events after the fan-out's cursor (to every enabled
+    /// endpoint that takes them) and moves the cursor, in one transaction; returns how many events it
+    /// read. A replica that finds another fanning out reads none.
+    async fn fan_out(&self, limit: u32) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due deliveries of enabled endpoints not in `busy`, at most `per_endpoint`
+    /// of any one endpoint, each with a lease.
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        per_endpoint: u32,
+        lease: Duration,
+        busy: &[Uuid],
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records an attempt and what becomes of the delivery (and its endpoint), only if the lease still
+    /// holds it. An endpoint failing for `disable_after` is disabled when a delivery's schedule is spent.
+    async fn record_delivery(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: &DeliveryAttempt,
+        result: DeliveryResult,
+        disable_after: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// An endpoint's deliveries, newest first, after delivery `before` when given.
+    async fn deliveries(
+        &self,
+        endpoint: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Queues the endpoint's events again (those it takes, written in the replay's window); returns
+    /// how many.
+    async fn replay(&self, endpoint: Uuid, replay: &Replay) -> Result<u64, StoreError>;
+
+    /// Pending webhook deliveries.
+    async fn webhook_backlog(&self) -> Result<i64, StoreError>;
 
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;

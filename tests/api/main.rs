@@ -31,3 +31,4 @@ mod suppressions;
 mod templates;
 mod upgrade;
 mod upgrade_outcomes;
+mod webhooks;

@@ -96,3 +96,60 @@ async fn three_replicas_share_one_queue_and_deliver_every_message_once() {
         .await;
     assert_eq!(page["items"].as_array().unwrap().len(), TOTAL);
 }
+
+#[tokio::test]
+async fn two_replicas_deliver_every_webhook_event_once() {
+    crate::postgres_only!();
+    let database = TestDatabase::create_postgres().await;
+    let receiver = crate::support::webhooks::Receiver::start(json!([]));
+    let mut replicas: Vec<Posthorn> = ["replica-a", "replica-b"]
+        .iter()
+        .map(|_| {
+            Posthorn::spawn(&[
+                ("POSTHORN_DATABASE_URL", database.url()),
+                ("POSTHORN_WEBHOOK_ALLOW_HTTP", "true".to_owned()),
+                ("POSTHORN_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
+                ("POSTHORN_LOG", "warn".to_owned()),
+            ])
+        })
+        .collect();
+    for replica in &mut replicas {
+        replica.wait_ready().await;
+    }
+    let client = reqwest::Client::new();
+    let admin = token("replicas", &[Scope::Admin]);
+    let created: serde_json::Value = client
+        .post(format!("{}/v1/webhooks", replicas[0].address))
+        .bearer_auth(&admin)
+        .json(&json!({"url": receiver.url(), "events": ["email.accepted"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    receiver.set_secrets(&[created["secret"].as_str().unwrap()]);
+    const TOTAL: usize = 40;
+    for i in 0..TOTAL {
+        let response = client
+            .post(format!("{}/v1/send", replicas[i % 2].address))
+            .bearer_auth(&admin)
+            .json(&valid_message())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    receiver
+        .wait_until(Duration::from_secs(30), |r| r.len() >= TOTAL)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = receiver.received();
+    let ids: HashSet<String> = received
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received.len(), TOTAL, "each event once");
+    assert_eq!(ids.len(), TOTAL);
+    assert!(received.iter().all(|r| r["verified"] == true));
+}

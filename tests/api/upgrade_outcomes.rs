@@ -15,7 +15,8 @@ use crate::support::TestDatabase;
 use crate::upgrade;
 
 /// The rollback scripts back to before the outcome migration, newest first.
-const ROLLBACK: [&str; 5] = [
+const ROLLBACK: [&str; 6] = [
+    "migrations/postgres-rollback/20261206000005_webhooks.sql",
     "migrations/postgres-rollback/20261206000004_suppressions.sql",
     "migrations/postgres-rollback/20261206000003_events.sql",
     "migrations/postgres-rollback/20261206000002_api.sql",

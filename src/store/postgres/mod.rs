@@ -8,6 +8,7 @@ mod retention;
 mod rows;
 mod suppressions;
 mod templates;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -27,7 +28,9 @@ use super::records::{
     TemplateRecord,
 };
 use super::{
-    EventFilter, EventPage, EventRecord, MessageStore, StoreError, StoreSettings, columns,
+    ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryResult, EndpointChange,
+    EndpointRecord, EventFilter, EventPage, EventRecord, MessageStore, NewEndpoint, Replay,
+    StoreError, StoreSettings, columns,
 };
 use crate::domain::{Body, MessageStatus, TemplateContent};
 use batch::{Batcher, Linger};
@@ -446,6 +449,80 @@ impl MessageStore for PostgresStore {
 
     async fn remove_suppression(&self, address: &str) -> Result<bool, StoreError> {
         suppressions::remove(&self.pool, address).await
+    }
+
+    async fn create_endpoint(&self, endpoint: &NewEndpoint) -> Result<EndpointRecord, StoreError> {
+        webhooks::create(&self.pool, endpoint).await
+    }
+
+    async fn endpoints(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+        webhooks::list(&self.pool).await
+    }
+
+    async fn endpoint(&self, id: Uuid) -> Result<Option<EndpointRecord>, StoreError> {
+        webhooks::get(&self.pool, id).await
+    }
+
+    async fn update_endpoint(
+        &self,
+        id: Uuid,
+        change: &EndpointChange,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        webhooks::update(&self.pool, id, change).await
+    }
+
+    async fn delete_endpoint(&self, id: Uuid) -> Result<bool, StoreError> {
+        webhooks::delete(&self.pool, id).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        keep_old_until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        webhooks::rotate(&self.pool, id, secret, keep_old_until).await
+    }
+
+    async fn fan_out(&self, limit: u32) -> Result<u64, StoreError> {
+        webhooks::fan_out(&self.pool, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        per_endpoint: u32,
+        lease: Duration,
+        busy: &[Uuid],
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        webhooks::claim(&self.pool, limit, per_endpoint, lease, busy).await
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery: &ClaimedDelivery,
+        attempt: &DeliveryAttempt,
+        result: DeliveryResult,
+        disable_after: Duration,
+    ) -> Result<bool, StoreError> {
+        webhooks::record(&self.pool, delivery, attempt, result, disable_after).await
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: Uuid,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        webhooks::deliveries(&self.pool, endpoint, before, limit).await
+    }
+
+    async fn replay(&self, endpoint: Uuid, replay: &Replay) -> Result<u64, StoreError> {
+        webhooks::replay(&self.pool, endpoint, replay).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<i64, StoreError> {
+        webhooks::backlog(&self.pool).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

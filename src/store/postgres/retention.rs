@@ -101,6 +101,10 @@ async fn delete(pool: &PgPool, ids: &[Uuid]) -> Result<u64, StoreError> {
         "DELETE FROM messages AS m
           WHERE m.id = ANY($1)
             AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.message_id = m.id)
+            -- An event still to be delivered to a webhook keeps its message until it is.
+            AND NOT EXISTS (SELECT 1 FROM events AS e
+                              JOIN webhook_deliveries AS d ON d.event_id = e.id
+                             WHERE e.message_id = m.id AND d.status = 'pending')
          RETURNING m.id",
     )
     .bind(ids)
@@ -109,6 +113,8 @@ async fn delete(pool: &PgPool, ids: &[Uuid]) -> Result<u64, StoreError> {
     let deleted: Vec<Uuid> = deleted.into_iter().map(|(id,)| id).collect();
     for statement in [
         "DELETE FROM delivery_attempts WHERE message_id = ANY($1)",
+        "DELETE FROM webhook_deliveries
+          WHERE event_id IN (SELECT id FROM events WHERE message_id = ANY($1))",
         "DELETE FROM events WHERE message_id = ANY($1)",
     ] {
         sqlx::query(statement)

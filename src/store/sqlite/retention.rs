@@ -41,17 +41,25 @@ pub(super) async fn delete_finished(
 ) -> Result<RetentionPass, StoreError> {
     let mut tx = pool.begin().await?;
     let ids: Vec<(String,)> = sqlx::query_as(
-        "SELECT id FROM messages WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+        "SELECT m.id FROM messages AS m
+          WHERE m.finished_at IS NOT NULL AND m.finished_at < ?
+            AND NOT EXISTS (SELECT 1 FROM events AS e
+                              JOIN webhook_deliveries AS d ON d.event_id = e.id
+                             WHERE e.message_id = m.id AND d.status = 'pending')
+          LIMIT ?",
     )
     .bind(finished_before)
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
     let ids = serde_json::to_string(&ids.iter().map(|(id,)| id).collect::<Vec<_>>())?;
-    sqlx::query("DELETE FROM events WHERE message_id IN (SELECT value FROM json_each(?))")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    for statement in [
+        "DELETE FROM webhook_deliveries WHERE event_id IN
+             (SELECT id FROM events WHERE message_id IN (SELECT value FROM json_each(?)))",
+        "DELETE FROM events WHERE message_id IN (SELECT value FROM json_each(?))",
+    ] {
+        sqlx::query(statement).bind(&ids).execute(&mut *tx).await?;
+    }
     let result = sqlx::query("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))")
         .bind(&ids)
         .execute(&mut *tx)

@@ -7,6 +7,7 @@ pub mod private_pg;
 pub mod process;
 pub mod smtp;
 pub mod smtp_client;
+pub mod webhooks;
 
 use std::time::Duration;
 
