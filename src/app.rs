@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::Acceptor;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
+use crate::bounces::Reports;
 use crate::config::{Profile, Settings, TokenSecret};
 use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport};
 use crate::metrics::Metrics;
@@ -106,6 +107,12 @@ impl Application {
             metrics.clone(),
         ));
         let authenticator = Arc::new(Authenticator::new(settings.auth.clone()));
+        let reports = Arc::new(Reports::new(
+            store.clone(),
+            settings.verp.clone(),
+            settings.delivery.suppress_hard_bounces,
+            metrics.clone(),
+        ));
         let rate_limiter = Arc::new(RateLimiter::new(settings.rate_limits.clone()));
         let submission = settings
             .submission
@@ -118,6 +125,7 @@ impl Application {
                         authenticator: authenticator.clone(),
                         rate_limiter: rate_limiter.clone(),
                         metrics: metrics.clone(),
+                        reports: reports.clone(),
                     },
                 )
             })
@@ -132,6 +140,7 @@ impl Application {
             providers: providers.clone(),
             transport: transport.clone(),
             webhook_guard: settings.webhooks.guard,
+            reports,
         });
         let listen = settings.http.listen;
         let listener = TcpListener::bind(listen)
@@ -168,6 +177,11 @@ impl Application {
         self.submission
             .as_ref()
             .map_or((None, None), Submission::ports)
+    }
+
+    /// The port of the bounce listener.
+    pub fn bounce_port(&self) -> Option<u16> {
+        self.submission.as_ref().and_then(Submission::bounce_port)
     }
 
     /// The port the API listens on.

@@ -7,6 +7,7 @@ pub mod accept;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bounces;
 pub mod cli;
 pub mod config;
 pub mod data_dir;

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     /// Webhook deliveries not yet delivered (or given up), read at scrape time.
     pub webhook_backlog: IntGauge,
+    /// Bounce and complaint reports by source and result (`recorded`, `unmatched`, `malformed`).
+    pub reports: IntCounterVec,
 }
 
 impl Metrics {
@@ -203,6 +205,11 @@ impl Metrics {
                 "posthorn_webhook_deliveries_total",
                 "Webhook delivery attempts by outcome (succeeded: 2xx; failed: anything else).",
                 &["outcome"],
+            )?,
+            reports: counter_vec(
+                "posthorn_reports_total",
+                "Bounce and complaint reports by source (mail, ses, postmark) and result (recorded, unmatched, malformed).",
+                &["source", "result"],
             )?,
             webhook_backlog: {
                 let gauge = IntGauge::new(

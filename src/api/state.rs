@@ -30,4 +30,6 @@ pub struct AppState {
     pub transport: Option<Transport>,
     /// What webhook URLs may be.
     pub webhook_guard: crate::webhooks::Guard,
+    /// Bounces and complaints from providers' notifications.
+    pub reports: Arc<crate::bounces::Reports>,
 }

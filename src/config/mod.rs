@@ -158,6 +158,14 @@ pub struct Config {
     /// The name in the SMTP greeting; unset: this host's name.
     pub submission_hostname: Option<String>,
 
+    /// The domain of VERP return paths (`b-<token>@DOMAIN`): bounces to them become events and
+    /// suppressions. Unset: messages keep their own envelope sender.
+    pub bounce_domain: Option<String>,
+    /// An SMTP listener for the bounce domain's mail (where its MX points), e.g. `0.0.0.0:25`, or off.
+    pub bounce_listen: Option<String>,
+    /// The key that authenticates VERP tokens (default: derived from the JWT secret).
+    pub bounce_secret: Option<Secret>,
+
     /// Log output: `auto` (JSON unless stderr is a terminal), `json` or `pretty`.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -270,6 +278,9 @@ impl Default for Config {
             rate_limit: 100.0,
             rate_limit_burst: 200,
             submission_listen: None,
+            bounce_domain: None,
+            bounce_listen: None,
+            bounce_secret: None,
             submission_tls_listen: None,
             submission_tls_cert: None,
             submission_tls_key: None,

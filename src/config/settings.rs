@@ -10,7 +10,7 @@ use crate::api::HttpSettings;
 use crate::auth::{AuthSettings, CallerPolicy, KeySet};
 use crate::data_dir::DataDir;
 use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
-use crate::domain::Limits;
+use crate::domain::{EmailAddress, Limits, Verp};
 use crate::rate_limit::{Quota, RateLimitSettings};
 use crate::retention::RetentionSettings;
 use crate::secret::Secret;
@@ -50,6 +50,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// How webhooks are delivered.
     pub webhooks: WebhookSettings,
+    /// VERP return paths, when a bounce domain is configured: bounces to them are reports.
+    pub verp: Option<Verp>,
     /// Log output.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -116,6 +118,7 @@ impl Config {
                 "must be at least 1h",
             ));
         }
+        let verp = self.verp()?;
         Ok(Settings {
             profile: self.profile,
             http: HttpSettings {
@@ -125,6 +128,7 @@ impl Config {
                 max_batch: self.max_batch,
             },
             webhooks: self.webhooks()?,
+            verp: verp.clone(),
             retention: RetentionSettings {
                 bodies: Some(self.retention_bodies).filter(|after| !after.is_zero()),
                 messages: Some(self.retention_messages).filter(|after| !after.is_zero()),
@@ -150,6 +154,7 @@ impl Config {
                     poll_interval: self.poll_interval,
                 },
                 suppress_hard_bounces: self.suppress_hard_bounces,
+                verp: verp.clone(),
                 retry: RetryPolicy {
                     initial_delay: self.retry_initial_delay,
                     max_delay: self.retry_max_delay.max(self.retry_initial_delay),
@@ -391,7 +396,63 @@ impl Config {
             max_message_size: self.max_body_size,
             max_recipients: self.max_recipients,
             hostname,
+            bounce_listen: match self.bounce_domain.as_deref() {
+                Some(domain) if !domain.is_empty() => listen_address(
+                    "POSTHORN_BOUNCE_LISTEN",
+                    self.bounce_listen.as_deref(),
+                    None,
+                )?,
+                _ => None,
+            },
         })
+    }
+
+    /// VERP return paths on the bounce domain, with their key.
+    fn verp(&self) -> Result<Option<Verp>, ConfigError> {
+        let Some(domain) = self.bounce_domain.as_deref().filter(|d| !d.is_empty()) else {
+            if self
+                .bounce_listen
+                .as_deref()
+                .is_some_and(|l| !l.eq_ignore_ascii_case("off"))
+            {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_BOUNCE_LISTEN",
+                    "needs POSTHORN_BOUNCE_DOMAIN (the domain whose mail it takes)",
+                ));
+            }
+            return Ok(None);
+        };
+        if EmailAddress::parse(&format!("postmaster@{domain}")).is_err() || domain.starts_with('[')
+        {
+            return Err(ConfigError::invalid(
+                "POSTHORN_BOUNCE_DOMAIN",
+                "must be a domain name such as bounces.example.com",
+            ));
+        }
+        let key: Vec<u8> = match (&self.bounce_secret, &self.jwt_secret) {
+            (Some(secret), _) if secret.expose().len() >= 16 => secret.expose().as_bytes().to_vec(),
+            (Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_BOUNCE_SECRET",
+                    "must be at least 16 bytes",
+                ));
+            }
+            (None, Some(jwt)) => {
+                use sha2::Digest;
+                sha2::Sha256::new()
+                    .chain_update(b"posthorn verp key\0")
+                    .chain_update(jwt.expose().as_bytes())
+                    .finalize()
+                    .to_vec()
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_BOUNCE_SECRET",
+                    "is required with POSTHORN_BOUNCE_DOMAIN when there is no POSTHORN_JWT_SECRET",
+                ));
+            }
+        };
+        Ok(Some(Verp::new(domain, &key)))
     }
 
     /// Webhook delivery: the guard, the retry schedule and the deadlines.

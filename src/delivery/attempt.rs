@@ -13,7 +13,7 @@ use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
 use super::retry::RetryPolicy;
 use super::session::Transaction;
 use super::transport::Delivered;
-use crate::domain::is_hard_bounce;
+use crate::domain::{Verp, is_hard_bounce};
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, ClaimedJob, Disposition, RecipientResult};
 
@@ -26,7 +26,9 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// Composes the message and parses its envelope; an outcome (permanent) when it cannot be sent.
-    pub(super) fn new(job: &ClaimedJob) -> Result<Self, AttemptOutcome> {
+    /// With `verp`, the envelope sender is the message's VERP address, so its bounces come back to
+    /// posthorn.
+    pub(super) fn new(job: &ClaimedJob, verp: Option<&Verp>) -> Result<Self, AttemptOutcome> {
         let content = &job.content;
         let data = match &content.raw {
             // The caller's own message, checked at accept: relayed as it is.
@@ -40,7 +42,11 @@ impl Prepared {
                 AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
             })?,
         };
-        let sender = Address::from_str(content.envelope.return_path().as_str()).map_err(|_| {
+        let return_path = match verp {
+            Some(verp) => verp.address(job.lease.id),
+            None => content.envelope.return_path().as_str().to_owned(),
+        };
+        let sender = Address::from_str(&return_path).map_err(|_| {
             AttemptOutcome::whole(
                 OutcomeClass::Permanent,
                 Reply::none("sender is not encodable"),

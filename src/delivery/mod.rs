@@ -66,6 +66,8 @@ pub struct DeliverySettings {
     pub retry: RetryPolicy,
     /// Add addresses that hard-bounce (enhanced status 5.1.x or 5.2.1) to the suppression list.
     pub suppress_hard_bounces: bool,
+    /// Each message's envelope sender is its VERP address on the bounce domain, when configured.
+    pub verp: Option<crate::domain::Verp>,
 }
 
 impl Delivery {
@@ -98,6 +100,7 @@ impl Delivery {
             transport: transport.clone(),
             policy: settings.retry,
             suppress_hard_bounces: settings.suppress_hard_bounces,
+            verp: settings.verp,
             settings: settings.worker,
             metrics,
             wake,

@@ -82,6 +82,7 @@ pub struct Worker {
     pub(super) transport: Transport,
     pub(super) policy: RetryPolicy,
     pub(super) suppress_hard_bounces: bool,
+    pub(super) verp: Option<crate::domain::Verp>,
     pub(super) settings: WorkerSettings,
     pub(super) metrics: Metrics,
     pub(super) wake: Arc<Notify>,
@@ -215,7 +216,7 @@ impl Worker {
                 expired.push(job.lease);
                 continue;
             };
-            match Prepared::new(&job) {
+            match Prepared::new(&job, self.verp.as_ref()) {
                 Ok(prepared) => ready.push((job, prepared, start_by)),
                 Err(outcome) => {
                     let delivered = Delivered {

@@ -234,3 +234,12 @@ pub(super) fn message_id(id: Uuid, domain: &str) -> String {
     };
     format!("<{}@{}>", id.simple(), domain)
 }
+
+/// The message id a `Message-ID` posthorn made carries (`<id@domain>`, the id in simple form).
+pub fn id_in_message_id(header: &str) -> Option<Uuid> {
+    let inner = header.trim().trim_start_matches('<').trim_end_matches('>');
+    let (local, _) = inner.split_once('@')?;
+    (local.len() == 32)
+        .then(|| Uuid::try_parse(local).ok())
+        .flatten()
+}

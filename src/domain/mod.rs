@@ -14,6 +14,7 @@ mod status;
 mod suppression;
 mod template;
 pub mod text;
+mod verp;
 
 use std::time::Duration;
 
@@ -22,13 +23,14 @@ pub use attachment::{Attachment, AttachmentError};
 pub use event::EventType;
 pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
-pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage};
+pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage, id_in_message_id};
 pub use mime::{RawMessage, RawSubmission};
 pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
 pub use suppression::{SuppressionReason, is_hard_bounce};
 pub use template::{
     Rendered, TemplateContent, TemplateError, TemplateUse, validate_name as validate_template_name,
 };
+pub use verp::Verp;
 
 /// The bounds a submitted message must fit in.
 #[derive(Debug, Clone)]

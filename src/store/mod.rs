@@ -336,6 +336,22 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Pending webhook deliveries.
     async fn webhook_backlog(&self) -> Result<i64, StoreError>;
 
+    /// Records what a report (a bounce, a complaint) says of a message: its events and suppressions, in
+    /// one transaction; `false` if there is no such message.
+    async fn record_report(
+        &self,
+        message: Uuid,
+        events: Vec<NewEvent>,
+        suppressions: Vec<NewSuppression>,
+    ) -> Result<bool, StoreError>;
+
+    /// The message whose `Message-ID` header this is (posthorn's own ids name their message; a
+    /// caller's are looked up).
+    async fn message_by_header(&self, message_id: &str) -> Result<Option<Uuid>, StoreError>;
+
+    /// Keeps a report that could not be read, for an operator to look at.
+    async fn keep_report(&self, source: &str, raw: &[u8], error: &str) -> Result<(), StoreError>;
+
     /// Unfinished messages by state: `queued` (due), `scheduled` (due later), `sending`.
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError>;
 

@@ -20,6 +20,7 @@ pub use tls::{Certificate, TlsError, TlsFiles};
 
 use crate::accept::Acceptor;
 use crate::auth::Authenticator;
+use crate::bounces::Reports;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use stream::{Connection, Transport};
@@ -45,12 +46,15 @@ pub struct SubmissionSettings {
     pub max_recipients: usize,
     /// The name in the greeting and the EHLO reply.
     pub hostname: String,
+    /// A listener for the bounce domain's mail, e.g. `0.0.0.0:25`: it takes mail for VERP addresses
+    /// only, without AUTH (so do the other listeners).
+    pub bounce_listen: Option<SocketAddr>,
 }
 
 impl SubmissionSettings {
     /// Whether any listener is configured.
     pub fn enabled(&self) -> bool {
-        self.listen.is_some() || self.tls_listen.is_some()
+        self.listen.is_some() || self.tls_listen.is_some() || self.bounce_listen.is_some()
     }
 }
 
@@ -65,6 +69,8 @@ pub struct Services {
     pub rate_limiter: Arc<RateLimiter>,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// Bounces and complaints sent to VERP addresses.
+    pub reports: Arc<Reports>,
 }
 
 /// Why the listeners could not start.
@@ -133,6 +139,7 @@ pub(crate) struct Context {
 /// The running listeners.
 pub struct Submission {
     ports: (Option<u16>, Option<u16>),
+    bounce_port: Option<u16>,
     stop: CancellationToken,
     tracker: TaskTracker,
 }
@@ -165,6 +172,7 @@ impl Submission {
         };
         let plain = bind("POSTHORN_SUBMISSION_LISTEN", settings.listen)?;
         let implicit = bind("POSTHORN_SUBMISSION_TLS_LISTEN", settings.tls_listen)?;
+        let bounce = bind("POSTHORN_BOUNCE_LISTEN", settings.bounce_listen)?;
         let port = |listener: &Option<TcpListener>| {
             listener
                 .as_ref()
@@ -172,6 +180,7 @@ impl Submission {
                 .map(|address| address.port())
         };
         let ports = (port(&plain), port(&implicit));
+        let bounce_port = port(&bounce);
         let context = Arc::new(Context {
             sessions: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             settings,
@@ -181,7 +190,7 @@ impl Submission {
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        for (listener, tls) in [(plain, false), (implicit, true)] {
+        for (listener, tls) in [(plain, false), (implicit, true), (bounce, false)] {
             if let Some(listener) = listener {
                 if let Ok(address) = listener.local_addr() {
                     tracing::info!(%address, tls, "SMTP submission is listening");
@@ -197,6 +206,7 @@ impl Submission {
         }
         Ok(Self {
             ports,
+            bounce_port,
             stop,
             tracker,
         })
@@ -205,6 +215,11 @@ impl Submission {
     /// The bound ports: the STARTTLS listener's and the implicit TLS listener's.
     pub fn ports(&self) -> (Option<u16>, Option<u16>) {
         self.ports
+    }
+
+    /// The bound port of the bounce listener.
+    pub fn bounce_port(&self) -> Option<u16> {
+        self.bounce_port
     }
 
     /// Stops accepting; open sessions are told `421 4.3.2` at their next command (a message being

@@ -41,8 +41,11 @@ enum Phase {
 
 /// The envelope of the message under way.
 struct Transaction {
-    sender: EmailAddress,
+    /// Empty for a null return path (`MAIL FROM:<>`, as reports come).
+    sender: Option<EmailAddress>,
     recipients: Vec<EmailAddress>,
+    /// No caller: a report to VERP addresses, the only mail taken without AUTH.
+    report: bool,
 }
 
 /// One session's state beyond its phase.
@@ -469,13 +472,14 @@ impl Session<'_> {
             }
             Phase::Ready => {}
         }
-        let Some(caller) = &self.caller else {
+        let report = self.caller.is_none();
+        if report && !self.context.services.reports.by_mail() {
             return self.refuse(
                 connection,
                 "auth_required",
                 "530 5.7.0 Authentication required",
             );
-        };
+        }
         let Some((path, parameters)) = path_argument(rest, "FROM:") else {
             return self.refuse(
                 connection,
@@ -517,6 +521,15 @@ impl Session<'_> {
                 }
             }
         }
+        // Reports come from the null return path; so may any mail that is a report.
+        if path.is_empty() && report {
+            self.phase = Phase::Transaction(Transaction {
+                sender: None,
+                recipients: Vec::new(),
+                report,
+            });
+            return self.ok(connection, "250 2.1.0 Sender OK");
+        }
         if path.is_empty() {
             return self.refuse(
                 connection,
@@ -533,6 +546,14 @@ impl Session<'_> {
                     &format!("501 5.1.7 The sender address {error}"),
                 );
             }
+        };
+        let Some(caller) = &self.caller else {
+            self.phase = Phase::Transaction(Transaction {
+                sender: Some(sender),
+                recipients: Vec::new(),
+                report,
+            });
+            return self.ok(connection, "250 2.1.0 Sender OK");
         };
         if !caller.may_send_from(sender.domain()) {
             return self.refuse(
@@ -556,8 +577,9 @@ impl Session<'_> {
             );
         }
         self.phase = Phase::Transaction(Transaction {
-            sender,
+            sender: Some(sender),
             recipients: Vec::new(),
+            report: false,
         });
         self.ok(connection, "250 2.1.0 Sender OK");
     }
@@ -584,6 +606,14 @@ impl Session<'_> {
                 );
             }
         };
+        // Without AUTH, only the return paths of messages posthorn sent: never an open relay.
+        if transaction.report && !self.context.services.reports.is_return_path(&recipient) {
+            return self.refuse(
+                connection,
+                "relay_denied",
+                "550 5.7.1 Relay access denied: authenticate to send mail",
+            );
+        }
         if transaction.recipients.len() >= max {
             return self.refuse(
                 connection,
@@ -628,6 +658,7 @@ impl Session<'_> {
         let read = data::read(connection, limit, self.context.settings.command_timeout).await;
         let sender = transaction.sender.clone();
         let recipients = transaction.recipients.clone();
+        let report = transaction.report;
         self.phase = Phase::Ready;
         let message = match read {
             Err(_) => {
@@ -657,6 +688,35 @@ impl Session<'_> {
                 return Next::Continue;
             }
             Ok(DataOutcome::Message(message)) => message,
+        };
+        if report {
+            let reply = match self
+                .context
+                .services
+                .reports
+                .ingest_mail(&recipients, &message)
+                .await
+            {
+                Ok(_) => "250 2.0.0 Report received".to_owned(),
+                Err(error) => {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "recording a report failed");
+                    "451 4.3.0 The report could not be recorded, try again later".to_owned()
+                }
+            };
+            if reply.starts_with('2') {
+                self.ok(connection, &reply);
+            } else {
+                self.refuse(connection, "unavailable", &reply);
+            }
+            return Next::Continue;
+        }
+        let Some(sender) = sender else {
+            self.refuse(
+                connection,
+                "bad_syntax",
+                "501 5.1.7 A sender address is required",
+            );
+            return Next::Continue;
         };
         match self.accept(&message, sender, recipients).await {
             Ok(reply) => self.ok(connection, &reply),

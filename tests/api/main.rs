@@ -6,6 +6,7 @@ mod support;
 mod abuse;
 mod auth;
 mod batch;
+mod bounces;
 mod changes;
 mod cli;
 mod compose_property;

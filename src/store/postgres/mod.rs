@@ -4,6 +4,7 @@ mod accept;
 mod batch;
 mod events;
 mod queue;
+mod reports;
 mod retention;
 mod rows;
 mod suppressions;
@@ -523,6 +524,23 @@ impl MessageStore for PostgresStore {
 
     async fn webhook_backlog(&self) -> Result<i64, StoreError> {
         webhooks::backlog(&self.pool).await
+    }
+
+    async fn record_report(
+        &self,
+        message: Uuid,
+        events: Vec<crate::store::NewEvent>,
+        suppressions: Vec<NewSuppression>,
+    ) -> Result<bool, StoreError> {
+        reports::record(&self.pool, message, events, suppressions).await
+    }
+
+    async fn message_by_header(&self, message_id: &str) -> Result<Option<Uuid>, StoreError> {
+        reports::by_header(&self.pool, message_id).await
+    }
+
+    async fn keep_report(&self, source: &str, raw: &[u8], error: &str) -> Result<(), StoreError> {
+        reports::keep(&self.pool, source, raw, error).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

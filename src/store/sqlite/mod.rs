@@ -8,6 +8,7 @@
 mod accept;
 mod events;
 mod queue;
+mod reports;
 mod retention;
 mod rows;
 mod suppressions;
@@ -386,6 +387,23 @@ impl MessageStore for SqliteStore {
 
     async fn webhook_backlog(&self) -> Result<i64, StoreError> {
         webhooks::backlog(&self.reader).await
+    }
+
+    async fn record_report(
+        &self,
+        message: Uuid,
+        events: Vec<crate::store::NewEvent>,
+        suppressions: Vec<NewSuppression>,
+    ) -> Result<bool, StoreError> {
+        reports::record(&self.writer, message, events, suppressions).await
+    }
+
+    async fn message_by_header(&self, message_id: &str) -> Result<Option<Uuid>, StoreError> {
+        reports::by_header(&self.reader, message_id).await
+    }
+
+    async fn keep_report(&self, source: &str, raw: &[u8], error: &str) -> Result<(), StoreError> {
+        reports::keep(&self.writer, source, raw, error).await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {

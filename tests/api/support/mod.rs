@@ -3,6 +3,7 @@
 pub mod database;
 pub mod load;
 pub mod peers;
+pub mod postfix;
 pub mod private_pg;
 pub mod process;
 pub mod smtp;
@@ -38,6 +39,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The SMTP submission ports (STARTTLS listener, implicit TLS listener), when configured.
     pub submission: (Option<u16>, Option<u16>),
+    /// The bounce listener's port, when configured.
+    pub bounce_port: Option<u16>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -82,6 +85,7 @@ pub async fn start(config: Config, database: TestDatabase) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let submission = app.submission_ports();
+    let bounce_port = app.bounce_port();
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -89,6 +93,7 @@ pub async fn start(config: Config, database: TestDatabase) -> TestApp {
         config,
         database,
         submission,
+        bounce_port,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
