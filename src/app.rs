@@ -15,6 +15,7 @@ use crate::accept::Acceptor;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::bounces::Reports;
+use crate::bounces::sns::SnsVerifier;
 use crate::config::{Profile, Settings, TokenSecret};
 use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport};
 use crate::metrics::Metrics;
@@ -141,6 +142,11 @@ impl Application {
             transport: transport.clone(),
             webhook_guard: settings.webhooks.guard,
             reports,
+            sns: Arc::new(
+                SnsVerifier::new(settings.inbound.sns_cert_urls.clone())
+                    .context("building the SNS certificate client")?,
+            ),
+            postmark_secret: settings.inbound.postmark_secret.clone(),
         });
         let listen = settings.http.listen;
         let listener = TcpListener::bind(listen)

@@ -21,6 +21,8 @@ pub enum Media {
     Json,
     /// `message/rfc822`: a complete message.
     Message,
+    /// Whatever the sender says (a provider's notification: SNS posts JSON as `text/plain`).
+    Any,
 }
 
 impl Media {
@@ -31,6 +33,7 @@ impl Media {
                     || (essence.starts_with("application/") && essence.ends_with("+json"))
             }
             Media::Message => essence == "message/rfc822",
+            Media::Any => true,
         }
     }
 }

@@ -5,6 +5,7 @@ mod batch;
 mod body;
 mod draft;
 mod events;
+mod inbound;
 mod messages;
 mod middleware;
 mod ops;
@@ -170,6 +171,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(webhooks::update))
             .route(web::delete().to(webhooks::delete))
             .default_service(web::to(|| not_allowed("GET, HEAD, PATCH, DELETE"))),
+    )
+    .service(
+        web::resource("/v1/inbound/ses")
+            .route(web::post().to(inbound::ses))
+            .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/inbound/postmark")
+            .route(web::post().to(inbound::postmark))
+            .default_service(web::to(|| not_allowed("POST"))),
     )
     .configure(resend::configure)
     .service(

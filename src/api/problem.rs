@@ -42,6 +42,7 @@ pub enum ApiError {
     #[error("{}", match .0 {
         Media::Json => "the body must be application/json",
         Media::Message => "the body must be message/rfc822 (a complete RFC 5322 message)",
+        Media::Any => "the body's media type is not accepted",
     })]
     UnsupportedMediaType(Media),
     /// The body did not arrive in time.
@@ -74,6 +75,9 @@ pub enum ApiError {
     /// The message is past the point where it could be changed.
     #[error("{0}")]
     Conflict(String),
+    /// A provider's notification whose signature or secret does not verify.
+    #[error("{0}")]
+    InvalidSignature(String),
     /// A send names a template that does not exist (or not in that version).
     #[error("there is no template `{0}`")]
     TemplateNotFound(String),
@@ -180,6 +184,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TemplateNotFound(_) => "template-not-found",
+            ApiError::InvalidSignature(_) => "invalid-signature",
             ApiError::InvalidTemplate(_) => "invalid-template",
             ApiError::TemplateExists(_) => "template-exists",
             ApiError::EmptyBatch => "empty-batch",
@@ -304,7 +309,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InsufficientScope(_) | ApiError::SenderNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::InsufficientScope(_)
+            | ApiError::SenderNotAllowed(_)
+            | ApiError::InvalidSignature(_) => StatusCode::FORBIDDEN,
             ApiError::MalformedJson(_)
             | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,

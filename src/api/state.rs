@@ -32,4 +32,8 @@ pub struct AppState {
     pub webhook_guard: crate::webhooks::Guard,
     /// Bounces and complaints from providers' notifications.
     pub reports: Arc<crate::bounces::Reports>,
+    /// Checks SNS signatures (SES notifications).
+    pub sns: Arc<crate::bounces::sns::SnsVerifier>,
+    /// The secret Postmark's webhook must carry; without one, its route is off.
+    pub postmark_secret: Option<crate::secret::Secret>,
 }

@@ -4,7 +4,9 @@
 //! `email.complained`) and, for a hard bounce or a complaint, a suppression, in one transaction. A
 //! report that cannot be read is kept for an operator and counted, never a failure of its sender.
 
+pub mod providers;
 mod report;
+pub mod sns;
 
 use serde_json::json;
 use uuid::Uuid;
@@ -14,6 +16,15 @@ pub use report::{Action, RecipientStatus, Report, ReportError, parse};
 use crate::domain::{EmailAddress, EventType, SuppressionReason, Verp, is_hard_bounce};
 use crate::metrics::Metrics;
 use crate::store::{NewEvent, NewSuppression, SharedStore, StoreError};
+
+/// Where providers' notifications come from and what they must carry.
+#[derive(Debug, Clone, Default)]
+pub struct InboundSettings {
+    /// URL prefixes SNS signing certificates may be fetched from; empty: SNS's own hosts.
+    pub sns_cert_urls: Vec<String>,
+    /// The secret Postmark's webhook carries (its basic-auth password); `None` turns the route off.
+    pub postmark_secret: Option<crate::secret::Secret>,
+}
 
 /// What a report says of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

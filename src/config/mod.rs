@@ -165,6 +165,10 @@ pub struct Config {
     pub bounce_listen: Option<String>,
     /// The key that authenticates VERP tokens (default: derived from the JWT secret).
     pub bounce_secret: Option<Secret>,
+    /// URL prefixes SNS signing certificates may come from, comma-separated (default: SNS's hosts).
+    pub sns_cert_urls: Option<String>,
+    /// The secret Postmark's bounce webhook carries as its basic-auth password.
+    pub postmark_webhook_secret: Option<Secret>,
 
     /// Log output: `auto` (JSON unless stderr is a terminal), `json` or `pretty`.
     pub log_format: LogFormat,
@@ -281,6 +285,8 @@ impl Default for Config {
             bounce_domain: None,
             bounce_listen: None,
             bounce_secret: None,
+            sns_cert_urls: None,
+            postmark_webhook_secret: None,
             submission_tls_listen: None,
             submission_tls_cert: None,
             submission_tls_key: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Config, ConfigError, Profile};
 use crate::api::HttpSettings;
 use crate::auth::{AuthSettings, CallerPolicy, KeySet};
+use crate::bounces::InboundSettings;
 use crate::data_dir::DataDir;
 use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
 use crate::domain::{EmailAddress, Limits, Verp};
@@ -52,6 +53,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// VERP return paths, when a bounce domain is configured: bounces to them are reports.
     pub verp: Option<Verp>,
+    /// Providers' notifications of bounces and complaints.
+    pub inbound: InboundSettings,
     /// Log output.
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
@@ -129,6 +132,26 @@ impl Config {
             },
             webhooks: self.webhooks()?,
             verp: verp.clone(),
+            inbound: InboundSettings {
+                sns_cert_urls: self
+                    .sns_cert_urls
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|prefix| !prefix.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                postmark_secret: match &self.postmark_webhook_secret {
+                    Some(secret) if secret.expose().len() < 16 => {
+                        return Err(ConfigError::invalid(
+                            "POSTHORN_POSTMARK_WEBHOOK_SECRET",
+                            "must be at least 16 characters",
+                        ));
+                    }
+                    other => other.clone(),
+                },
+            },
             retention: RetentionSettings {
                 bodies: Some(self.retention_bodies).filter(|after| !after.is_zero()),
                 messages: Some(self.retention_messages).filter(|after| !after.is_zero()),

@@ -18,6 +18,7 @@ mod events;
 mod faults;
 mod hardening;
 mod idempotency;
+mod inbound;
 mod interop;
 mod messages;
 mod ops;
