@@ -336,13 +336,15 @@ def check_deployment(rel: Release) -> str:
 
 
 def expected_container_ports(values: dict[str, Any]) -> list[tuple[str, int]]:
-    """The container's named ports: http, and the SMTP submission listeners when they are on."""
+    """The container's named ports: http, and the SMTP submission and bounce listeners when they are on."""
     ports = [("http", 8080)]
     submission = values.get("submission", {})
     if submission.get("enabled"):
         ports.append(("smtp", 2587))
         if submission.get("tlsSecret"):
             ports.append(("smtps", 2465))
+    if values.get("bounces", {}).get("enabled"):
+        ports.append(("bounce", 2525))
     return ports
 
 

@@ -203,7 +203,7 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
     let smtp = SmtpServer::start_with(Script {
         rcpt: [(
             "gone@example.org".to_owned(),
-            Action::reply("550 5.1.1 no such user"),
+            Action::reply("550 5.7.1 rejected by policy"),
         )]
         .into(),
         ..Script::default()
