@@ -40,6 +40,7 @@
 #   BENCH_DEPTH_ROWS=100000     history size of the depth section (sent rows, and as many scheduled ones)
 #   BENCH_BATCH_SIZE=100        messages per POST /v1/send/batch in the batch section
 #   BENCH_BATCH_CONNECTIONS=8   wrk connections sending batches
+#   BENCH_WEBHOOK_EVENTS=5000   events delivered to one endpoint in the webhooks section
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
@@ -59,7 +60,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission batch)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -70,6 +71,7 @@ DEPTH_ROWS=${BENCH_DEPTH_ROWS:-100000}
 SUBMISSION_SESSIONS=${BENCH_SUBMISSION_SESSIONS:-8}
 BATCH_SIZE=${BENCH_BATCH_SIZE:-100}
 BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
+WEBHOOK_EVENTS=${BENCH_WEBHOOK_EVENTS:-5000}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
@@ -177,7 +179,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -1032,6 +1034,69 @@ json.dump([message] * int(sys.argv[3]), open(sys.argv[2], "w"))' "$BODY" "$batch
     "$rate msg/s" "$single msg/s" "$(fmt_ratio "$rate" "$single")" "-" "-"
   row batch "CPU per message" "posthorn $(cpu_per "$SAMPLER_OUT" posthorn "$rate") us, postgres $(cpu_per "$SAMPLER_OUT" postgres "$rate") us" \
     "posthorn $(cpu_per "$single_cpu" posthorn "$single") us, postgres $(cpu_per "$single_cpu" postgres "$single") us" "-" "-" "-"
+  drop_db "$DB"
+}
+
+# section_webhooks: events delivered to one webhook endpoint (signed, with their outcomes recorded),
+# against the same receiver taking the same body from wrk over as many connections as posthorn keeps in
+# flight to one endpoint.
+section_webhooks() {
+  step "webhooks: $WEBHOOK_EVENTS events to one endpoint (4 in flight); baseline wrk posting to the same receiver over 4 connections"
+  new_db webhooks
+  local sink_out=$OUT/webhook-sink.port sink_pid sink_port
+  python3 bench/webhook_sink.py >"$sink_out" &
+  sink_pid=$!
+  BG_PIDS+=("$sink_pid")
+  wait_until 10 "the webhook sink" test -s "$sink_out"
+  sink_port=$(head -n 1 "$sink_out")
+  start_posthorn POSTHORN_WEBHOOK_ALLOW_HTTP=true POSTHORN_WEBHOOK_ALLOW_PRIVATE=true \
+    POSTHORN_MAX_BATCH=100
+  local admin
+  admin=$(env "${NO_TEST_ENV[@]}" "$BIN" token --sub bench --scope admin --ttl 6h)
+  # The events to deliver: accepted messages, written before the endpoint exists.
+  python3 - "$PH_PORT" "$admin" "$WEBHOOK_EVENTS" "$BODY" <<'PY'
+import json, sys, urllib.request
+port, token, total, body = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.load(open(sys.argv[4]))
+for start in range(0, total, 100):
+    batch = json.dumps([body] * min(100, total - start)).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/send/batch", data=batch, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert urllib.request.urlopen(request).status == 202
+PY
+  local endpoint
+  endpoint=$(curl -sf -X POST "http://127.0.0.1:$PH_PORT/v1/webhooks" -H "Authorization: Bearer $admin" \
+    -H 'content-type: application/json' \
+    -d "{\"url\": \"http://127.0.0.1:$sink_port/hook\", \"events\": [\"email.accepted\"]}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+  wait_quiet "webhook deliveries"
+  start_sampler webhooks --pid "posthorn=$PH_PID" --match 'sink=webhook_sink'
+  local started ended count=0
+  started=$(now)
+  curl -sf -X POST "http://127.0.0.1:$PH_PORT/v1/webhooks/$endpoint/replay" -H "Authorization: Bearer $admin" \
+    -H 'content-type: application/json' -d '{"since": "2000-01-01T00:00:00Z"}' >/dev/null
+  while ((count < WEBHOOK_EVENTS)); do
+    count=$(curl -sf "http://127.0.0.1:$sink_port/count" || echo 0)
+    (( $(calc "int($(now) - $started > 300)") )) && break
+    sleep 0.1
+  done
+  ended=$(now)
+  stop_sampler
+  local webhook_cpu=$SAMPLER_OUT
+  stop_posthorn
+  local rate
+  rate=$(calc "round($count / ($ended - $started))")
+  note "webhooks: $count of $WEBHOOK_EVENTS delivered in $(calc "round($ended - $started, 2)") s: $rate deliveries/s"
+  # Baseline: the same receiver, the same body, as many connections.
+  local hook_body=$OUT/webhook-body.json
+  python3 -c 'import json, sys; json.dump({"type": "email.accepted", "created_at": "2026-12-06T10:00:00Z",
+    "data": {"message_id": "01a24928-5d9e-70c2-a96d-002cb7929b1c", "caller": "bench", "source": "api"}},
+    open(sys.argv[1], "w"))' "$hook_body"
+  wait_quiet "webhook baseline"
+  TOKEN=unused run_wrk "$sink_port" "$DURATION" webhook-wrk 4 /hook "$hook_body"
+  local baseline=$WRK_RATE
+  stop_pid "$sink_pid"
+  row webhooks "events delivered to one endpoint, signed, each attempt recorded ($count of $WEBHOOK_EVENTS; CPU: $(cpu_split "$webhook_cpu"))" \
+    "$rate deliveries/s" "wrk, 4 connections, same receiver: $baseline req/s" "$(fmt_ratio "$rate" "$baseline")" "-" "-"
   drop_db "$DB"
 }
 

@@ -173,7 +173,9 @@ async fn run(
                 ),
             }
         }
+        // Again as soon as a delivery frees its slot; otherwise after the poll interval.
         tokio::select! {
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
             () = tokio::time::sleep(settings.poll_interval) => {}
             () = stop.cancelled() => break,
         }
