@@ -79,6 +79,9 @@ pub fn new_secret() -> String {
 /// Events read by one fan-out statement.
 const FAN_OUT_BATCH: u32 = 500;
 
+/// The shortest time between two looks for new events.
+const FAN_OUT_PACE: Duration = Duration::from_millis(100);
+
 /// The running dispatcher of one process.
 pub struct Webhooks {
     stop: CancellationToken,
@@ -118,10 +121,15 @@ async fn run(
     let mut sending = JoinSet::new();
     // A lease outlasts a delivery's deadline with room to record it.
     let lease = settings.timeout * 4 + Duration::from_secs(30);
+    let mut fanned_out: Option<tokio::time::Instant> = None;
     loop {
         while sending.try_join_next().is_some() {}
-        if let Err(error) = fan_out(&store).await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&error), "webhook fan-out failed");
+        // New events are looked for at most every FAN_OUT_PACE; freed slots are refilled at once.
+        if fanned_out.is_none_or(|at| at.elapsed() >= FAN_OUT_PACE) {
+            if let Err(error) = fan_out(&store).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&error), "webhook fan-out failed");
+            }
+            fanned_out = Some(tokio::time::Instant::now());
         }
         let (busy, free) = {
             let counts = in_flight.lock().map(|c| c.clone()).unwrap_or_default();

@@ -196,13 +196,20 @@ pub(super) async fn claim(
     // The earliest due of each endpoint first, at most `per_endpoint` of one: an endpoint with a
     // backlog does not take every slot from the others.
     let rows = sqlx::query(
-        "WITH candidates AS (
+        "WITH earliest AS (
+             -- Through the index of pending deliveries: a backlog of any size costs one window.
+             SELECT d.id, d.endpoint_id, d.due_at
+               FROM webhook_deliveries AS d
+              WHERE d.status = 'pending' AND d.due_at <= now() AND d.endpoint_id <> ALL ($3)
+              ORDER BY d.due_at
+              LIMIT $1 * 8
+         ),
+         candidates AS (
              SELECT id FROM (
-                 SELECT d.id, d.due_at,
-                        row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at) AS place
-                   FROM webhook_deliveries AS d
-                   JOIN webhook_endpoints AS w ON w.id = d.endpoint_id AND w.enabled
-                  WHERE d.status = 'pending' AND d.due_at <= now() AND d.endpoint_id <> ALL ($3)
+                 SELECT e.id, e.due_at,
+                        row_number() OVER (PARTITION BY e.endpoint_id ORDER BY e.due_at) AS place
+                   FROM earliest AS e
+                   JOIN webhook_endpoints AS w ON w.id = e.endpoint_id AND w.enabled
              ) AS ranked
               WHERE place <= $5
               ORDER BY due_at
@@ -236,7 +243,6 @@ pub(super) async fn claim(
     .bind(busy)
     .bind(interval(lease))
     .bind(i64::from(per_endpoint.max(1)))
-    .persistent(false)
     .fetch_all(pool)
     .await?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -303,72 +309,70 @@ pub(super) async fn record(
         ),
         DeliveryResult::Failed | DeliveryResult::Gone => ("failed", 0),
     };
-    let mut tx = pool.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE webhook_deliveries
-            SET status = $3, lease_token = NULL, updated_at = now(),
-                due_at = CASE WHEN $3 = 'pending' THEN now() + $4 * interval '1 millisecond'
-                              ELSE due_at END
-          WHERE id = $1 AND lease_token = $2",
-    )
-    .bind(delivery.id)
-    .bind(delivery.token)
-    .bind(status)
-    .bind(retry_ms)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    sqlx::query(
-        "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (delivery_id, attempt) DO NOTHING",
-    )
-    .bind(delivery.id)
-    .bind(attempt.attempt)
-    .bind(attempt.started_at)
-    .bind(attempt.status_code.map(i32::from))
-    .bind(i32::try_from(attempt.latency_ms).unwrap_or(i32::MAX))
-    .bind(&attempt.error)
-    .execute(&mut *tx)
-    .await?;
+    // What the attempt does to its endpoint: a success ends a failing streak, a failure starts one,
+    // 410 disables it, and a spent schedule after `disable_after` of failures does too.
     let endpoint = match result {
         DeliveryResult::Succeeded => {
             "UPDATE webhook_endpoints SET failing_since = NULL
-              WHERE id = $1 AND failing_since IS NOT NULL"
+              WHERE id = $8 AND failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM updated)"
         }
         DeliveryResult::Retry(_) => {
             "UPDATE webhook_endpoints SET failing_since = now()
-              WHERE id = $1 AND failing_since IS NULL"
+              WHERE id = $8 AND failing_since IS NULL AND EXISTS (SELECT 1 FROM updated)"
         }
         DeliveryResult::Gone => {
             "UPDATE webhook_endpoints
                 SET enabled = false, updated_at = now(),
                     disabled_reason = 'the endpoint answered 410 Gone'
-              WHERE id = $1"
+              WHERE id = $8 AND EXISTS (SELECT 1 FROM updated)"
         }
         DeliveryResult::Failed => {
             "UPDATE webhook_endpoints
                 SET failing_since = coalesce(failing_since, now()),
-                    enabled = enabled AND coalesce(failing_since, now()) > now() - $2::interval,
-                    disabled_reason = CASE WHEN coalesce(failing_since, now()) > now() - $2::interval
+                    enabled = enabled AND coalesce(failing_since, now()) > now() - $9::interval,
+                    disabled_reason = CASE WHEN coalesce(failing_since, now()) > now() - $9::interval
                                            THEN disabled_reason
-                                           ELSE 'deliveries failed for ' || $3 END,
+                                           ELSE 'deliveries failed for ' || $10 END,
                     updated_at = now()
-              WHERE id = $1"
+              WHERE id = $8 AND EXISTS (SELECT 1 FROM updated)"
         }
     };
-    let mut statement = sqlx::query(endpoint).bind(delivery.endpoint_id);
-    if result == DeliveryResult::Failed {
-        statement = statement
-            .bind(interval(disable_after))
-            .bind(humantime::format_duration(disable_after).to_string());
-    }
-    statement.execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(true)
+    // One statement: the delivery (only while the lease holds it), its attempt and its endpoint.
+    let (applied,): (i64,) = sqlx::query_as(&format!(
+        "WITH updated AS (
+             UPDATE webhook_deliveries
+                SET status = $3, lease_token = NULL, updated_at = now(),
+                    due_at = CASE WHEN $3 = 'pending' THEN now() + $4 * interval '1 millisecond'
+                                  ELSE due_at END
+              WHERE id = $1 AND lease_token = $2
+             RETURNING id
+         ),
+         attempted AS (
+             INSERT INTO webhook_attempts
+                 (delivery_id, attempt, started_at, status_code, latency_ms, error)
+             SELECT id, $5, $6, $7, $11, $12 FROM updated
+             ON CONFLICT (delivery_id, attempt) DO NOTHING
+         ),
+         endpoint AS (
+             {endpoint}
+         )
+         SELECT count(*) FROM updated"
+    ))
+    .bind(delivery.id)
+    .bind(delivery.token)
+    .bind(status)
+    .bind(retry_ms)
+    .bind(attempt.attempt)
+    .bind(attempt.started_at)
+    .bind(attempt.status_code.map(i32::from))
+    .bind(delivery.endpoint_id)
+    .bind(interval(disable_after))
+    .bind(humantime::format_duration(disable_after).to_string())
+    .bind(i32::try_from(attempt.latency_ms).unwrap_or(i32::MAX))
+    .bind(&attempt.error)
+    .fetch_one(pool)
+    .await?;
+    Ok(applied > 0)
 }
 
 pub(super) async fn deliveries(

@@ -238,12 +238,14 @@ pub(super) async fn claim(
             SET lease_token = ?1, due_at = ?2, attempts = attempts + 1, updated_at = ?3
           WHERE id IN (
                 SELECT id FROM (
-                    SELECT d.id, d.due_at,
-                           row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at) AS place
-                      FROM webhook_deliveries AS d
-                      JOIN webhook_endpoints AS w ON w.id = d.endpoint_id AND w.enabled
-                     WHERE d.status = 'pending' AND d.due_at <= ?3
-                       AND d.endpoint_id NOT IN (SELECT value FROM json_each(?4)))
+                    SELECT e.id, e.due_at,
+                           row_number() OVER (PARTITION BY e.endpoint_id ORDER BY e.due_at) AS place
+                      FROM (SELECT d.id, d.endpoint_id, d.due_at FROM webhook_deliveries AS d
+                             WHERE d.status = 'pending' AND d.due_at <= ?3
+                               AND d.endpoint_id NOT IN (SELECT value FROM json_each(?4))
+                             ORDER BY d.due_at
+                             LIMIT ?5 * 8) AS e
+                      JOIN webhook_endpoints AS w ON w.id = e.endpoint_id AND w.enabled)
                  WHERE place <= ?6
                  ORDER BY due_at
                  LIMIT ?5)
