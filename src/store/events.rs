@@ -92,7 +92,7 @@ impl fmt::Display for EventCursor {
 }
 
 /// The text is not a cursor this API gave.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("cursor is not one this API returned")]
 pub struct BadCursor;
 
@@ -101,6 +101,11 @@ impl FromStr for EventCursor {
 
     fn from_str(text: &str) -> Result<Self, BadCursor> {
         let (txid, id) = text.split_once('-').ok_or(BadCursor)?;
+        // Digits only: no signs, no spaces.
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(txid) || !digits(id) {
+            return Err(BadCursor);
+        }
         Ok(Self {
             txid: txid.parse().map_err(|_| BadCursor)?,
             id: id.parse().map_err(|_| BadCursor)?,
@@ -271,4 +276,20 @@ pub fn for_outcome(
         events.push(failed);
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_what_it_wrote_and_nothing_else() {
+        let cursor = EventCursor { txid: 812, id: 45 };
+        assert_eq!(cursor.to_string().parse::<EventCursor>(), Ok(cursor));
+        for bad in [
+            "", "5", "5-", "-5", "5--1", "+5-1", "5-+1", " 5-1", "5-1x", "a-b",
+        ] {
+            assert!(bad.parse::<EventCursor>().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -163,6 +163,8 @@ pub(super) async fn erase(pool: &PgPool, address: &str) -> Result<Erasure, Store
                     for statement in [
                         "DELETE FROM jobs WHERE message_id = $1",
                         "DELETE FROM delivery_attempts WHERE message_id = $1",
+                        "DELETE FROM webhook_deliveries
+                          WHERE event_id IN (SELECT id FROM events WHERE message_id = $1)",
                         "DELETE FROM events WHERE message_id = $1",
                         "DELETE FROM messages WHERE id = $1",
                     ] {

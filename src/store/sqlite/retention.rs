@@ -95,8 +95,10 @@ pub(super) async fn erase(pool: &SqlitePool, address: &str) -> Result<Erasure, S
         match envelope.erase(address) {
             Erasing::Absent => {}
             Erasing::Alone => {
-                // Its attempts go with it (foreign key).
+                // Its attempts go with it (foreign key); its events' webhook deliveries do not.
                 for statement in [
+                    "DELETE FROM webhook_deliveries
+                      WHERE event_id IN (SELECT id FROM events WHERE message_id = ?)",
                     "DELETE FROM events WHERE message_id = ?",
                     "DELETE FROM messages WHERE id = ?",
                 ] {
