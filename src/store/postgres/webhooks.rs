@@ -154,9 +154,11 @@ pub(super) async fn fan_out(pool: &PgPool, limit: u32) -> Result<u64, StoreError
              SELECT txid, event_id FROM webhook_fanout WHERE id = 1 FOR UPDATE SKIP LOCKED
          ),
          batch AS (
+             -- The cursor as values (init plans), so the feed index starts at it: joined as a row,
+             -- it became a filter over every event before it, a scan growing with the table.
              SELECT e.id, e.txid, e.type, e.caller, e.created_at
-               FROM events AS e, cursor AS c
-              WHERE (e.txid, e.id) > (c.txid, c.event_id)
+               FROM events AS e
+              WHERE (e.txid, e.id) > ((SELECT txid FROM cursor), (SELECT event_id FROM cursor))
                 AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
               ORDER BY e.txid, e.id
               LIMIT $1
