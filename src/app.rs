@@ -17,7 +17,7 @@ use crate::auth::Authenticator;
 use crate::bounces::Reports;
 use crate::bounces::sns::SnsVerifier;
 use crate::config::{Profile, Settings, TokenSecret};
-use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Transport};
+use crate::delivery::{Delivery, DeliverySettings, Outbox, Provider, Providers, Transport};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::store::{self, SharedStore, StoreError};
@@ -101,10 +101,11 @@ impl Application {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let transport = choose_transport(&settings, &providers);
+        let transport = choose_transport(&settings, &providers)?;
         let acceptor = Arc::new(Acceptor::new(
             store.clone(),
             settings.limits.clone(),
+            settings.delivery.routes.clone(),
             metrics.clone(),
         ));
         let authenticator = Arc::new(Authenticator::new(settings.auth.clone()));
@@ -323,9 +324,14 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
 }
 
 /// The first configured upstream; without one, the outbox in development and nothing in production.
-fn choose_transport(settings: &Settings, providers: &[Provider]) -> Option<Transport> {
-    if let Some(provider) = providers.first() {
-        return Some(Transport::Smtp(provider.clone()));
+fn choose_transport(
+    settings: &Settings,
+    providers: &[Provider],
+) -> anyhow::Result<Option<Transport>> {
+    if !providers.is_empty() {
+        let providers = Providers::new(providers.to_vec(), &settings.delivery.routes)
+            .map_err(|error| anyhow::anyhow!("invalid configuration: routes: {error}"))?;
+        return Ok(Some(Transport::Smtp(providers)));
     }
     match settings.profile {
         Profile::Development => {
@@ -335,13 +341,13 @@ fn choose_transport(settings: &Settings, providers: &[Provider]) -> Option<Trans
                 "no SMTP upstream configured: messages are written to the outbox as .eml files; set \
                  POSTHORN_SMTP_URL (e.g. smtp://user:password@smtp.example.com:587?tls=required) to deliver them"
             );
-            Some(Transport::Outbox(Outbox::new(outbox)))
+            Ok(Some(Transport::Outbox(Outbox::new(outbox))))
         }
         Profile::Production => {
             tracing::warn!(
                 "no SMTP upstream configured (POSTHORN_SMTP_URL): messages are accepted and wait in the queue"
             );
-            None
+            Ok(None)
         }
     }
 }

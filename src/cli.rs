@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `token` and `check-config`.
+//! The command line: `serve`, `migrate`, `token`, `check-config` and `dkim-keygen`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,25 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Make a DKIM key: write its private key file and print the DNS TXT record to publish.
+    DkimKeygen(DkimKeygenArgs),
+}
+
+/// Arguments of `posthorn dkim-keygen`.
+#[derive(Debug, clap::Args)]
+pub struct DkimKeygenArgs {
+    /// The signing domain (`d=`), e.g. `example.com`.
+    #[arg(long)]
+    pub domain: String,
+    /// The selector (`s=`), e.g. `s1`; the record goes at `SELECTOR._domainkey.DOMAIN`.
+    #[arg(long)]
+    pub selector: String,
+    /// The directory the private key file is written to (`DOMAIN.SELECTOR.pem`, mode 0600).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// `rsa-sha256` (2048 bits; what every receiver verifies) or `ed25519-sha256`.
+    #[arg(long, default_value = "rsa-sha256")]
+    pub algorithm: String,
 }
 
 /// Arguments of `posthorn token`.
@@ -55,13 +74,95 @@ pub struct TokenArgs {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Making a key needs no configuration.
+    if let Command::DkimKeygen(args) = &cli.command {
+        return dkim_keygen(args);
+    }
     let settings = Config::load(cli.config.as_deref())?.validate()?;
     match cli.command {
         Command::Serve => runtime()?.block_on(serve(settings)),
         Command::Migrate => runtime()?.block_on(migrate(settings)),
         Command::Token(args) => token(settings, args),
         Command::CheckConfig => check_config(&settings),
+        Command::DkimKeygen(ref args) => dkim_keygen(args),
     }
+}
+
+fn dkim_keygen(args: &DkimKeygenArgs) -> anyhow::Result<()> {
+    use crate::delivery::dkim::{DkimAlgorithm, generate};
+    let algorithm = DkimAlgorithm::parse(&args.algorithm).with_context(|| {
+        format!(
+            "unknown algorithm `{}` (expected rsa-sha256 or ed25519-sha256)",
+            args.algorithm
+        )
+    })?;
+    let domain = args
+        .domain
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let selector = args.selector.trim();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !domain.split('.').all(label_ok) || !domain.contains('.') {
+        anyhow::bail!("--domain: `{}` is not a domain name", args.domain);
+    }
+    if !selector.split('.').all(label_ok) {
+        anyhow::bail!("--selector: `{}` is not a DNS label", args.selector);
+    }
+    let key = generate(algorithm).context("making the key")?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let path = args.out.join(format!("{domain}.{selector}.pem"));
+    write_private(&path, key.private_pem.as_bytes())?;
+    println!("wrote {} ({})", path.display(), algorithm.as_str());
+    println!();
+    println!("publish this DNS TXT record:");
+    // A TXT string holds at most 255 bytes; an RSA record is longer, and is given in pieces.
+    let pieces: Vec<String> = key
+        .dns_txt
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+        .collect();
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT ( {} )",
+        pieces.join(" ")
+    );
+    println!();
+    println!("and add to the configuration file:");
+    println!("[[dkim]]");
+    println!("domain = \"{domain}\"");
+    println!("selector = \"{selector}\"");
+    println!("private_key_file = \"{}\"", path.display());
+    println!("algorithm = \"{}\"", algorithm.as_str());
+    Ok(())
+}
+
+/// Writes a new file readable by its owner only; an existing file is never overwritten.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "writing {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -134,6 +235,21 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
             "configured"
         }
     );
+    if !settings.delivery.upstreams.is_empty() {
+        let names: Vec<&str> = settings
+            .delivery
+            .upstreams
+            .iter()
+            .map(|upstream| upstream.name.as_str())
+            .collect();
+        println!("  providers:       {}", names.join(", "));
+        let routes = settings.delivery.routes.iter().count();
+        if routes == 0 {
+            println!("  routes:          none (every message through the providers in this order)");
+        } else {
+            println!("  routes:          {routes}");
+        }
+    }
     println!("  max body size:   {} bytes", settings.http.max_body_size);
     println!(
         "  max recipients:  {} per field",

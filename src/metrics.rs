@@ -58,6 +58,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// SMTP connections per provider: `open`, `in_use`, `max`.
     pub smtp_connections: IntGaugeVec,
+    /// Each provider's circuit: 1 for its current state, 0 for the others.
+    pub provider_circuit_state: IntGaugeVec,
     /// SMTP submission sessions by how they ended.
     pub submission_sessions: IntCounterVec,
     /// Messages submitted over SMTP by result: `accepted`, `replayed`, `refused`, `deferred`.
@@ -175,6 +177,11 @@ impl Metrics {
             smtp_connections: gauge_vec(
                 "posthorn_smtp_connections",
                 "SMTP connections per provider (state: open, in_use, max).",
+                &["provider", "state"],
+            )?,
+            provider_circuit_state: gauge_vec(
+                "posthorn_provider_circuit_state",
+                "Each provider's circuit in this process: 1 for its state (closed, open, half_open), 0 for the others.",
                 &["provider", "state"],
             )?,
             submission_sessions: counter_vec(

@@ -6,7 +6,9 @@
 use uuid::Uuid;
 
 use crate::auth::{Caller, Scope};
-use crate::domain::{IdempotencyKey, Limits, MessageStatus, NewMessage, RequestFingerprint};
+use crate::domain::{
+    IdempotencyKey, Limits, MessageStatus, NewMessage, RequestFingerprint, RouteFacts, Routes,
+};
 use crate::metrics::Metrics;
 use crate::store::{
     BatchOutcome, BatchRequest, EnqueueOutcome, EnqueueRequest, SharedStore, StoreError,
@@ -41,6 +43,11 @@ pub enum AcceptError {
     /// The caller may not send from the message's sender domain.
     #[error("this caller may not send from the domain `{0}`")]
     SenderNotAllowed(String),
+    /// No route takes the message (routes are configured, and none matches it, nor is there a default).
+    #[error(
+        "no route takes this message: no [[routes]] entry matches it and there is no default route"
+    )]
+    NoRoute,
     /// The idempotency key was used before with a different request.
     #[error("this idempotency key was already used with a different request")]
     IdempotencyKeyReused,
@@ -104,15 +111,18 @@ pub enum BatchError {
 pub struct Acceptor {
     store: SharedStore,
     limits: Limits,
+    routes: Routes,
     metrics: Metrics,
 }
 
 impl Acceptor {
-    /// An accept path committing to `store`; ingresses parse messages within `limits`.
-    pub fn new(store: SharedStore, limits: Limits, metrics: Metrics) -> Self {
+    /// An accept path committing to `store`; ingresses parse messages within `limits`; a message
+    /// must be taken by one of `routes` (when any provider is configured).
+    pub fn new(store: SharedStore, limits: Limits, routes: Routes, metrics: Metrics) -> Self {
         Self {
             store,
             limits,
+            routes,
             metrics,
         }
     }
@@ -173,6 +183,18 @@ impl Acceptor {
             if !caller.may_send_from(domain) {
                 return Err(AcceptError::SenderNotAllowed(domain.to_owned()));
             }
+        }
+        if !self.routes.is_empty()
+            && self
+                .routes
+                .route(&RouteFacts::of(
+                    &message.content.envelope,
+                    &caller.sub,
+                    &message.tags,
+                ))
+                .is_none()
+        {
+            return Err(AcceptError::NoRoute);
         }
         Ok(())
     }

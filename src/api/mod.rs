@@ -11,6 +11,7 @@ mod middleware;
 mod ops;
 mod prepare;
 mod problem;
+mod providers;
 mod raw;
 mod recipients;
 mod resend;
@@ -100,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(readable("/v1/messages").to(messages::list_messages))
     .service(readable("/v1/events").to(events::list_events))
+    .service(readable("/v1/providers").to(providers::list))
     .service(
         web::resource("/v1/suppressions")
             .route(web::post().to(suppressions::add))

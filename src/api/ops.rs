@@ -38,6 +38,16 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         Ok(pending) => state.metrics.webhook_backlog.set(pending),
         Err(error) => tracing::warn!(error = %error, "webhook backlog unavailable for this scrape"),
     }
+    for provider in &state.providers {
+        let current = provider.breaker.view().state;
+        for circuit in crate::delivery::CircuitState::ALL {
+            state
+                .metrics
+                .provider_circuit_state
+                .with_label_values(&[provider.name(), circuit.as_str()])
+                .set(i64::from(circuit == current));
+        }
+    }
     for pool in crate::delivery::pool_status(&state.providers) {
         let gauge = &state.metrics.smtp_connections;
         gauge

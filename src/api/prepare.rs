@@ -121,7 +121,7 @@ pub fn preview(
     message: &NewMessage,
 ) -> Result<PreviewView, ApiError> {
     state.acceptor.permit(caller, message)?;
-    let preview = crate::delivery::preview(message, state.transport.as_ref())
+    let preview = crate::delivery::preview(message, &caller.sub, state.transport.as_ref())
         .map_err(|error| ApiError::Internal(Box::new(error)))?;
     Ok(PreviewView {
         dry_run: true,

@@ -27,6 +27,11 @@ pub enum ApiError {
     /// The caller may not send from this domain.
     #[error("this caller may not send from the domain `{0}`")]
     SenderNotAllowed(String),
+    /// Routes are configured and none takes the message.
+    #[error(
+        "no route takes this message: no [[routes]] entry matches it and there is no default route"
+    )]
+    NoRoute,
     /// The body is not JSON.
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -122,6 +127,7 @@ impl From<AcceptError> for ApiError {
         match error {
             AcceptError::NotPermitted => ApiError::InsufficientScope(Scope::Send),
             AcceptError::SenderNotAllowed(domain) => ApiError::SenderNotAllowed(domain),
+            AcceptError::NoRoute => ApiError::NoRoute,
             AcceptError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
             AcceptError::RefusedBefore => ApiError::Conflict(error.to_string()),
             AcceptError::Store(error) => error.into(),
@@ -146,6 +152,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::InsufficientScope(_) => "insufficient-scope",
             ApiError::SenderNotAllowed(_) => "sender-not-allowed",
+            ApiError::NoRoute => "no-route",
             ApiError::MalformedJson(_) => "malformed-json",
             ApiError::InvalidRequest { .. } => "invalid-request",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -316,6 +323,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidRequest { .. }
+            | ApiError::NoRoute
             | ApiError::Validation(_)
             | ApiError::IdempotencyKeyReused
             | ApiError::TemplateNotFound(_)

@@ -73,6 +73,7 @@ impl ResendError {
             ApiError::Unauthenticated(_) => (StatusCode::FORBIDDEN, "invalid_api_key"),
             ApiError::InsufficientScope(_) => (StatusCode::FORBIDDEN, "restricted_api_key"),
             ApiError::SenderNotAllowed(_) => (StatusCode::FORBIDDEN, "invalid_from_address"),
+            ApiError::NoRoute => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "validation_error"),
             ApiError::InvalidRequest { message, .. } if message.starts_with("missing field") => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "missing_required_field")

@@ -63,9 +63,16 @@ pub struct Config {
     pub smtp_timeout: Duration,
     /// Extra PEM root certificate(s) to trust for the upstream's TLS certificate.
     pub smtp_tls_ca_file: Option<PathBuf>,
-    /// Further named upstreams (TOML only); until routing arrives, the first upstream takes every
-    /// message.
+    /// Named upstreams (TOML only), tried in the order the file lists them unless routes say otherwise.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The order of `providers` in the file (a map read from TOML forgets it).
+    #[serde(skip)]
+    pub provider_order: Vec<String>,
+    /// Which providers take which messages (TOML only): the first route that matches a message
+    /// takes it; a route without `match` takes every message that reaches it.
+    pub routes: Vec<RouteConfig>,
+    /// DKIM keys (TOML only): messages whose `From` domain has keys are signed by each of them.
+    pub dkim: Vec<DkimConfig>,
 
     /// Delivery workers (concurrent senders) per process.
     pub workers: usize,
@@ -195,6 +202,73 @@ pub struct ProviderConfig {
     /// Extra PEM root certificate(s) to trust.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
+    /// Connection-level failures in a row that open the provider's circuit (default 5).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// How long an open circuit stays open before one probe connection (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_cooldown: Option<Duration>,
+}
+
+/// One `[[dkim]]` key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The signing domain (`d=`): messages whose `From` address is in exactly this domain.
+    pub domain: String,
+    /// The selector (`s=`); the public key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// PEM file of the private key (PKCS#8, or PKCS#1 for RSA), e.g. from `posthorn dkim-keygen`.
+    pub private_key_file: PathBuf,
+    /// `rsa-sha256` (the default) or `ed25519-sha256`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The conditions (each a value or a list of values, any of which matches); none: the default.
+    #[serde(default, rename = "match")]
+    pub conditions: RouteMatchConfig,
+    /// Provider names, in the order they are tried.
+    pub providers: Vec<String>,
+}
+
+/// The `match` of a route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatchConfig {
+    /// `transactional` or `broadcast`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub stream: Vec<String>,
+    /// The author's domain.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sender_domain: Vec<String>,
+    /// Any of the message's tags.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub tag: Vec<String>,
+    /// The first recipient's domain.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub recipient_domain: Vec<String>,
+    /// The caller (the token's `sub`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub caller: Vec<String>,
+}
+
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(value) => vec![value],
+        OneOrMany::Many(values) => values,
+    })
 }
 
 /// Settings for one caller, matched by the token's `sub`.
@@ -253,6 +327,9 @@ impl Default for Config {
             smtp_timeout: Duration::from_secs(30),
             smtp_tls_ca_file: None,
             providers: BTreeMap::new(),
+            provider_order: Vec::new(),
+            routes: Vec::new(),
+            dkim: Vec::new(),
             workers: 8,
             claim_batch_size: 200,
             lease_duration: Duration::from_secs(300),
@@ -299,6 +376,29 @@ impl Default for Config {
             ignored_env: Vec::new(),
         }
     }
+}
+
+/// The provider names in the order the TOML file lists them (empty if it cannot be read again; the
+/// file was read once already, so any error was reported then).
+fn provider_order(path: &Path) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Providers {
+        #[serde(default)]
+        providers: BTreeMap<String, toml::Spanned<toml::Value>>,
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(parsed) = toml::from_str::<Providers>(&text) else {
+        return Vec::new();
+    };
+    let mut names: Vec<(usize, String)> = parsed
+        .providers
+        .into_iter()
+        .map(|(name, value)| (value.span().start, name))
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, name)| name).collect()
 }
 
 /// `POSTHORN_*` variables that are read elsewhere, not by the configuration.
@@ -363,6 +463,9 @@ impl Config {
                 .filter(move |key| !skip.iter().any(|s| key.as_str().eq_ignore_ascii_case(s)));
             match base.clone().merge(env).extract::<Config>() {
                 Ok(mut config) => {
+                    if let Some(path) = file {
+                        config.provider_order = provider_order(path);
+                    }
                     ignored.retain(|key| !NOT_CONFIG_KEYS.contains(&key.as_str()));
                     config.ignored_env = ignored
                         .into_iter()

@@ -10,8 +10,9 @@ use crate::api::HttpSettings;
 use crate::auth::{AuthSettings, CallerPolicy, KeySet};
 use crate::bounces::InboundSettings;
 use crate::data_dir::DataDir;
+use crate::delivery::dkim::{DkimAlgorithm, DkimKey, DkimSigner};
 use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
-use crate::domain::{EmailAddress, Limits, Verp};
+use crate::domain::{EmailAddress, Limits, Route, RouteMatch, Routes, Verp};
 use crate::rate_limit::{Quota, RateLimitSettings};
 use crate::retention::RetentionSettings;
 use crate::secret::Secret;
@@ -107,6 +108,8 @@ impl Config {
             }
         }
         let upstreams = self.upstreams()?;
+        let routes = self.routes(&upstreams)?;
+        let dkim = self.dkim()?;
         let submission = self.submission()?;
         self.check_lease(&upstreams)?;
         if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
@@ -170,6 +173,8 @@ impl Config {
             database_in_data_dir: self.database_url.is_none(),
             delivery: DeliverySettings {
                 upstreams,
+                routes,
+                dkim,
                 workers: self.workers,
                 worker: WorkerSettings {
                     batch_size: self.claim_batch_size,
@@ -270,10 +275,18 @@ impl Config {
         })
     }
 
-    /// Every configured upstream, `POSTHORN_SMTP_URL` first (named `default`), then the TOML providers.
+    /// Every configured upstream: `POSTHORN_SMTP_URL` first (named `default`), then the TOML providers
+    /// in the order the file lists them (those set only in the environment after them, by name).
     fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
         let mut upstreams = Vec::new();
         if let Some(url) = &self.smtp_url {
+            if self.providers.contains_key("default") {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_SMTP_URL",
+                    "is the provider named `default`, and [providers.default] is configured too; \
+                     keep one of them",
+                ));
+            }
             let mut upstream = Upstream::parse(
                 "default",
                 url.expose(),
@@ -284,11 +297,28 @@ impl Config {
             upstream.ca_file = self.smtp_tls_ca_file.clone();
             upstreams.push(upstream);
         }
-        for (name, provider) in &self.providers {
+        let mut names: Vec<&String> = self.providers.keys().collect();
+        names.sort_by_key(|name| {
+            self.provider_order
+                .iter()
+                .position(|listed| listed == *name)
+                .unwrap_or(usize::MAX)
+        });
+        for name in names {
+            let provider = &self.providers[name];
             let invalid =
                 |reason: String| ConfigError::invalid("providers", format!("{name}: {reason}"));
             if provider.timeout.is_some_and(|timeout| timeout.is_zero()) {
                 return Err(invalid("timeout must be longer than 0s".into()));
+            }
+            if provider.breaker_failures == Some(0) {
+                return Err(invalid("breaker_failures must be at least 1".into()));
+            }
+            if provider
+                .breaker_cooldown
+                .is_some_and(|cooldown| cooldown.is_zero())
+            {
+                return Err(invalid("breaker_cooldown must be longer than 0s".into()));
             }
             let mut upstream = Upstream::parse(
                 name,
@@ -303,9 +333,114 @@ impl Config {
                 .tls_ca_file
                 .clone()
                 .or_else(|| self.smtp_tls_ca_file.clone());
+            if let Some(failures) = provider.breaker_failures {
+                upstream.breaker.failures = failures;
+            }
+            if let Some(cooldown) = provider.breaker_cooldown {
+                upstream.breaker.cooldown = cooldown;
+            }
             upstreams.push(upstream);
         }
         Ok(upstreams)
+    }
+
+    /// The routes, each naming configured providers; a route after one without `match` could never
+    /// be reached and is refused.
+    fn routes(&self, upstreams: &[Upstream]) -> Result<Routes, ConfigError> {
+        let mut routes = Vec::with_capacity(self.routes.len());
+        let mut default_at = None;
+        for (index, route) in self.routes.iter().enumerate() {
+            let invalid = |reason: String| {
+                ConfigError::invalid("routes", format!("route {} ({index}): {reason}", index + 1))
+            };
+            if let Some(default) = default_at {
+                return Err(invalid(format!(
+                    "comes after route {default}, which has no `match` and takes every message: \
+                     it would never be used"
+                )));
+            }
+            if route.providers.is_empty() {
+                return Err(invalid(
+                    "`providers` must name at least one provider".into(),
+                ));
+            }
+            for name in &route.providers {
+                if !upstreams.iter().any(|upstream| &upstream.name == name) {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    return Err(invalid(format!(
+                        "names the provider `{name}`, which is not configured (configured: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+            }
+            let given = &route.conditions;
+            if let Some(stream) = given
+                .stream
+                .iter()
+                .find(|stream| !["transactional", "broadcast"].contains(&stream.as_str()))
+            {
+                return Err(invalid(format!(
+                    "unknown stream `{stream}` (streams: transactional, broadcast)"
+                )));
+            }
+            let conditions = RouteMatch {
+                sender_domain: given.sender_domain.clone(),
+                stream: given.stream.clone(),
+                caller: given.caller.clone(),
+                tag: given.tag.clone(),
+                recipient_domain: given.recipient_domain.clone(),
+            };
+            if conditions.is_empty() {
+                default_at = Some(index + 1);
+            }
+            routes.push(Route {
+                conditions,
+                providers: route.providers.clone(),
+            });
+        }
+        Ok(Routes::new(routes))
+    }
+
+    /// The DKIM keys, each read and checked now.
+    fn dkim(&self) -> Result<DkimSigner, ConfigError> {
+        let mut keys = Vec::with_capacity(self.dkim.len());
+        for entry in &self.dkim {
+            let invalid = |reason: String| {
+                ConfigError::invalid(
+                    "dkim",
+                    format!("{} (selector {}): {reason}", entry.domain, entry.selector),
+                )
+            };
+            let algorithm = match &entry.algorithm {
+                None => DkimAlgorithm::RsaSha256,
+                Some(name) => DkimAlgorithm::parse(name).ok_or_else(|| {
+                    invalid(format!(
+                        "unknown algorithm `{name}` (expected rsa-sha256 or ed25519-sha256)"
+                    ))
+                })?,
+            };
+            let pem = std::fs::read(&entry.private_key_file).map_err(|error| {
+                invalid(format!(
+                    "reading {}: {error}",
+                    entry.private_key_file.display()
+                ))
+            })?;
+            let key = DkimKey::from_pem(&entry.domain, &entry.selector, algorithm, &pem)
+                .map_err(|error| invalid(error.to_string()))?;
+            if keys.iter().any(|known: &DkimKey| {
+                known.domain() == key.domain() && known.selector() == key.selector()
+            }) {
+                return Err(invalid(
+                    "the same domain and selector are configured twice".into(),
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(DkimSigner::new(keys))
     }
 
     /// The lease must cover a whole send to whichever upstream takes the message, with its own timeout.
@@ -627,6 +762,8 @@ mod tests {
                 max_connections: None,
                 timeout: Some(Duration::from_secs(60)),
                 tls_ca_file: None,
+                breaker_failures: None,
+                breaker_cooldown: None,
             },
         );
         let error = config
@@ -638,5 +775,125 @@ mod tests {
         assert!(error.contains("slow-relay"), "{error}");
         config.lease_duration = Duration::from_secs(360);
         assert!(config.validate().is_ok());
+    }
+
+    fn provider(url: &str) -> super::super::ProviderConfig {
+        super::super::ProviderConfig {
+            url: Secret::new(url),
+            max_connections: None,
+            timeout: None,
+            tls_ca_file: None,
+            breaker_failures: None,
+            breaker_cooldown: None,
+        }
+    }
+
+    fn refusal(config: &Config) -> String {
+        config
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn providers_keep_the_file_s_order_and_routes_name_only_configured_ones() {
+        let mut config = Config::default();
+        for name in ["zeta", "alpha", "mid"] {
+            config
+                .providers
+                .insert(name.into(), provider(&format!("smtp://{name}.internal")));
+        }
+        config.provider_order = vec!["zeta".into(), "alpha".into()];
+        let settings = config.validate().unwrap();
+        let names: Vec<&str> = settings
+            .delivery
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["zeta", "alpha", "mid"],
+            "listed first, then the rest"
+        );
+
+        config.routes = vec![super::super::RouteConfig {
+            conditions: super::super::RouteMatchConfig::default(),
+            providers: vec!["alpha".into(), "nowhere".into()],
+        }];
+        let error = refusal(&config);
+        assert!(
+            error.contains("routes") && error.contains("`nowhere`"),
+            "{error}"
+        );
+        assert!(error.contains("zeta, alpha, mid"), "{error}");
+    }
+
+    #[test]
+    fn a_route_after_the_default_one_and_an_unknown_stream_are_refused() {
+        let mut config = Config::default();
+        config
+            .providers
+            .insert("relay".into(), provider("smtp://relay.internal"));
+        let default = super::super::RouteConfig {
+            conditions: super::super::RouteMatchConfig::default(),
+            providers: vec!["relay".into()],
+        };
+        let tagged = super::super::RouteConfig {
+            conditions: super::super::RouteMatchConfig {
+                tag: vec!["reset".into()],
+                ..super::super::RouteMatchConfig::default()
+            },
+            providers: vec!["relay".into()],
+        };
+        config.routes = vec![default.clone(), tagged.clone()];
+        assert!(
+            refusal(&config).contains("never be used"),
+            "{}",
+            refusal(&config)
+        );
+        config.routes = vec![tagged.clone(), default];
+        assert!(config.validate().is_ok());
+        let mut bulk = tagged;
+        bulk.conditions.stream = vec!["bulk".into()];
+        config.routes = vec![bulk];
+        assert!(refusal(&config).contains("unknown stream `bulk`"));
+        config.routes = vec![super::super::RouteConfig {
+            conditions: super::super::RouteMatchConfig::default(),
+            providers: Vec::new(),
+        }];
+        assert!(refusal(&config).contains("at least one provider"));
+    }
+
+    #[test]
+    fn smtp_url_is_the_provider_named_default_and_cannot_be_given_twice() {
+        let mut config = Config {
+            smtp_url: Some(Secret::new("smtp://one.internal")),
+            ..Config::default()
+        };
+        config
+            .providers
+            .insert("default".into(), provider("smtp://two.internal"));
+        let error = refusal(&config);
+        assert!(error.contains("POSTHORN_SMTP_URL") && error.contains("[providers.default]"));
+        config.providers.clear();
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.delivery.upstreams[0].name, "default");
+    }
+
+    #[test]
+    fn breaker_settings_are_checked_and_applied() {
+        let mut config = Config::default();
+        let mut relay = provider("smtp://relay.internal");
+        relay.breaker_failures = Some(0);
+        config.providers.insert("relay".into(), relay.clone());
+        assert!(refusal(&config).contains("breaker_failures"));
+        relay.breaker_failures = Some(2);
+        relay.breaker_cooldown = Some(Duration::from_secs(90));
+        config.providers.insert("relay".into(), relay);
+        let upstream = &config.validate().unwrap().delivery.upstreams[0];
+        assert_eq!(upstream.breaker.failures, 2);
+        assert_eq!(upstream.breaker.cooldown, Duration::from_secs(90));
     }
 }

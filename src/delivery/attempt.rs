@@ -9,6 +9,7 @@ use lettre::Address;
 use time::OffsetDateTime;
 
 use super::compose::{Composition, compose};
+use super::dkim::DkimSigner;
 use super::outcome::{AttemptOutcome, OutcomeClass, Reply};
 use super::retry::RetryPolicy;
 use super::session::Transaction;
@@ -25,10 +26,15 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    /// Composes the message and parses its envelope; an outcome (permanent) when it cannot be sent.
-    /// With `verp`, the envelope sender is the message's VERP address, so its bounces come back to
-    /// posthorn.
-    pub(super) fn new(job: &ClaimedJob, verp: Option<&Verp>) -> Result<Self, AttemptOutcome> {
+    /// Composes the message, signs it with the DKIM keys of its `From` domain, and parses its
+    /// envelope; an outcome when it cannot be sent (permanent, but for a signing failure, which is
+    /// retried). With `verp`, the envelope sender is the message's VERP address, so its bounces come
+    /// back to posthorn.
+    pub(super) fn new(
+        job: &ClaimedJob,
+        verp: Option<&Verp>,
+        dkim: &DkimSigner,
+    ) -> Result<Self, AttemptOutcome> {
         let content = &job.content;
         let data = match &content.raw {
             // The caller's own message, checked at accept: relayed as it is.
@@ -41,6 +47,18 @@ impl Prepared {
             .map_err(|error| {
                 AttemptOutcome::whole(OutcomeClass::Permanent, Reply::none(error.to_string()))
             })?,
+        };
+        // Signed last, over the exact bytes that go out.
+        let data = match dkim.sign(&data) {
+            Ok(Some(signed)) => signed,
+            Ok(None) => data,
+            Err(error) => {
+                tracing::error!(error = %error, "DKIM signing failed; the message is retried");
+                return Err(AttemptOutcome::whole(
+                    OutcomeClass::Transient,
+                    Reply::none(format!("DKIM signing failed: {error}")),
+                ));
+            }
         };
         let return_path = match verp {
             Some(verp) => verp.address(job.lease.id),
@@ -128,16 +146,17 @@ fn hard_bounces(outcome: &AttemptOutcome) -> Vec<String> {
 pub(super) fn conclude(
     job: &ClaimedJob,
     delivered: Delivered,
-    provider: &str,
     policy: &RetryPolicy,
     suppress_hard_bounces: bool,
     metrics: &Metrics,
 ) -> (AttemptRecord, Disposition) {
     let Delivered {
+        provider,
         outcome,
         started_at,
         duration,
     } = delivered;
+    let provider = provider.as_str();
     let _span =
         tracing::info_span!("deliver", message_id = %job.lease.id, attempt = job.attempt).entered();
     if job.reclaimed {

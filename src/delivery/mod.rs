@@ -1,12 +1,15 @@
 //! Delivery: workers drain the queue through pooled SMTP connections.
 
 mod attempt;
+mod breaker;
 mod compose;
 mod connection;
+pub mod dkim;
 mod outcome;
 mod pool;
 mod preview;
 mod retry;
+mod routing;
 mod session;
 mod transport;
 mod upstream;
@@ -19,10 +22,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use breaker::{BreakerSettings, BreakerView, CircuitState};
 pub use compose::{ComposeError, Composition, compose};
 pub use outcome::{OutcomeClass, Reply};
 pub use preview::{Preview, preview};
 pub use retry::RetryPolicy;
+pub use routing::Providers;
 pub use transport::{Outbox, Provider, Transport};
 pub use upstream::{TlsMode, Upstream, UpstreamError};
 pub use worker::{HeldLeases, WorkerSettings};
@@ -58,6 +63,10 @@ pub struct Delivery {
 pub struct DeliverySettings {
     /// The configured upstreams, in order.
     pub upstreams: Vec<Upstream>,
+    /// The routes over them (empty: every message through every provider in order).
+    pub routes: crate::domain::Routes,
+    /// DKIM keys: each message is signed by those of its `From` domain.
+    pub dkim: dkim::DkimSigner,
     /// Concurrent workers in this process.
     pub workers: usize,
     /// How workers claim.
@@ -75,7 +84,12 @@ impl Delivery {
     pub fn provider(upstream: Upstream) -> Result<Provider, String> {
         let upstream = Arc::new(upstream);
         let pool = pool::build_pool(upstream.clone())?;
-        Ok(Provider { upstream, pool })
+        let breaker = Arc::new(breaker::Breaker::new(upstream.breaker));
+        Ok(Provider {
+            upstream,
+            pool,
+            breaker,
+        })
     }
 
     /// Starts the notification listener and the workers.
@@ -101,6 +115,7 @@ impl Delivery {
             policy: settings.retry,
             suppress_hard_bounces: settings.suppress_hard_bounces,
             verp: settings.verp,
+            dkim: settings.dkim,
             settings: settings.worker,
             metrics,
             wake,
@@ -119,14 +134,17 @@ impl Delivery {
             workers.spawn(worker.clone().send(jobs.clone(), stop.clone()));
         }
         let providers = match &transport {
-            Transport::Smtp(provider) => {
-                tracing::info!(
-                    workers = settings_workers,
-                    upstream = %provider.upstream,
-                    max_connections = provider.upstream.max_connections,
-                    "delivery started"
-                );
-                vec![provider.clone()]
+            Transport::Smtp(providers) => {
+                for provider in providers.list() {
+                    tracing::info!(
+                        provider = provider.name(),
+                        upstream = %provider.upstream,
+                        max_connections = provider.upstream.max_connections,
+                        "provider"
+                    );
+                }
+                tracing::info!(workers = settings_workers, "delivery started");
+                providers.list().to_vec()
             }
             Transport::Outbox(outbox) => {
                 tracing::info!(

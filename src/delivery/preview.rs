@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::compose::{ComposeError, Composition, compose};
 use super::transport::Transport;
-use crate::domain::NewMessage;
+use crate::domain::{NewMessage, RouteFacts};
 
 /// A message as it would go on the wire.
 #[derive(Debug, Clone)]
@@ -20,9 +20,10 @@ pub struct Preview {
     pub provider: Option<String>,
 }
 
-/// Composes `message` exactly as a worker would (its `Date` is now) and routes it.
+/// Composes `message` exactly as a worker would (its `Date` is now) and routes it as `caller`'s.
 pub fn preview(
     message: &NewMessage,
+    caller: &str,
     transport: Option<&Transport>,
 ) -> Result<Preview, ComposeError> {
     let content = &message.content;
@@ -43,6 +44,10 @@ pub fn preview(
             .into_iter()
             .map(str::to_owned)
             .collect(),
-        provider: transport.map(|transport| transport.name().to_owned()),
+        provider: transport
+            .and_then(|transport| {
+                transport.provider_for(&RouteFacts::of(&content.envelope, caller, &message.tags))
+            })
+            .map(str::to_owned),
     })
 }

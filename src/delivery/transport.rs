@@ -1,5 +1,6 @@
-//! Where a composed message goes: an SMTP upstream through its connection pool, or, with no upstream
-//! configured, a local outbox directory of `.eml` files.
+//! Where a composed message goes: SMTP providers through their connection pools (chosen by the
+//! message's route, failing over while a provider cannot be reached), or, with no provider configured,
+//! a local outbox directory of `.eml` files.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,19 +11,24 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::breaker::Breaker;
 use super::connection::SessionState;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
 use super::pool::{SmtpManager, SmtpPool};
+use super::routing::{Choice, Providers};
 use super::session::{Transaction, transact};
 use super::upstream::Upstream;
+use crate::domain::RouteFacts;
 
-/// An upstream with its connection pool.
+/// An upstream with its connection pool and its circuit breaker.
 #[derive(Clone)]
 pub struct Provider {
     /// Where and how to connect.
     pub upstream: Arc<Upstream>,
     /// Its connections.
     pub pool: SmtpPool,
+    /// Whether it is taking messages.
+    pub breaker: Arc<Breaker>,
 }
 
 /// A directory that receives every message as `ID.eml` (and its envelope as `ID.json`).
@@ -34,8 +40,8 @@ pub struct Outbox {
 /// The destination of every message of this process.
 #[derive(Clone)]
 pub enum Transport {
-    /// A real SMTP upstream.
-    Smtp(Provider),
+    /// SMTP providers, chosen by route.
+    Smtp(Providers),
     /// Files on local disk, for development and first steps.
     Outbox(Outbox),
 }
@@ -44,48 +50,150 @@ pub enum Transport {
 const OUTBOX_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Transport {
-    /// The name used in attempt records and metrics.
-    pub fn name(&self) -> &str {
+    /// The provider a message with these facts would go to now, by name (`outbox` without SMTP).
+    pub fn provider_for(&self, facts: &RouteFacts<'_>) -> Option<&str> {
         match self {
-            Transport::Smtp(provider) => &provider.upstream.name,
-            Transport::Outbox(_) => "outbox",
+            Transport::Smtp(providers) => providers.first_choice(facts),
+            Transport::Outbox(_) => Some("outbox"),
         }
     }
 
-    /// The deadline of one exchange.
+    /// The longest deadline of one exchange with any destination.
     pub fn timeout(&self) -> Duration {
         match self {
-            Transport::Smtp(provider) => provider.upstream.timeout,
+            Transport::Smtp(providers) => providers.longest_timeout(),
             Transport::Outbox(_) => OUTBOX_TIMEOUT,
         }
     }
 
-    /// Sends messages in order, telling `each` what became of every message as soon as it is known
-    /// (with the message's index), and returns how many were started: a message is started only before
-    /// its `start_by` and while `stop` is not cancelled, and those after the started ones were not
-    /// tried. On SMTP the messages share a connection while it lasts, each message's data going out
-    /// with the next one's envelope.
+    /// Sends messages, telling `each` what became of every message as soon as it is known (with the
+    /// message's index), and returns those not started, each with how long it should wait: a message
+    /// is started only before its `start_by` and while `stop` is not cancelled, and only while a
+    /// provider of its route takes messages. On SMTP the messages for one provider share a connection
+    /// while it lasts, each message's data going out with the next one's envelope; messages a provider
+    /// could not be reached for go to the next provider of their route in the same attempt.
     pub(super) async fn send_all(
         &self,
         messages: &[Queued<'_>],
         stop: &CancellationToken,
         mut each: impl FnMut(usize, Delivered),
-    ) -> usize {
+    ) -> Vec<Unsent> {
         match self {
-            Transport::Smtp(provider) => provider.send_all(messages, stop, each).await,
+            Transport::Smtp(providers) => send_routed(providers, messages, stop, each).await,
             Transport::Outbox(outbox) => {
                 for (index, message) in messages.iter().enumerate() {
                     if !message.may_start(stop) {
-                        return index;
+                        return (index..messages.len())
+                            .map(|index| Unsent {
+                                index,
+                                wait: Duration::ZERO,
+                            })
+                            .collect();
                     }
                     let clock = Clock::start();
                     let outcome = outbox.send(message.id, &message.transaction).await;
-                    each(index, clock.end(outcome));
+                    each(index, clock.end("outbox", outcome));
                 }
-                messages.len()
+                Vec::new()
             }
         }
     }
+}
+
+/// A message that was not started, and how long it should wait before it is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsent {
+    /// Its index.
+    pub index: usize,
+    /// How long to wait: zero when its time ran out or the sender stops, the rest of a cool-down when
+    /// every provider of its route has its circuit open.
+    pub wait: Duration,
+}
+
+/// A message still to place in [`send_routed`].
+struct Pending {
+    index: usize,
+    /// The providers that could not be reached for it in this attempt.
+    tried: Vec<usize>,
+    /// Why the last of them could not.
+    last: Option<(String, Reply)>,
+}
+
+/// Sends each message through the first provider of its route that takes messages, grouping the
+/// messages of one provider onto its connections, and failing over to the route's next provider for
+/// the messages a provider could not be reached for.
+async fn send_routed(
+    providers: &Providers,
+    messages: &[Queued<'_>],
+    stop: &CancellationToken,
+    mut each: impl FnMut(usize, Delivered),
+) -> Vec<Unsent> {
+    let mut left: Vec<Pending> = (0..messages.len())
+        .map(|index| Pending {
+            index,
+            tried: Vec::new(),
+            last: None,
+        })
+        .collect();
+    let mut unsent = Vec::new();
+    while !left.is_empty() {
+        // Groups in the order of their first message, each in the messages' order.
+        let mut groups: Vec<(usize, Vec<Pending>)> = Vec::new();
+        for pending in left.drain(..) {
+            let index = pending.index;
+            match providers.choose(&messages[index].route, &pending.tried) {
+                Choice::Provider(chosen) => {
+                    match groups.iter_mut().find(|(provider, _)| *provider == chosen) {
+                        Some((_, group)) => group.push(pending),
+                        None => groups.push((chosen, vec![pending])),
+                    }
+                }
+                // Every provider tried could not be reached, and no other takes messages now.
+                Choice::Exhausted if pending.last.is_some() => {
+                    let (provider, reply) = pending.last.unwrap_or_else(|| {
+                        ("none".into(), Reply::none("no provider could be reached"))
+                    });
+                    let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply);
+                    each(index, Clock::start().end(&provider, outcome));
+                }
+                Choice::Wait(wait) => unsent.push(Unsent { index, wait }),
+                Choice::Exhausted | Choice::NoRoute => {
+                    let reply = Reply::none(
+                        "no route takes this message (the routes changed after it was accepted)",
+                    );
+                    let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply);
+                    each(index, Clock::start().end("none", outcome));
+                }
+            }
+        }
+        for (chosen, group) in groups {
+            let provider = providers.get(chosen);
+            let queued: Vec<&Queued<'_>> = group
+                .iter()
+                .map(|pending| &messages[pending.index])
+                .collect();
+            let sent = provider
+                .send_all(&queued, stop, |position, delivered| {
+                    each(group[position].index, delivered)
+                })
+                .await;
+            let rest = group.into_iter().skip(sent.done);
+            match sent.unreachable {
+                // Not reached: the rest try the route's next provider.
+                Some(reply) => left.extend(rest.map(|mut pending| {
+                    pending.tried.push(chosen);
+                    pending.last = Some((provider.name().to_owned(), reply.clone()));
+                    pending
+                })),
+                None => unsent.extend(rest.map(|pending| Unsent {
+                    index: pending.index,
+                    wait: Duration::ZERO,
+                })),
+            }
+        }
+    }
+    unsent.sort_by_key(|unsent| unsent.index);
+    unsent
 }
 
 /// A message to send: its transaction, and the latest instant at which it may start (its lease must
@@ -93,6 +201,8 @@ impl Transport {
 pub struct Queued<'a> {
     /// The message's id.
     pub id: Uuid,
+    /// What its route is chosen by.
+    pub route: RouteFacts<'a>,
     /// Envelope and content.
     pub transaction: Transaction<'a>,
     /// Not started after this.
@@ -108,6 +218,8 @@ impl Queued<'_> {
 
 /// What became of one message, and when its attempt ran.
 pub struct Delivered {
+    /// The provider it went to (`outbox`, or `none` when no provider could take it).
+    pub provider: String,
     /// The outcome.
     pub outcome: AttemptOutcome,
     /// When the attempt began.
@@ -130,8 +242,9 @@ impl Clock {
         }
     }
 
-    fn end(self, outcome: AttemptOutcome) -> Delivered {
+    fn end(self, provider: &str, outcome: AttemptOutcome) -> Delivered {
         Delivered {
+            provider: provider.to_owned(),
             outcome,
             started_at: self.started_at,
             duration: self.started.elapsed(),
@@ -139,14 +252,28 @@ impl Clock {
     }
 }
 
+/// How far one provider got with its messages.
+struct ProviderSent {
+    /// Messages done (told to `each`), from the first.
+    done: usize,
+    /// The provider could not be reached for the next one: why.
+    unreachable: Option<Reply>,
+}
+
 impl Provider {
+    /// The name in attempt records and metrics.
+    pub fn name(&self) -> &str {
+        &self.upstream.name
+    }
+
     async fn send_all(
         &self,
-        messages: &[Queued<'_>],
+        messages: &[&Queued<'_>],
         stop: &CancellationToken,
         mut each: impl FnMut(usize, Delivered),
-    ) -> usize {
+    ) -> ProviderSent {
         let timeout = self.upstream.timeout;
+        let name = self.name();
         // Messages done so far; the next one is `messages[done]`.
         let mut done = 0;
         // Whether the next message already met a closed connection: it is retried at once on a fresh
@@ -159,15 +286,17 @@ impl Provider {
             // The first message's attempt includes waiting for the connection.
             let mut clock = Some(Clock::start());
             let mut connection = match self.connection().await {
-                Ok(connection) => connection,
+                Ok(connection) => {
+                    self.breaker.succeeded();
+                    connection
+                }
                 Err(reply) => {
-                    // No connection now: every message left fails alike, to be retried later.
-                    while done < messages.len() {
-                        let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply.clone());
-                        each(done, clock.take().unwrap_or_else(Clock::start).end(outcome));
-                        done += 1;
-                    }
-                    break;
+                    // No connection now: the caller sends the rest elsewhere, or fails them alike.
+                    self.breaker.failed(&reply.to_string());
+                    return ProviderSent {
+                        done,
+                        unreachable: Some(reply),
+                    };
                 }
             };
             while let Some(message) = messages.get(done) {
@@ -208,12 +337,12 @@ impl Provider {
                         result.outcome
                     };
                     retried = false;
-                    each(done, clock.end(outcome));
+                    each(done, clock.end(name, outcome));
                     done += 1;
                     continue 'connections;
                 }
                 retried = false;
-                each(done, clock.end(result.outcome));
+                each(done, clock.end(name, result.outcome));
                 done += 1;
                 if connection.state() == SessionState::Aborted {
                     // Back to the pool, which resets it before it is used again.
@@ -221,7 +350,10 @@ impl Provider {
                 }
             }
         }
-        done
+        ProviderSent {
+            done,
+            unreachable: None,
+        }
     }
 
     async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {

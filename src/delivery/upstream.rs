@@ -46,6 +46,8 @@ pub struct Upstream {
     /// Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920);
     /// `?pipelining=off` sends one command per round trip.
     pub pipelining: bool,
+    /// When its circuit opens and for how long.
+    pub breaker: super::BreakerSettings,
 }
 
 /// Why an upstream URL was refused. Never contains the URL itself (it may hold a password).
@@ -138,6 +140,7 @@ impl Upstream {
             timeout,
             ca_file: None,
             pipelining,
+            breaker: super::BreakerSettings::default(),
         })
     }
 

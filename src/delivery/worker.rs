@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Prepared, conclude};
 use super::retry::RetryPolicy;
-use super::transport::{Delivered, Queued, Transport};
+use super::transport::{Delivered, Queued, Transport, Unsent};
+use crate::domain::RouteFacts;
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, ClaimedJob, Disposition, JobLease, SharedStore};
 
@@ -83,6 +84,7 @@ pub struct Worker {
     pub(super) policy: RetryPolicy,
     pub(super) suppress_hard_bounces: bool,
     pub(super) verp: Option<crate::domain::Verp>,
+    pub(super) dkim: super::dkim::DkimSigner,
     pub(super) settings: WorkerSettings,
     pub(super) metrics: Metrics,
     pub(super) wake: Arc<Notify>,
@@ -205,7 +207,6 @@ impl Worker {
         // this one still talks to the upstream. A fresh claim always fits (the configuration demands
         // a lease of at least six timeouts); a job that waited too long is given back.
         let needed = self.transport.timeout() * 3;
-        let provider = self.transport.name();
         let mut expired = Vec::new();
         let mut ready = Vec::with_capacity(taken.len());
         for Assigned { job, claimed_at } in taken {
@@ -216,10 +217,16 @@ impl Worker {
                 expired.push(job.lease);
                 continue;
             };
-            match Prepared::new(&job, self.verp.as_ref()) {
+            match Prepared::new(&job, self.verp.as_ref(), &self.dkim) {
                 Ok(prepared) => ready.push((job, prepared, start_by)),
                 Err(outcome) => {
+                    let provider = self
+                        .transport
+                        .provider_for(&route_facts(&job))
+                        .unwrap_or("none")
+                        .to_owned();
                     let delivered = Delivered {
+                        provider,
                         outcome,
                         started_at: OffsetDateTime::now_utc(),
                         duration: Duration::ZERO,
@@ -227,7 +234,6 @@ impl Worker {
                     let (report, disposition) = conclude(
                         &job,
                         delivered,
-                        provider,
                         &self.policy,
                         self.suppress_hard_bounces,
                         &self.metrics,
@@ -237,23 +243,23 @@ impl Worker {
             }
         }
         // Given back before the others are sent: their lease is close to its end already.
-        self.release_unsent(expired).await;
+        self.release_unsent(expired, Duration::ZERO).await;
         let queued: Vec<Queued<'_>> = ready
             .iter()
             .map(|(job, prepared, start_by)| Queued {
                 id: job.lease.id,
+                route: route_facts(job),
                 transaction: prepared.transaction(),
                 start_by: *start_by,
             })
             .collect();
-        let started = self
+        let unsent = self
             .transport
             .send_all(&queued, stop, |index, delivered| {
                 let job = &ready[index].0;
                 let (report, disposition) = conclude(
                     job,
                     delivered,
-                    provider,
                     &self.policy,
                     self.suppress_hard_bounces,
                     &self.metrics,
@@ -261,15 +267,28 @@ impl Worker {
                 self.start_recording(recording, job.lease, report, disposition);
             })
             .await;
-        // Not started: their time ran out while the ones before them were sent, or the sender stops.
+        // Not started: their time ran out while the ones before them were sent, or the sender stops
+        // (due again at once); or every provider of their route has its circuit open (due when the
+        // first cool-down ends).
+        let (now, later): (Vec<&Unsent>, Vec<&Unsent>) =
+            unsent.iter().partition(|unsent| unsent.wait.is_zero());
         self.release_unsent(
-            ready
-                .iter()
-                .skip(started)
-                .map(|(job, _, _)| job.lease)
+            now.iter()
+                .map(|unsent| ready[unsent.index].0.lease)
                 .collect(),
+            Duration::ZERO,
         )
         .await;
+        if let Some(wait) = later.iter().map(|unsent| unsent.wait).max() {
+            self.release_unsent(
+                later
+                    .iter()
+                    .map(|unsent| ready[unsent.index].0.lease)
+                    .collect(),
+                wait,
+            )
+            .await;
+        }
     }
 
     /// Records an outcome in the background: the sender goes on sending meanwhile.
@@ -287,13 +306,18 @@ impl Worker {
         });
     }
 
-    /// Gives back jobs that were not sent: they are due again at once, with no attempt used.
-    async fn release_unsent(&self, leases: Vec<JobLease>) {
+    /// Gives back jobs that were not sent: they are due again after `delay`, with no attempt used.
+    async fn release_unsent(&self, leases: Vec<JobLease>, delay: Duration) {
         if leases.is_empty() {
             return;
         }
-        tracing::debug!(jobs = leases.len(), "releasing jobs not sent");
-        match self.store.release_jobs(&leases).await {
+        tracing::debug!(jobs = leases.len(), ?delay, "releasing jobs not sent");
+        let released = if delay.is_zero() {
+            self.store.release_jobs(&leases).await
+        } else {
+            self.store.defer_jobs(&leases, delay).await
+        };
+        match released {
             Ok(_) => {
                 for lease in &leases {
                     self.held.remove(lease);
@@ -333,6 +357,11 @@ impl Worker {
             "could not record the outcome; the job will be retried when its lease expires"
         );
     }
+}
+
+/// What a job's route is chosen by.
+fn route_facts(job: &ClaimedJob) -> RouteFacts<'_> {
+    RouteFacts::of(&job.content.envelope, &job.caller, &job.tags)
 }
 
 /// Takes the next job, waiting for it, and this sender's share of the jobs already waiting (spread over

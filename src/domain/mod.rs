@@ -10,6 +10,7 @@ mod header;
 mod idempotency;
 mod message;
 mod mime;
+mod route;
 mod status;
 mod suppression;
 mod template;
@@ -25,6 +26,7 @@ pub use header::{CustomHeader, HeaderError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError, RequestFingerprint};
 pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage, id_in_message_id};
 pub use mime::{RawMessage, RawSubmission};
+pub use route::{Route, RouteFacts, RouteMatch, Routes};
 pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
 pub use suppression::{SuppressionReason, is_hard_bounce};
 pub use template::{

@@ -149,6 +149,10 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Gives claimed jobs back without an attempt (shutdown, or a lease too short to use).
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
 
+    /// Gives back jobs not sent, due again after `delay` (no provider could take them now); no
+    /// attempt is used. Returns how many were still held.
+    async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError>;
+
     /// Cancels the message if it is still queued and no worker holds it; returns whether it did.
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError>;
 

@@ -211,6 +211,10 @@ pub struct ClaimedJob {
     pub attempt: i32,
     /// The stable `Message-ID`.
     pub message_id: String,
+    /// The caller that sent it.
+    pub caller: String,
+    /// Its tags.
+    pub tags: Vec<String>,
     /// What to send.
     pub content: MessageContent,
     /// When it was accepted.

@@ -794,6 +794,10 @@ impl Session<'_> {
                     "sender_not_allowed",
                     format!("550 5.7.1 This caller may not send from the domain {domain}"),
                 ),
+                AcceptError::NoRoute => (
+                    "no_route",
+                    "554 5.3.0 No route of this gateway takes this message".into(),
+                ),
                 AcceptError::IdempotencyKeyReused | AcceptError::RefusedBefore => (
                     "message_id_reused",
                     "550 5.7.0 This Message-ID was already used with a different message".into(),

@@ -761,3 +761,103 @@ async fn serve_without_a_token_key_refuses_to_start_in_production() {
         .arg("serve"));
     outcome.assert_failure_naming("POSTHORN_JWT_SECRET");
 }
+
+#[test]
+fn providers_keep_the_file_s_order_and_take_their_urls_from_the_environment() {
+    let file = toml_file(
+        "[providers.zeta]\nmax_connections = 2\n\n\
+         [providers.alpha]\nurl = \"smtp://alpha.internal:25\"\nbreaker_cooldown = \"1m\"\n\n\
+         [[routes]]\nmatch = { tag = \"reset\", sender_domain = [\"example.com\", \"example.org\"] }\n\
+         providers = [\"alpha\"]\n\n\
+         [[routes]]\nproviders = [\"zeta\", \"alpha\"]\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let outcome = run(configured(&mut posthorn())
+        .env(
+            "POSTHORN_PROVIDERS__ZETA__URL",
+            "smtp://user:zetas3cret@zeta.internal:587?tls=required",
+        )
+        .args(["--config", path, "check-config"]));
+    outcome.assert_success();
+    let all = outcome.all();
+    assert!(
+        outcome.stdout.contains("providers:       zeta, alpha"),
+        "{all}"
+    );
+    assert!(outcome.stdout.contains("routes:          2"), "{all}");
+    assert!(!all.contains("zetas3cret"), "{all}");
+
+    // A route naming a provider that is not configured names it.
+    let file = toml_file(
+        "[providers.alpha]\nurl = \"smtp://alpha.internal\"\n\n\
+         [[routes]]\nproviders = [\"alpha\", \"beta\"]\n",
+    );
+    let outcome = run(configured(&mut posthorn()).args([
+        "--config",
+        file.path().to_str().unwrap(),
+        "check-config",
+    ]));
+    outcome.assert_failure_naming("routes");
+    assert!(outcome.all().contains("`beta`"), "{}", outcome.all());
+}
+
+#[test]
+fn dkim_keygen_writes_a_private_key_prints_its_record_and_check_config_reads_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dkim");
+    let keygen = |algorithm: &str, selector: &str| {
+        run(posthorn().args([
+            "dkim-keygen",
+            "--domain",
+            "Example.com",
+            "--selector",
+            selector,
+            "--algorithm",
+            algorithm,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let outcome = keygen("ed25519-sha256", "s2");
+    outcome.assert_success();
+    let key = out.join("example.com.s2.pem");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        outcome
+            .stdout
+            .contains("s2._domainkey.example.com. IN TXT ( \"v=DKIM1; k=ed25519; p="),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        !outcome.all().contains(pem.lines().nth(1).unwrap()),
+        "the key is not printed"
+    );
+
+    // Never overwritten.
+    let again = keygen("ed25519-sha256", "s2");
+    assert!(!again.status.success());
+    assert!(again.all().contains("never overwritten"), "{}", again.all());
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
+    let unknown = keygen("rsa-sha1", "s3");
+    assert!(!unknown.status.success());
+    assert!(unknown.all().contains("rsa-sha1"), "{}", unknown.all());
+
+    // The configuration it prints is one check-config takes; a broken key is refused by name.
+    let config = outcome.stdout[outcome.stdout.find("[[dkim]]").unwrap()..].to_owned();
+    let file = toml_file(&config);
+    let path = file.path().to_str().unwrap();
+    run(configured(&mut posthorn()).args(["--config", path, "check-config"])).assert_success();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let broken = run(configured(&mut posthorn()).args(["--config", path, "check-config"]));
+    broken.assert_failure_naming("dkim");
+    assert!(broken.all().contains("example.com"), "{}", broken.all());
+}

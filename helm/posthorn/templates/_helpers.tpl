@@ -112,7 +112,8 @@ literal values for the secret variables in extraEnv.
 {{- end }}
 {{- end }}
 {{- range .Values.extraEnv }}
-{{- if and (has .name (list "POSTHORN_DATABASE_URL" "POSTHORN_JWT_SECRET" "POSTHORN_SMTP_URL")) (hasKey . "value") }}
+{{- $providerUrl := and (hasPrefix "POSTHORN_PROVIDERS__" .name) (hasSuffix "__URL" .name) }}
+{{- if and (or $providerUrl (has .name (list "POSTHORN_DATABASE_URL" "POSTHORN_JWT_SECRET" "POSTHORN_SMTP_URL"))) (hasKey . "value") }}
 {{- fail (printf "posthorn: extraEnv must not give %s a literal value: it is a secret, put it in existingSecret (or secrets.*)" .name) }}
 {{- end }}
 {{- end }}

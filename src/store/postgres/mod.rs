@@ -346,7 +346,11 @@ impl MessageStore for PostgresStore {
     }
 
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError> {
-        queue::release(&self.pool, leases).await
+        queue::release(&self.pool, leases, Duration::ZERO).await
+    }
+
+    async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError> {
+        queue::release(&self.pool, leases, delay).await
     }
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {

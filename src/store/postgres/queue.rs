@@ -54,7 +54,7 @@ pub(super) async fn claim(
          )
          SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
-                m.message_id, m.envelope, m.body, m.raw, m.created_at, c.series_base,
+                m.message_id, m.caller, m.tags, m.envelope, m.body, m.raw, m.created_at, c.series_base,
                 coalesce(c.series_started_at, m.created_at) AS series_started_at,
                 ARRAY(SELECT s.address FROM suppressions AS s
                        WHERE s.address IN (
@@ -91,6 +91,8 @@ pub(super) async fn claim(
             lease: JobLease { id, token },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
+            caller: row.try_get("caller")?,
+            tags: row.try_get("tags")?,
             content: MessageContent {
                 envelope,
                 body,
@@ -303,7 +305,11 @@ pub(super) async fn commit_outcomes(
         .collect())
 }
 
-pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, StoreError> {
+pub(super) async fn release(
+    pool: &PgPool,
+    leases: &[JobLease],
+    delay: Duration,
+) -> Result<u64, StoreError> {
     if leases.is_empty() {
         return Ok(0);
     }
@@ -311,13 +317,14 @@ pub(super) async fn release(pool: &PgPool, leases: &[JobLease]) -> Result<u64, S
     let tokens: Vec<Uuid> = leases.iter().map(|lease| lease.token).collect();
     let result = sqlx::query(
         "UPDATE jobs AS j
-            SET lease_token = NULL, due_at = now(), updated_at = now(),
+            SET lease_token = NULL, due_at = now() + $3::interval, updated_at = now(),
                 attempt_count = greatest(j.attempt_count - 1, 0)
            FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
           WHERE j.message_id = l.id AND j.lease_token = l.token",
     )
     .bind(&ids)
     .bind(&tokens)
+    .bind(interval(delay))
     .persistent(false)
     .execute(pool)
     .await?;

@@ -197,11 +197,15 @@ impl MessageStore for SqliteStore {
     }
 
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError> {
-        let released = queue::release(&self.writer, leases).await?;
+        let released = queue::release(&self.writer, leases, Duration::ZERO).await?;
         if released > 0 {
             self.enqueued.notify_waiters();
         }
         Ok(released)
+    }
+
+    async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError> {
+        queue::release(&self.writer, leases, delay).await
     }
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {

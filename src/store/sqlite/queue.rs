@@ -49,7 +49,8 @@ pub(super) async fn claim(
             SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
                 due_at = ?, updated_at = ?
           WHERE id IN (SELECT value FROM json_each(?))
-         RETURNING id, attempt_count, message_id, envelope, body, raw, created_at, pending_recipients,
+         RETURNING id, attempt_count, message_id, caller, tags, envelope, body, raw, created_at,
+                   pending_recipients,
                    series_base, coalesce(series_started_at, created_at) AS series_started_at",
     )
     .bind(token.to_string())
@@ -85,6 +86,8 @@ pub(super) async fn claim(
             },
             attempt: row.try_get("attempt_count")?,
             message_id: row.try_get("message_id")?,
+            caller: row.try_get("caller")?,
+            tags: rows::json(&row, "tags")?,
             content: MessageContent {
                 envelope,
                 body,
@@ -192,8 +195,13 @@ pub(super) async fn record(
     Ok(true)
 }
 
-pub(super) async fn release(pool: &SqlitePool, leases: &[JobLease]) -> Result<u64, StoreError> {
+pub(super) async fn release(
+    pool: &SqlitePool,
+    leases: &[JobLease],
+    delay: Duration,
+) -> Result<u64, StoreError> {
     let now = now();
+    let due = now + micros(delay);
     let mut released = 0;
     let mut tx = pool.begin().await?;
     for lease in leases {
@@ -203,7 +211,7 @@ pub(super) async fn release(pool: &SqlitePool, leases: &[JobLease]) -> Result<u6
                     attempt_count = max(attempt_count - 1, 0)
               WHERE id = ? AND lease_token = ? AND status = 'sending'",
         )
-        .bind(now)
+        .bind(due)
         .bind(now)
         .bind(lease.id.to_string())
         .bind(lease.token.to_string())

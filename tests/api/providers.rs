@@ -1,0 +1,301 @@
+//! Several providers: routes choose one per message, an unreachable provider's messages fail over to
+//! the route's next one and its circuit opens, and `GET /v1/providers` shows what this process sees.
+
+use std::time::Duration;
+
+use posthorn::config::{Config, ProviderConfig, RouteConfig, RouteMatchConfig};
+use posthorn::secret::Secret;
+use serde_json::{Value, json};
+
+use crate::support::peers::free_port;
+use crate::support::smtp::{Script, SmtpServer};
+use crate::support::{TestApp, assert_problem, fast_delivery, spawn_app_with, valid_message};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn provider(url: String) -> ProviderConfig {
+    ProviderConfig {
+        url: Secret::new(url),
+        max_connections: None,
+        timeout: None,
+        tls_ca_file: None,
+        breaker_failures: None,
+        breaker_cooldown: None,
+    }
+}
+
+/// Providers in this order (as a file would list them).
+fn providers(config: &mut Config, list: Vec<(&str, ProviderConfig)>) {
+    fast_delivery(config);
+    config.provider_order = list.iter().map(|(name, _)| (*name).to_owned()).collect();
+    config.providers = list
+        .into_iter()
+        .map(|(name, provider)| (name.to_owned(), provider))
+        .collect();
+}
+
+fn route(conditions: RouteMatchConfig, providers: &[&str]) -> RouteConfig {
+    RouteConfig {
+        conditions,
+        providers: providers.iter().map(|name| (*name).to_owned()).collect(),
+    }
+}
+
+fn attempts(message: &Value) -> Vec<Value> {
+    message["attempts"].as_array().cloned().unwrap_or_default()
+}
+
+async fn provider_list(app: &TestApp) -> Vec<Value> {
+    let token = app.token("ops", &[posthorn::auth::Scope::Admin]);
+    let response = app
+        .call(reqwest::Method::GET, "/v1/providers", &token, None)
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn routes_send_each_message_through_the_provider_that_matches_it() {
+    let bulk = SmtpServer::start().await;
+    let resets = SmtpServer::start().await;
+    let (bulk_url, resets_url) = (bulk.url(), resets.url());
+    let app = spawn_app_with(move |config| {
+        providers(
+            config,
+            vec![
+                ("ses", provider(bulk_url)),
+                ("postmark", provider(resets_url)),
+            ],
+        );
+        config.routes = vec![
+            route(
+                RouteMatchConfig {
+                    tag: vec!["password-reset".into()],
+                    ..RouteMatchConfig::default()
+                },
+                &["postmark"],
+            ),
+            route(
+                RouteMatchConfig {
+                    recipient_domain: vec!["partner.example".into(), "vendor.example".into()],
+                    ..RouteMatchConfig::default()
+                },
+                &["postmark", "ses"],
+            ),
+            route(RouteMatchConfig::default(), &["ses"]),
+        ];
+    })
+    .await;
+
+    let mut reset = valid_message();
+    reset["to"] = json!("reset@example.org");
+    reset["tags"] = json!(["password-reset"]);
+    let mut partner = valid_message();
+    partner["to"] = json!("buyer@vendor.example");
+    let mut plain = valid_message();
+    plain["to"] = json!("plain@example.org");
+
+    // A dry run names the provider the route chose.
+    let preview: Value = app
+        .send_with(&reset, |request| request.query(&[("dry_run", "true")]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview["provider"], "postmark", "{preview}");
+
+    let reset_id = app.accept(&reset).await;
+    let partner_id = app.accept(&partner).await;
+    let plain_id = app.accept(&plain).await;
+    for (id, expected) in [
+        (&reset_id, "postmark"),
+        (&partner_id, "postmark"),
+        (&plain_id, "ses"),
+    ] {
+        let message = app.wait_for_status(id, "sent", WAIT).await;
+        assert_eq!(attempts(&message)[0]["provider"], expected, "{message}");
+    }
+    let to = |server: &SmtpServer| -> Vec<String> {
+        let mut to: Vec<String> = server
+            .received()
+            .into_iter()
+            .flat_map(|mail| mail.to)
+            .collect();
+        to.sort();
+        to
+    };
+    assert_eq!(to(&resets), ["buyer@vendor.example", "reset@example.org"]);
+    assert_eq!(to(&bulk), ["plain@example.org"]);
+}
+
+#[tokio::test]
+async fn a_message_no_route_takes_is_refused_at_accept() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |config| {
+        providers(config, vec![("relay", provider(url))]);
+        config.routes = vec![route(
+            RouteMatchConfig {
+                sender_domain: vec!["internal.example".into()],
+                ..RouteMatchConfig::default()
+            },
+            &["relay"],
+        )];
+    })
+    .await;
+    let problem = assert_problem(app.send(&valid_message()).await, 422, "no-route").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("route"),
+        "{problem}"
+    );
+    assert_eq!(app.message_count().await, 0, "nothing was queued");
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_fails_over_to_the_next_and_its_circuit_opens() {
+    // Nothing listens on the first provider's port: connections are refused.
+    let down = free_port();
+    let backup = SmtpServer::start().await;
+    let backup_url = backup.url();
+    let app = spawn_app_with(move |config| {
+        let mut primary = provider(format!("smtp://127.0.0.1:{down}"));
+        primary.breaker_failures = Some(2);
+        primary.breaker_cooldown = Some(Duration::from_secs(600));
+        // Listed first, though it sorts after `backup`: the file's order is the failover order.
+        providers(
+            config,
+            vec![("primary", primary), ("backup", provider(backup_url))],
+        );
+    })
+    .await;
+
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let mut message = valid_message();
+        message["to"] = json!(format!("customer{n}@example.org"));
+        let id = app.accept(&message).await;
+        // Each one is sent in its first attempt, by the backup.
+        let sent = app.wait_for_status(&id, "sent", WAIT).await;
+        let tried = attempts(&sent);
+        assert_eq!(tried.len(), 1, "{sent}");
+        assert_eq!(tried[0]["provider"], "backup", "{sent}");
+        ids.push(id);
+    }
+    assert_eq!(backup.received().len(), 4);
+
+    let list = provider_list(&app).await;
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["primary", "backup"]);
+    assert_eq!(list[0]["state"], "open", "{list:?}");
+    assert!(list[0]["consecutive_failures"].as_u64().unwrap() >= 2);
+    assert!(list[0]["last_error"]["message"].is_string(), "{list:?}");
+    assert!(list[0]["last_error"]["at"].is_string());
+    assert_eq!(
+        list[0]["upstream"],
+        format!("smtp://127.0.0.1:{down}"),
+        "no credentials, only where it is"
+    );
+    assert_eq!(list[1]["state"], "closed");
+    assert!(list[1]["last_error"].is_null());
+
+    assert_eq!(
+        app.metric(
+            "posthorn_provider_circuit_state",
+            "provider=\"primary\",state=\"open\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(
+            "posthorn_provider_circuit_state",
+            "provider=\"primary\",state=\"closed\""
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        app.metric(
+            "posthorn_provider_circuit_state",
+            "provider=\"backup\",state=\"closed\""
+        )
+        .await,
+        1.0
+    );
+
+    // `admin` only.
+    let reader = app.token("someone", &[posthorn::auth::Scope::Read]);
+    let response = app
+        .call(reqwest::Method::GET, "/v1/providers", &reader, None)
+        .await;
+    assert_problem(response, 403, "insufficient-scope").await;
+}
+
+#[tokio::test]
+async fn after_the_cool_down_one_probe_closes_the_circuit_again() {
+    let port = free_port();
+    let backup = SmtpServer::start().await;
+    let backup_url = backup.url();
+    let app = spawn_app_with(move |config| {
+        let mut primary = provider(format!("smtp://127.0.0.1:{port}"));
+        primary.breaker_failures = Some(1);
+        primary.breaker_cooldown = Some(Duration::from_secs(1));
+        providers(
+            config,
+            vec![("primary", primary), ("backup", provider(backup_url))],
+        );
+    })
+    .await;
+    let first = app.accept(&valid_message()).await;
+    let sent = app.wait_for_status(&first, "sent", WAIT).await;
+    assert_eq!(attempts(&sent)[0]["provider"], "backup");
+    assert_eq!(provider_list(&app).await[0]["state"], "open");
+
+    // The primary comes back; after the cool-down the next message is its probe, and it stays.
+    let primary = SmtpServer::start_on(port, Script::default()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..2 {
+        let id = app.accept(&valid_message()).await;
+        let sent = app.wait_for_status(&id, "sent", WAIT).await;
+        assert_eq!(attempts(&sent)[0]["provider"], "primary", "{sent}");
+    }
+    assert_eq!(primary.received().len(), 2);
+    assert_eq!(provider_list(&app).await[0]["state"], "closed");
+}
+
+#[tokio::test]
+async fn a_recipient_s_refusal_does_not_fail_over() {
+    let strict = SmtpServer::start_with(Script {
+        rcpt: [(
+            "gone@example.org".to_owned(),
+            crate::support::smtp::Action::reply("550 5.1.1 <gone@example.org>: user unknown"),
+        )]
+        .into(),
+        ..Script::default()
+    })
+    .await;
+    let backup = SmtpServer::start().await;
+    let (strict_url, backup_url) = (strict.url(), backup.url());
+    let app = spawn_app_with(move |config| {
+        providers(
+            config,
+            vec![
+                ("primary", provider(strict_url)),
+                ("backup", provider(backup_url)),
+            ],
+        );
+    })
+    .await;
+    let mut message = valid_message();
+    message["to"] = json!("gone@example.org");
+    let id = app.accept(&message).await;
+    let failed = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(attempts(&failed).len(), 1);
+    assert_eq!(attempts(&failed)[0]["provider"], "primary");
+    assert!(
+        backup.received().is_empty(),
+        "a recipient's 5xx is not the provider's fault"
+    );
+    assert_eq!(provider_list(&app).await[0]["state"], "closed");
+}
