@@ -41,6 +41,7 @@
 #   BENCH_BATCH_SIZE=100        messages per POST /v1/send/batch in the batch section
 #   BENCH_BATCH_CONNECTIONS=8   wrk connections sending batches
 #   BENCH_WEBHOOK_EVENTS=5000   events delivered to one endpoint in the webhooks section
+#   BENCH_LANES_BACKLOG=50000   broadcast messages queued ahead of the lanes section's transactional probes
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
@@ -60,7 +61,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -72,6 +73,7 @@ SUBMISSION_SESSIONS=${BENCH_SUBMISSION_SESSIONS:-8}
 BATCH_SIZE=${BENCH_BATCH_SIZE:-100}
 BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
 WEBHOOK_EVENTS=${BENCH_WEBHOOK_EVENTS:-5000}
+LANES_BACKLOG=${BENCH_LANES_BACKLOG:-50000}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
@@ -179,7 +181,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -1097,6 +1099,68 @@ PY
   stop_pid "$sink_pid"
   row webhooks "events delivered to one endpoint, signed, each attempt recorded ($count of $WEBHOOK_EVENTS; CPU: $(cpu_split "$webhook_cpu"))" \
     "$rate deliveries/s" "wrk, 4 connections, same receiver: $baseline req/s" "$(fmt_ratio "$rate" "$baseline")" "-" "-"
+  drop_db "$DB"
+}
+
+# section_lanes: transactional messages sent while a large broadcast backlog drains: each one's time
+# from accept to sent (the sink's 250), against the same with the backlog transactional too (no lane to
+# pass it by); and how fast the broadcast backlog went meanwhile (it must not stop).
+section_lanes() {
+  step "lanes: transactional accept-to-sent under a $LANES_BACKLOG-message broadcast backlog; baseline the same backlog transactional"
+  new_db lanes
+  start_sink
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT"
+  mint_token
+  send_one
+  wait_until 30 "the first message to be sent" test "$(sql "SELECT count(*) FROM messages WHERE status = 'sent'")" = 1
+  stop_posthorn
+  load_payload
+  local mode probes=40 p50 p99 bulk_rate
+  declare -A P50 P99 BULK
+  for mode in broadcast transactional; do
+    sql "TRUNCATE delivery_attempts" >/dev/null
+    delete_messages "caller <> (SELECT caller FROM messages WHERE id = '$TEMPLATE_ID')"
+    copy_rows -lanes "$LANES_BACKLOG" queued ts
+    sql "UPDATE messages SET stream = '$mode' WHERE caller LIKE '%-lanes';
+         UPDATE jobs SET lane = $([[ $mode == broadcast ]] && echo 1 || echo 0);
+         VACUUM ANALYZE messages, jobs" >/dev/null
+    wait_quiet "lanes ($mode backlog)"
+    start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+      POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+    # The backlog is due and draining; transactional probes at 20/s behind it.
+    python3 - "$PH_PORT" "$TOKEN" "$BODY" "$probes" <<'PY'
+import json, sys, time, urllib.request
+port, token, body, count = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read(), int(sys.argv[4])
+start = time.monotonic()
+for n in range(count):
+    time.sleep(max(0, start + n * 0.05 - time.monotonic()))
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/send", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert urllib.request.urlopen(request).status == 202
+PY
+    wait_until 300 "the probes to be sent" test "$(sql "SELECT count(*) FROM message_states
+      WHERE caller = 'bench' AND status = 'sent' AND created_at > now() - interval '10 minutes'")" -ge "$((probes + 1))"
+    read -r p50 p99 < <(sql "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)),
+                                    round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))
+                               FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS ms
+                                       FROM message_states
+                                      WHERE caller = 'bench' AND id <> '$TEMPLATE_ID') AS p" | tr '|' ' ')
+    # Backlog messages sent while the probes were: from the first probe's accept to the last one's send.
+    bulk_rate=$(sql "SELECT round(count(*) / greatest(extract(epoch FROM max(p.sent_at) - min(p.created_at)), 0.001))
+                       FROM delivery_attempts AS d,
+                            (SELECT min(created_at) AS created_at, max(sent_at) AS sent_at FROM message_states
+                              WHERE caller = 'bench' AND id <> '$TEMPLATE_ID') AS p
+                      WHERE d.status = 'sent' AND d.recorded_at BETWEEN p.created_at AND p.sent_at
+                        AND d.message_id IN (SELECT id FROM messages WHERE caller LIKE '%-lanes')")
+    stop_posthorn
+    P50[$mode]=$p50 P99[$mode]=$p99 BULK[$mode]=$bulk_rate
+    note "$mode backlog: probes p50 $p50 ms, p99 $p99 ms; backlog sent meanwhile: $bulk_rate msg/s"
+    delete_messages "caller = 'bench' AND id <> '$TEMPLATE_ID'"
+  done
+  row lanes "transactional accept-to-sent p50 / p99 while $LANES_BACKLOG broadcast messages drain ($probes probes at 20/s; the backlog went on at ${BULK[broadcast]} msg/s meanwhile)" \
+    "${P50[broadcast]} / ${P99[broadcast]} ms" "the same backlog transactional: ${P50[transactional]} / ${P99[transactional]} ms" \
+    "$(fmt_ratio "${P99[broadcast]}" "${P99[transactional]}")" "p99 <= 2000 ms" "$(verdict "${P99[broadcast]}" '<=' 2000)"
+  stop_pid "$SINK_PID"
   drop_db "$DB"
 }
 

@@ -189,6 +189,7 @@ impl Acceptor {
                 .routes
                 .route(&RouteFacts::of(
                     &message.content.envelope,
+                    message.stream,
                     &caller.sub,
                     &message.tags,
                 ))

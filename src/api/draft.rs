@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::ApiError;
 use super::body::unique_keys;
 use crate::domain::{
-    Body, DomainError, Envelope, Limits, MessageContent, NewMessage, TemplateUse, fields,
+    Body, DomainError, Envelope, Limits, MessageContent, NewMessage, Stream, TemplateUse, fields,
 };
 use crate::store::TemplateRecord;
 
@@ -98,6 +98,9 @@ pub struct MessageDraft {
     /// of in the `Idempotency-Key` header).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// `transactional` (the default) or `broadcast`.
+    #[serde(default)]
+    pub stream: Option<String>,
     /// The template the subject and bodies were rendered from.
     #[serde(skip)]
     pub rendered_from: Option<TemplateUse>,
@@ -219,6 +222,11 @@ impl MessageDraft {
             send_at,
         );
         message.template = self.rendered_from;
+        if let Some(stream) = &self.stream {
+            message.stream = Stream::parse(stream).ok_or_else(|| {
+                DomainError::invalid("stream", "must be transactional or broadcast")
+            })?;
+        }
         Ok(message)
     }
 }

@@ -46,7 +46,12 @@ pub fn preview(
             .collect(),
         provider: transport
             .and_then(|transport| {
-                transport.provider_for(&RouteFacts::of(&content.envelope, caller, &message.tags))
+                transport.provider_for(&RouteFacts::of(
+                    &content.envelope,
+                    message.stream,
+                    caller,
+                    &message.tags,
+                ))
             })
             .map(str::to_owned),
     })

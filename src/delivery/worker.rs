@@ -361,7 +361,7 @@ impl Worker {
 
 /// What a job's route is chosen by.
 fn route_facts(job: &ClaimedJob) -> RouteFacts<'_> {
-    RouteFacts::of(&job.content.envelope, &job.caller, &job.tags)
+    RouteFacts::of(&job.content.envelope, job.stream, &job.caller, &job.tags)
 }
 
 /// Takes the next job, waiting for it, and this sender's share of the jobs already waiting (spread over

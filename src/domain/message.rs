@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::DomainError;
 use super::Source;
+use super::Stream;
 use super::address::{EmailAddress, Mailbox};
 use super::attachment::Attachment;
 use super::fields;
@@ -200,6 +201,8 @@ pub struct NewMessage {
     pub source: Source,
     /// The template it was rendered from, if it was.
     pub template: Option<TemplateUse>,
+    /// Its stream (priority lane).
+    pub stream: Stream,
 }
 
 impl NewMessage {
@@ -221,6 +224,7 @@ impl NewMessage {
             send_at,
             source: Source::Api,
             template: None,
+            stream: Stream::default(),
         }
     }
 }

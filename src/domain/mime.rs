@@ -1,6 +1,7 @@
 //! A caller's own message (SMTP submission, `POST /v1/send/raw`): checked as posthorn's own output is
-//! (CRLF only, lines of at most 998 octets, no NUL), read for its envelope, stripped of `Bcc`, given a
-//! `Message-ID` and a `Date` when it lacks them, and otherwise relayed byte for byte.
+//! (CRLF only, lines of at most 998 octets, no NUL), read for its envelope and its stream
+//! (`X-Posthorn-Stream`), stripped of `Bcc` and of that header, given a `Message-ID` and a `Date` when it
+//! lacks them, and otherwise relayed byte for byte.
 
 use mail_parser::{Address, MessageParser};
 use time::OffsetDateTime;
@@ -9,10 +10,15 @@ use uuid::Uuid;
 
 use super::address::{EmailAddress, Mailbox};
 use super::message::message_id;
-use super::{Body, DomainError, Envelope, Limits, MessageContent, NewMessage, Source, text};
+use super::{
+    Body, DomainError, Envelope, Limits, MessageContent, NewMessage, Source, Stream, text,
+};
 
 /// RFC 5322 §2.1.1.
 const MAX_LINE: usize = 998;
+
+/// The header that names a message's stream; it is removed before the message is sent.
+pub const STREAM_HEADER: &str = "X-Posthorn-Stream";
 
 /// A caller's message as it arrived, with its envelope if the way in has one.
 #[derive(Debug)]
@@ -84,6 +90,7 @@ impl RawSubmission<'_> {
             None => message_id(id, envelope.from.address.domain()),
         };
         let has_date = parsed.date().is_some();
+        let stream = stream_of(self.data)?;
         let raw = relayed(
             self.data,
             (given_message_id.is_none()).then_some(message_id.as_str()),
@@ -107,6 +114,7 @@ impl RawSubmission<'_> {
             send_at: None,
             source: self.source,
             template: None,
+            stream,
         };
         Ok(RawMessage {
             message,
@@ -288,7 +296,10 @@ fn relayed(
             .first()
             .is_some_and(|byte| *byte == b' ' || *byte == b'\t');
         if !continuation {
-            skipping = header_name(line).is_some_and(|name| name.eq_ignore_ascii_case(b"bcc"));
+            skipping = header_name(line).is_some_and(|name| {
+                name.eq_ignore_ascii_case(b"bcc")
+                    || name.eq_ignore_ascii_case(STREAM_HEADER.as_bytes())
+            });
         }
         if !skipping {
             out.extend_from_slice(line);
@@ -296,6 +307,52 @@ fn relayed(
     }
     out.extend_from_slice(body);
     Ok(out)
+}
+
+/// The stream the message's `X-Posthorn-Stream` header names (unfolded); transactional without one. A
+/// value that names no stream, or the header given twice, is refused.
+fn stream_of(data: &[u8]) -> Result<Stream, DomainError> {
+    let head_end = data
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map_or(data.len(), |position| position + 2);
+    let mut value: Option<String> = None;
+    let mut current: Option<String> = None;
+    let mut found = 0;
+    for line in data[..head_end].split_inclusive(|byte| *byte == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let continuation = line
+            .first()
+            .is_some_and(|byte| *byte == b' ' || *byte == b'\t');
+        if continuation {
+            if let Some(current) = current.as_mut() {
+                current.push_str(text.trim());
+            }
+            continue;
+        }
+        if let Some(done) = current.take() {
+            value = Some(done);
+        }
+        if header_name(line).is_some_and(|name| name.eq_ignore_ascii_case(STREAM_HEADER.as_bytes()))
+        {
+            found += 1;
+            let after = text.split_once(':').map_or("", |(_, rest)| rest);
+            current = Some(after.trim().to_owned());
+        }
+    }
+    if let Some(done) = current.take() {
+        value = Some(done);
+    }
+    let stream_invalid = |reason: &str| DomainError::invalid("stream", reason);
+    match (found, value) {
+        (0, _) => Ok(Stream::default()),
+        (1, Some(value)) => Stream::parse(&value).ok_or_else(|| {
+            stream_invalid("the X-Posthorn-Stream header must be transactional or broadcast")
+        }),
+        _ => Err(stream_invalid(
+            "the X-Posthorn-Stream header is given more than once",
+        )),
+    }
 }
 
 /// The name of the header that starts on `line`.

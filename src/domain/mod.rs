@@ -12,6 +12,7 @@ mod message;
 mod mime;
 mod route;
 mod status;
+mod stream;
 mod suppression;
 mod template;
 pub mod text;
@@ -28,6 +29,7 @@ pub use message::{Body, Envelope, Erasing, MessageContent, NewMessage, id_in_mes
 pub use mime::{RawMessage, RawSubmission};
 pub use route::{Route, RouteFacts, RouteMatch, Routes};
 pub use status::{MessageStatus, OutcomeClass, Source, UnknownStatus as UnknownStatusError};
+pub use stream::Stream;
 pub use suppression::{SuppressionReason, is_hard_bounce};
 pub use template::{
     Rendered, TemplateContent, TemplateError, TemplateUse, validate_name as validate_template_name,

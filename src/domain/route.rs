@@ -2,10 +2,7 @@
 //! holds takes the message; a route without conditions takes whatever reaches it. The same rules decide
 //! at accept (a message no route takes is refused there, never queued) and at delivery.
 
-use super::Envelope;
-
-/// The stream of every message until it names another.
-pub const DEFAULT_STREAM: &str = "transactional";
+use super::{Envelope, Stream};
 
 /// The facts about a message that routes match on.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +20,8 @@ pub struct RouteFacts<'a> {
 }
 
 impl<'a> RouteFacts<'a> {
-    /// The facts of a message with this envelope, from `caller`, tagged `tags`.
-    pub fn of(envelope: &'a Envelope, caller: &'a str, tags: &'a [String]) -> Self {
+    /// The facts of a message with this envelope in `stream`, from `caller`, tagged `tags`.
+    pub fn of(envelope: &'a Envelope, stream: Stream, caller: &'a str, tags: &'a [String]) -> Self {
         let first = envelope
             .to
             .iter()
@@ -33,7 +30,7 @@ impl<'a> RouteFacts<'a> {
             .next();
         Self {
             sender_domain: envelope.from.address.domain(),
-            stream: DEFAULT_STREAM,
+            stream: stream.as_str(),
             caller,
             tags,
             recipient_domain: first.map(|mailbox| mailbox.address.domain()),

@@ -8,10 +8,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::records::{AttemptRecord, MessageSummary, TemplateRecord};
-use crate::domain::{TemplateContent, TemplateUse};
+use crate::domain::{Stream, TemplateContent, TemplateUse};
 
 /// The columns [`summary`] reads; each engine selects them under these names.
-pub(crate) const SUMMARY: [&str; 17] = [
+pub(crate) const SUMMARY: [&str; 18] = [
     "id",
     "status",
     "message_id",
@@ -29,6 +29,7 @@ pub(crate) const SUMMARY: [&str; 17] = [
     "template",
     "template_version",
     "body_dropped_at",
+    "stream",
 ];
 
 /// The columns of `delivery_attempts` that [`attempt`] reads.
@@ -113,6 +114,7 @@ pub(crate) fn summary(row: &impl Columns) -> Result<MessageSummary, StoreError> 
             _ => None,
         },
         body_dropped_at: row.optional_time("body_dropped_at")?,
+        stream: Stream::parse(&row.text("stream")?).unwrap_or_default(),
     })
 }
 

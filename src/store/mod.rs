@@ -366,6 +366,13 @@ pub trait MessageStore: Send + Sync + 'static {
 
 /// Folds `(status, due later?, count)` rows into the queue depth by state: `queued` (due now),
 /// `scheduled` (due later) and `sending`.
+/// Jobs of a claim of `limit` kept for broadcast messages while transactional ones are due: a tenth,
+/// and at least one of a claim of two or more, so broadcast mail always progresses. A share broadcast
+/// does not use goes to transactional jobs.
+pub(crate) fn broadcast_share(limit: u32) -> u32 {
+    if limit < 2 { 0 } else { (limit / 10).max(1) }
+}
+
 fn depth_by_state(rows: Vec<(String, bool, i64)>) -> Vec<(&'static str, i64)> {
     let mut queued = 0;
     let mut scheduled = 0;

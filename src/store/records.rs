@@ -88,6 +88,8 @@ pub struct MessageSummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub body_dropped_at: Option<OffsetDateTime>,
+    /// Its stream.
+    pub stream: crate::domain::Stream,
 }
 
 /// A message with its delivery attempts.
@@ -215,6 +217,8 @@ pub struct ClaimedJob {
     pub caller: String,
     /// Its tags.
     pub tags: Vec<String>,
+    /// Its stream.
+    pub stream: crate::domain::Stream,
     /// What to send.
     pub content: MessageContent,
     /// When it was accepted.

@@ -30,6 +30,7 @@ mod resend;
 mod retention;
 mod send;
 mod store;
+mod streams;
 mod submission;
 mod suppressions;
 mod templates;

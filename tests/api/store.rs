@@ -73,6 +73,7 @@ conformance!(
     enqueueing_a_due_message_wakes_listeners,
     retention_takes_finished_messages_in_batches_and_keeps_the_queue,
     a_requeued_message_starts_a_new_series,
+    transactional_jobs_are_claimed_first_and_broadcast_keeps_a_share,
 );
 
 pub(crate) fn message(subject: &str, send_at: Option<OffsetDateTime>) -> NewMessage {
@@ -635,4 +636,82 @@ async fn a_requeued_message_starts_a_new_series(store: SharedStore) {
     assert!(job.series_started_at > job.created_at);
     // Twice at once puts it back once.
     assert_eq!(store.requeue_failed(&one, false).await.unwrap().requeued, 0);
+}
+
+async fn transactional_jobs_are_claimed_first_and_broadcast_keeps_a_share(store: SharedStore) {
+    use posthorn::domain::Stream;
+    let lease = Duration::from_secs(60);
+    // The broadcast backlog was queued first.
+    let mut broadcast = HashSet::new();
+    for i in 0..30 {
+        let mut bulk = message(&format!("newsletter {i}"), None);
+        bulk.stream = Stream::Broadcast;
+        broadcast.insert(enqueue(&store, "alice", bulk).await);
+    }
+    let mut transactional = HashSet::new();
+    for i in 0..30 {
+        transactional
+            .insert(enqueue(&store, "alice", message(&format!("receipt {i}"), None)).await);
+    }
+    // A claim of 10: nine transactional jobs first, then the broadcast share of one.
+    let jobs = store.claim_due_jobs(10, lease).await.unwrap();
+    let streams: Vec<Stream> = jobs.iter().map(|job| job.stream).collect();
+    assert_eq!(streams[..9], [Stream::Transactional; 9], "{streams:?}");
+    assert_eq!(streams[9], Stream::Broadcast, "{streams:?}");
+    assert!(
+        jobs[..9]
+            .iter()
+            .all(|job| transactional.contains(&job.lease.id))
+    );
+    assert!(broadcast.contains(&jobs[9].lease.id));
+    // Claims until the transactional jobs run out: then broadcast ones fill the claims.
+    let mut claimed: Vec<ClaimedJobSummary> = jobs.iter().map(summary).collect();
+    loop {
+        let jobs = store.claim_due_jobs(10, lease).await.unwrap();
+        if jobs.is_empty() {
+            break;
+        }
+        claimed.extend(jobs.iter().map(summary));
+    }
+    assert_eq!(claimed.len(), 60, "every job once");
+    let last_transactional = claimed
+        .iter()
+        .rposition(|(_, stream)| *stream == Stream::Transactional)
+        .unwrap();
+    let broadcast_before = claimed[..last_transactional]
+        .iter()
+        .filter(|(_, stream)| *stream == Stream::Broadcast)
+        .count();
+    assert_eq!(
+        broadcast_before, 3,
+        "one broadcast job in each of the claims that also took transactional ones"
+    );
+    // A claim of one takes the transactional job, never starving it behind the share.
+    let mut bulk = message("late newsletter", None);
+    bulk.stream = Stream::Broadcast;
+    enqueue(&store, "alice", bulk).await;
+    let receipt = enqueue(&store, "alice", message("late receipt", None)).await;
+    let jobs = store.claim_due_jobs(1, lease).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].lease.id, receipt);
+    // The stream is kept with the message.
+    let everything = MessageFilter {
+        limit: 100,
+        ..MessageFilter::default()
+    };
+    let listed = store.list_messages(None, &everything).await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .filter(|message| message.stream == Stream::Broadcast)
+            .count(),
+        31
+    );
+}
+
+type ClaimedJobSummary = (uuid::Uuid, posthorn::domain::Stream);
+
+fn summary(job: &posthorn::store::ClaimedJob) -> ClaimedJobSummary {
+    (job.lease.id, job.stream)
 }

@@ -232,6 +232,7 @@ async fn insert_messages<'e>(
     let mut raws = Vec::with_capacity(requests.len());
     let mut templates = Vec::with_capacity(requests.len());
     let mut versions = Vec::with_capacity(requests.len());
+    let mut streams = Vec::with_capacity(requests.len());
     let mut events = EventColumns::default();
     let now = time::OffsetDateTime::now_utc();
     for request in requests {
@@ -248,25 +249,27 @@ async fn insert_messages<'e>(
         raws.push(message.content.raw.as_deref());
         templates.push(message.template.as_ref().map(|used| used.name.as_str()));
         versions.push(message.template.as_ref().map(|used| used.version));
+        streams.push(message.stream.as_str());
         events.extend(crate::store::events::for_accept(message, now));
     }
     sqlx::query(
         "WITH inserted AS (
              INSERT INTO messages (id, caller, message_id, envelope, body, tags, metadata, send_at,
-                                   source, raw, template, template_version)
+                                   source, raw, template, template_version, stream)
              SELECT id, caller, message_id, envelope, body,
                     ARRAY(SELECT jsonb_array_elements_text(tags)), metadata, send_at, source, raw,
-                    template, template_version
+                    template, template_version, stream
                FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[],
                            $7::jsonb[], $8::timestamptz[], $10::text[], $11::bytea[], $12::text[],
-                           $13::integer[])
+                           $13::integer[], $18::text[])
                     AS batch(id, caller, message_id, envelope, body, tags, metadata, send_at, source,
-                             raw, template, template_version)
-             RETURNING id, caller, send_at
+                             raw, template, template_version, stream)
+             RETURNING id, caller, send_at, stream
          ),
          queued AS (
-             INSERT INTO jobs (message_id, due_at)
-             SELECT id, COALESCE(send_at, now()) FROM inserted
+             INSERT INTO jobs (message_id, due_at, lane)
+             SELECT id, COALESCE(send_at, now()), CASE WHEN stream = 'broadcast' THEN 1 ELSE 0 END
+               FROM inserted
              RETURNING due_at
          ),
          logged AS (
@@ -296,6 +299,7 @@ async fn insert_messages<'e>(
     .bind(&events.kinds)
     .bind(&events.recipients)
     .bind(&events.data)
+    .bind(&streams)
     .fetch_optional(executor)
     .await?;
     Ok(())

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EventColumns, interval};
-use crate::domain::{Body, Envelope, EventType, MessageContent};
+use crate::domain::{Body, Envelope, EventType, MessageContent, Stream};
 use crate::store::StoreError;
+use crate::store::broadcast_share;
 use crate::store::events;
 use crate::store::records::{
     AttemptRecord, ClaimedJob, Disposition, JobLease, RecipientResult, RequeueFilter, Requeued,
@@ -34,13 +35,35 @@ pub(super) async fn claim(
     // ids, one index probe each): written as a join, the planner hashed the whole job table for every
     // claim once the queue held some thousands of jobs (33 ms instead of 11 ms for 400 of 40000).
     let rows = sqlx::query(
-        "WITH due AS (
-             SELECT message_id, due_at, lease_token IS NOT NULL AS reclaimed
+        "WITH first AS (
+             -- Transactional jobs first, leaving room for a share of broadcast ones.
+             SELECT message_id, due_at, lease_token IS NOT NULL AS reclaimed, 0 AS lane
              FROM jobs
-             WHERE due_at <= now()
+             WHERE lane = 0 AND due_at <= now()
              ORDER BY due_at
-             LIMIT $1
+             LIMIT $1 - $4
              FOR UPDATE SKIP LOCKED
+         ),
+         bulk AS (
+             SELECT message_id, due_at, lease_token IS NOT NULL AS reclaimed, 1 AS lane
+             FROM jobs
+             WHERE lane = 1 AND due_at <= now()
+             ORDER BY due_at
+             LIMIT $1 - (SELECT count(*) FROM first)
+             FOR UPDATE SKIP LOCKED
+         ),
+         rest AS (
+             -- The share broadcast did not use goes to transactional jobs after all.
+             SELECT message_id, due_at, lease_token IS NOT NULL AS reclaimed, 0 AS lane
+             FROM jobs
+             WHERE lane = 0 AND due_at <= now()
+               AND message_id NOT IN (SELECT message_id FROM first)
+             ORDER BY due_at
+             LIMIT $1 - (SELECT count(*) FROM first) - (SELECT count(*) FROM bulk)
+             FOR UPDATE SKIP LOCKED
+         ),
+         due AS (
+             SELECT * FROM first UNION ALL SELECT * FROM rest UNION ALL SELECT * FROM bulk
          ),
          claimed AS (
              UPDATE jobs AS j
@@ -54,7 +77,8 @@ pub(super) async fn claim(
          )
          SELECT c.message_id AS id, c.attempt_count, c.pending_recipients, due.reclaimed,
                 coalesce(m.status IN ('queued', 'sending'), false) AS unfinished,
-                m.message_id, m.caller, m.tags, m.envelope, m.body, m.raw, m.created_at, c.series_base,
+                m.message_id, m.caller, m.tags, m.stream, m.envelope, m.body, m.raw, m.created_at,
+                c.series_base,
                 coalesce(c.series_started_at, m.created_at) AS series_started_at,
                 ARRAY(SELECT s.address FROM suppressions AS s
                        WHERE s.address IN (
@@ -65,11 +89,12 @@ pub(super) async fn claim(
            FROM claimed AS c
            JOIN due ON due.message_id = c.message_id
            LEFT JOIN messages AS m ON m.id = c.message_id
-          ORDER BY due.due_at",
+          ORDER BY due.lane, due.due_at",
     )
     .bind(i64::from(limit))
     .bind(token)
     .bind(interval(lease))
+    .bind(i64::from(broadcast_share(limit)))
     // Planned at every execution, as are the other statements that join a batch to a table: a
     // prepared statement's cached plan, made while the table was small (a hash join over a sequential
     // scan), stays in use as the table grows until the next ANALYZE, and then every batch reads the
@@ -93,6 +118,7 @@ pub(super) async fn claim(
             message_id: row.try_get("message_id")?,
             caller: row.try_get("caller")?,
             tags: row.try_get("tags")?,
+            stream: Stream::parse(row.try_get("stream")?).unwrap_or_default(),
             content: MessageContent {
                 envelope,
                 body,
@@ -428,7 +454,7 @@ pub(super) async fn requeue(
     // message itself: that goes back to `queued` too.
     let (requeued, skipped, _woken): (i64, i64, i64) = sqlx::query_as(
         "WITH matched AS (
-             SELECT s.id, s.attempt_count, s.body_dropped_at IS NOT NULL AS dropped
+             SELECT s.id, s.attempt_count, s.body_dropped_at IS NOT NULL AS dropped, s.stream
                FROM message_states AS s
               WHERE s.status = 'failed'
                 AND ($1::uuid IS NULL OR s.id = $1)
@@ -448,7 +474,7 @@ pub(super) async fn requeue(
          ),
          requeued AS (
              INSERT INTO jobs (message_id, due_at, attempt_count, series_base, series_started_at,
-                               pending_recipients)
+                               pending_recipients, lane)
              SELECT t.id, now(), t.attempt_count, t.attempt_count, now(),
                     CASE WHEN sent.addresses IS NOT NULL THEN ARRAY(
                         SELECT DISTINCT r->>'address'
@@ -456,7 +482,8 @@ pub(super) async fn requeue(
                          CROSS JOIN LATERAL jsonb_array_elements(
                                coalesce(m.envelope->'to', '[]') || coalesce(m.envelope->'cc', '[]')
                                || coalesce(m.envelope->'bcc', '[]')) AS r
-                         WHERE m.id = t.id AND lower(r->>'address') <> ALL (sent.addresses)) END
+                         WHERE m.id = t.id AND lower(r->>'address') <> ALL (sent.addresses)) END,
+                    CASE WHEN t.stream = 'broadcast' THEN 1 ELSE 0 END
                FROM matched AS t
                LEFT JOIN sent ON sent.message_id = t.id
               WHERE NOT t.dropped AND NOT $7

@@ -100,8 +100,8 @@ async fn insert(tx: &mut SqliteConnection, request: &EnqueueRequest) -> Result<b
     sqlx::query(
         "INSERT INTO messages
             (id, caller, message_id, envelope, body, tags, metadata, created_at, updated_at, send_at,
-             due_at, source, raw, template, template_version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             due_at, source, raw, template, template_version, stream)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(message.id.to_string())
     .bind(&request.caller)
@@ -118,6 +118,7 @@ async fn insert(tx: &mut SqliteConnection, request: &EnqueueRequest) -> Result<b
     .bind(message.content.raw.as_deref())
     .bind(message.template.as_ref().map(|used| used.name.as_str()))
     .bind(message.template.as_ref().map(|used| used.version))
+    .bind(message.stream.as_str())
     .execute(&mut *tx)
     .await?;
     super::events::write(

@@ -28,16 +28,36 @@ pub(super) async fn claim(
     let token = Uuid::now_v7();
     let now = now();
     let mut tx = pool.begin().await?;
-    let due: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, status FROM messages
-          WHERE status IN ('queued', 'sending') AND due_at <= ?
-          ORDER BY due_at
-          LIMIT ?",
-    )
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
+    // Transactional messages first, then broadcast ones with their share, then transactional ones
+    // in the share broadcast did not use; each through its slice of the (stream, due_at) index.
+    let pick = |stream: &'static str, limit: u32, skip: usize| {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT id, status FROM messages
+              WHERE status IN ('queued', 'sending') AND stream = ? AND due_at <= ?
+              ORDER BY due_at
+              LIMIT ? OFFSET ?",
+        )
+        .bind(stream)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(skip).unwrap_or(i64::MAX))
+    };
+    let share = crate::store::broadcast_share(limit);
+    let mut due = pick("transactional", limit - share, 0)
+        .fetch_all(&mut *tx)
+        .await?;
+    let first = due.len();
+    let left = limit.saturating_sub(u32::try_from(first).unwrap_or(u32::MAX));
+    let bulk = pick("broadcast", left, 0).fetch_all(&mut *tx).await?;
+    let left = left.saturating_sub(u32::try_from(bulk.len()).unwrap_or(u32::MAX));
+    if left > 0 && first == (limit - share) as usize {
+        due.extend(
+            pick("transactional", left, first)
+                .fetch_all(&mut *tx)
+                .await?,
+        );
+    }
+    due.extend(bulk);
     if due.is_empty() {
         return Ok(Vec::new());
     }
@@ -49,7 +69,8 @@ pub(super) async fn claim(
             SET status = 'sending', attempt_count = attempt_count + 1, lease_token = ?,
                 due_at = ?, updated_at = ?
           WHERE id IN (SELECT value FROM json_each(?))
-         RETURNING id, attempt_count, message_id, caller, tags, envelope, body, raw, created_at,
+         RETURNING id, attempt_count, message_id, caller, tags, stream, envelope, body, raw,
+                   created_at,
                    pending_recipients,
                    series_base, coalesce(series_started_at, created_at) AS series_started_at",
     )
@@ -88,6 +109,8 @@ pub(super) async fn claim(
             message_id: row.try_get("message_id")?,
             caller: row.try_get("caller")?,
             tags: rows::json(&row, "tags")?,
+            stream: crate::domain::Stream::parse(&row.try_get::<String, _>("stream")?)
+                .unwrap_or_default(),
             content: MessageContent {
                 envelope,
                 body,
