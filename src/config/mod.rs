@@ -210,6 +210,20 @@ pub struct ProviderConfig {
     pub breaker_cooldown: Option<Duration>,
 }
 
+impl ProviderConfig {
+    /// A provider at `url` with every other key at its default.
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            max_connections: None,
+            timeout: None,
+            tls_ca_file: None,
+            breaker_failures: None,
+            breaker_cooldown: None,
+        }
+    }
+}
+
 /// One `[[dkim]]` key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -758,12 +758,8 @@ mod tests {
         config.providers.insert(
             "slow-relay".into(),
             super::super::ProviderConfig {
-                url: Secret::new("smtp://relay.internal"),
-                max_connections: None,
                 timeout: Some(Duration::from_secs(60)),
-                tls_ca_file: None,
-                breaker_failures: None,
-                breaker_cooldown: None,
+                ..provider("smtp://relay.internal")
             },
         );
         let error = config
@@ -778,14 +774,7 @@ mod tests {
     }
 
     fn provider(url: &str) -> super::super::ProviderConfig {
-        super::super::ProviderConfig {
-            url: Secret::new(url),
-            max_connections: None,
-            timeout: None,
-            tls_ca_file: None,
-            breaker_failures: None,
-            breaker_cooldown: None,
-        }
+        super::super::ProviderConfig::new(Secret::new(url))
     }
 
     fn refusal(config: &Config) -> String {

@@ -384,15 +384,7 @@ async fn a_dry_run_shows_the_mime_and_provider_and_uses_up_nothing() {
     // The raw route too.
     let raw =
         "From: Shop <shop@example.com>\r\nTo: ann@example.org\r\nSubject: Raw\r\n\r\nHello\r\n";
-    let response = app
-        .client
-        .post(format!("{}/v1/send/raw?dry_run=true", app.address))
-        .bearer_auth(app.default_token())
-        .header("content-type", "message/rfc822")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_raw("?dry_run=true", raw).await;
     assert_eq!(response.status(), 200);
     let preview: Value = response.json().await.unwrap();
     // As it would be relayed: the caller's bytes, with the Message-ID and Date a message lacks.

@@ -14,14 +14,7 @@ use crate::support::{TestApp, assert_problem, fast_delivery, spawn_app_with, val
 const WAIT: Duration = Duration::from_secs(10);
 
 fn provider(url: String) -> ProviderConfig {
-    ProviderConfig {
-        url: Secret::new(url),
-        max_connections: None,
-        timeout: None,
-        tls_ca_file: None,
-        breaker_failures: None,
-        breaker_cooldown: None,
-    }
+    ProviderConfig::new(Secret::new(url))
 }
 
 /// Providers in this order (as a file would list them).

@@ -14,14 +14,7 @@ use crate::support::{assert_problem, fast_delivery, spawn_app_with, valid_messag
 const WAIT: Duration = Duration::from_secs(10);
 
 fn provider(url: String) -> ProviderConfig {
-    ProviderConfig {
-        url: Secret::new(url),
-        max_connections: None,
-        timeout: None,
-        tls_ca_file: None,
-        breaker_failures: None,
-        breaker_cooldown: None,
-    }
+    ProviderConfig::new(Secret::new(url))
 }
 
 #[tokio::test]
@@ -63,15 +56,7 @@ async fn a_message_s_stream_is_kept_routes_match_on_it_and_its_header_is_never_s
     // Raw MIME (as SMTP submission reads it): the header, removed before sending.
     let raw = "From: Shop <shop@example.com>\r\nTo: member@example.org\r\n\
                X-Posthorn-Stream: broadcast\r\nSubject: News\r\n\r\nHello\r\n";
-    let response = app
-        .client
-        .post(format!("{}/v1/send/raw", app.address))
-        .bearer_auth(app.default_token())
-        .header("content-type", "message/rfc822")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let response = app.send_raw("", raw).await;
     assert_eq!(response.status(), 202);
     let raw_id = response.json::<Value>().await.unwrap()["id"]
         .as_str()
@@ -128,15 +113,7 @@ async fn a_stream_that_does_not_exist_is_refused_by_field() {
         let raw = format!(
             "From: Shop <shop@example.com>\r\nTo: member@example.org\r\n{header}Subject: News\r\n\r\nHi\r\n"
         );
-        let response = app
-            .client
-            .post(format!("{}/v1/send/raw", app.address))
-            .bearer_auth(app.default_token())
-            .header("content-type", "message/rfc822")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let response = app.send_raw("", &raw).await;
         let problem = assert_problem(response, 422, "invalid-field").await;
         assert_eq!(problem["field"], "stream", "{header}");
     }

@@ -225,6 +225,18 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// `POST /v1/send/raw` (with `query`, e.g. `?dry_run=true`) of `message` as the default caller.
+    pub async fn send_raw(&self, query: &str, message: &str) -> Response {
+        self.client
+            .post(format!("{}/v1/send/raw{query}", self.address))
+            .bearer_auth(self.default_token())
+            .header("content-type", "message/rfc822")
+            .body(message.to_owned())
+            .send()
+            .await
+            .expect("request completes")
+    }
+
     /// `/metrics` as text.
     pub async fn metrics_text(&self) -> String {
         scrape(&self.client, &self.address).await
