@@ -42,6 +42,8 @@
 #   BENCH_BATCH_CONNECTIONS=8   wrk connections sending batches
 #   BENCH_WEBHOOK_EVENTS=5000   events delivered to one endpoint in the webhooks section
 #   BENCH_LANES_BACKLOG=50000   broadcast messages queued ahead of the lanes section's transactional probes
+#   BENCH_RATE_MESSAGES=1500    messages the ratelimit section drains through one provider limited to
+#   BENCH_RATE_LIMIT=50         this many per second, by three replicas together
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
@@ -61,7 +63,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes ratelimit)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -74,6 +76,8 @@ BATCH_SIZE=${BENCH_BATCH_SIZE:-100}
 BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-8}
 WEBHOOK_EVENTS=${BENCH_WEBHOOK_EVENTS:-5000}
 LANES_BACKLOG=${BENCH_LANES_BACKLOG:-50000}
+RATE_MESSAGES=${BENCH_RATE_MESSAGES:-1500}
+RATE_LIMIT=${BENCH_RATE_LIMIT:-50}
 DEPTH_1M=${BENCH_DEPTH_1M:-0}
 DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
@@ -181,7 +185,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes|ratelimit)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -1102,6 +1106,13 @@ PY
   drop_db "$DB"
 }
 
+# sent_count_is N [CONDITION]: whether N messages (matching CONDITION, SQL over message_states) are sent.
+sent_count_is() {
+  [[ "$(sql "SELECT count(*) FROM message_states WHERE status = 'sent' AND ${2:-true}")" -ge "$1" ]]
+}
+# count_file_reaches FILE N: whether the count a timing sink writes to FILE is N or more.
+count_file_reaches() { [[ "$(cat "$1" 2>/dev/null || echo 0)" -ge "$2" ]]; }
+
 # section_lanes: transactional messages sent while a large broadcast backlog drains: each one's time
 # from accept to sent (the sink's 250), against the same with the backlog transactional too (no lane to
 # pass it by); and how fast the broadcast backlog went meanwhile (it must not stop).
@@ -1112,7 +1123,7 @@ section_lanes() {
   start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT"
   mint_token
   send_one
-  wait_until 30 "the first message to be sent" test "$(sql "SELECT count(*) FROM messages WHERE status = 'sent'")" = 1
+  wait_until 30 "the first message to be sent" sent_count_is 1
   stop_posthorn
   load_payload
   local mode probes=40 p50 p99 bulk_rate
@@ -1138,8 +1149,7 @@ for n in range(count):
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     assert urllib.request.urlopen(request).status == 202
 PY
-    wait_until 300 "the probes to be sent" test "$(sql "SELECT count(*) FROM message_states
-      WHERE caller = 'bench' AND status = 'sent' AND created_at > now() - interval '10 minutes'")" -ge "$((probes + 1))"
+    wait_until 300 "the probes to be sent" sent_count_is "$((probes + 1))" "caller = 'bench'"
     read -r p50 p99 < <(sql "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)),
                                     round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))
                                FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS ms
@@ -1161,6 +1171,49 @@ PY
     "${P50[broadcast]} / ${P99[broadcast]} ms" "the same backlog transactional: ${P50[transactional]} / ${P99[transactional]} ms" \
     "$(fmt_ratio "${P99[broadcast]}" "${P99[transactional]}")" "p99 <= 2000 ms" "$(verdict "${P99[broadcast]}" '<=' 2000)"
   stop_pid "$SINK_PID"
+  drop_db "$DB"
+}
+
+# section_ratelimit: three replicas drain a backlog through one provider with rate_limit N/s: the drain
+# should take (messages - 1) / N seconds, with no more than N (+20 %) messages at the sink in any second.
+section_ratelimit() {
+  step "ratelimit: three replicas drain $RATE_MESSAGES messages through one provider limited to $RATE_LIMIT/s"
+  new_db ratelimit
+  start_timing_sink ratelimit-first
+  local paced=(POSTHORN_PROVIDERS__PACED__URL="smtp://127.0.0.1:$TSINK_PORT"
+    POSTHORN_PROVIDERS__PACED__RATE_LIMIT="$RATE_LIMIT/s")
+  start_posthorn "${paced[@]}"
+  mint_token
+  send_one
+  wait_until 30 "the first message to be sent" sent_count_is 1
+  stop_posthorn
+  stop_timing_sink
+  load_payload
+  copy_rows -ratelimit "$RATE_MESSAGES" queued ts
+  sql "VACUUM ANALYZE messages, jobs" >/dev/null
+  start_timing_sink ratelimit
+  paced=(POSTHORN_PROVIDERS__PACED__URL="smtp://127.0.0.1:$TSINK_PORT"
+    POSTHORN_PROVIDERS__PACED__RATE_LIMIT="$RATE_LIMIT/s")
+  wait_quiet "ratelimit"
+  local replicas=() replica
+  for replica in 1 2 3; do
+    start_posthorn "${paced[@]}" POSTHORN_WORKERS=4
+    replicas+=("$PH_PID")
+  done
+  wait_until $((RATE_MESSAGES / RATE_LIMIT * 3 + 60)) "the backlog at the sink" \
+    count_file_reaches "$OUT/ratelimit.count" "$RATE_MESSAGES"
+  for replica in "${replicas[@]}"; do stop_pid "$replica"; done
+  PH_PID=""
+  stop_timing_sink
+  local span most expected
+  span=$(jget "$TSINK_OUT" span_s)
+  most=$(jget "$TSINK_OUT" max_in_any_second)
+  expected=$(calc "round(($RATE_MESSAGES - 1) / $RATE_LIMIT, 2)")
+  note "ratelimit: $RATE_MESSAGES messages in $span s (expected $expected s), at most $most in any second"
+  row ratelimit "drain of $RATE_MESSAGES messages by three replicas through one provider with rate_limit $RATE_LIMIT/s, first to last arrival at the sink (at most $most in any one second)" \
+    "$span s" "the limit's own schedule: $expected s" "$(fmt_ratio "$span" "$expected")" \
+    "1.00x +- 10 %, <= $((RATE_LIMIT * 6 / 5)) a second" \
+    "$(calc "'yes' if abs($span / $expected - 1) <= 0.1 and $most <= $RATE_LIMIT * 1.2 else 'no'")"
   drop_db "$DB"
 }
 

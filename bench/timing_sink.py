@@ -2,7 +2,8 @@
 
 Accepts every transaction and discards it. For a message carrying a `X-Bench-Sent: <unix time>` header it
 records arrival - sent, the accept-to-arrival latency. On SIGTERM or SIGINT it writes a JSON summary
-(messages, stamped messages, latency percentiles in ms) to --out and exits.
+(messages, stamped messages, latency percentiles in ms, the seconds from the first arrival to the last and
+the most messages that arrived within any one second) to --out and exits.
 
     timing_sink.py --port 2525 --out summary.json [--capture first-message.eml] [--count-file count]
 
@@ -45,6 +46,7 @@ class Sink:
         self.args = args
         self.messages = 0
         self.latencies = []
+        self.arrivals = []
         self.captured = False
 
     async def session(self, reader, writer):
@@ -63,6 +65,7 @@ class Sink:
                     data = await reader.readuntil(b"\r\n.\r\n")
                     arrived = time.time()
                     self.messages += 1
+                    self.arrivals.append(arrived)
                     headers = data.split(b"\r\n\r\n", 1)[0]
                     match = STAMP.search(headers)
                     if match:
@@ -90,7 +93,18 @@ class Sink:
             writer.close()
 
     def summary(self):
-        return latency_summary(self.messages, self.latencies)
+        result = latency_summary(self.messages, self.latencies)
+        arrivals = sorted(self.arrivals)
+        if arrivals:
+            result["span_s"] = round(arrivals[-1] - arrivals[0], 3)
+            # The most arrivals within any window of one second (a sliding window over the arrivals).
+            most, start = 0, 0
+            for end, at in enumerate(arrivals):
+                while at - arrivals[start] >= 1.0:
+                    start += 1
+                most = max(most, end - start + 1)
+            result["max_in_any_second"] = most
+        return result
 
 
 async def main():

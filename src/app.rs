@@ -96,7 +96,7 @@ impl Application {
             .upstreams
             .iter()
             .map(|upstream| {
-                Delivery::provider(upstream.clone()).map_err(|error| {
+                Delivery::provider(upstream.clone(), &store, &metrics).map_err(|error| {
                     anyhow::anyhow!("invalid configuration: upstream {}: {error}", upstream.name)
                 })
             })

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub smtp_connections: IntGaugeVec,
     /// Each provider's circuit: 1 for its current state, 0 for the others.
     pub provider_circuit_state: IntGaugeVec,
+    /// Messages that waited for a slot of their provider's rate limit.
+    pub provider_throttled: IntCounterVec,
     /// SMTP submission sessions by how they ended.
     pub submission_sessions: IntCounterVec,
     /// Messages submitted over SMTP by result: `accepted`, `replayed`, `refused`, `deferred`.
@@ -178,6 +180,11 @@ impl Metrics {
                 "posthorn_smtp_connections",
                 "SMTP connections per provider (state: open, in_use, max).",
                 &["provider", "state"],
+            )?,
+            provider_throttled: counter_vec(
+                "posthorn_provider_throttled_total",
+                "Messages that waited for a slot of their provider's rate limit, by provider.",
+                &["provider"],
             )?,
             provider_circuit_state: gauge_vec(
                 "posthorn_provider_circuit_state",

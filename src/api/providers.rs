@@ -15,6 +15,8 @@ struct ProviderView {
     /// `smtp[s]://host:port`, without credentials.
     upstream: String,
     state: &'static str,
+    /// `N/s`, `N/m`, `N/h` or `N/d` for the whole deployment; `null`: none.
+    rate_limit: Option<String>,
     consecutive_failures: u32,
     connections: ConnectionsView,
     last_error: Option<LastErrorView>,
@@ -58,6 +60,7 @@ pub async fn list(_caller: Admin, state: web::Data<AppState>) -> Result<HttpResp
                 name: provider.name().to_owned(),
                 upstream: format!("{scheme}://{}:{}", upstream.host, upstream.port),
                 state: breaker.state.as_str(),
+                rate_limit: upstream.rate.map(|limit| limit.to_string()),
                 consecutive_failures: breaker.consecutive_failures,
                 connections: ConnectionsView {
                     open: pool.open,

@@ -208,6 +208,9 @@ pub struct ProviderConfig {
     /// How long an open circuit stays open before one probe connection (default 30s).
     #[serde(default, with = "humantime_serde")]
     pub breaker_cooldown: Option<Duration>,
+    /// Most messages for the whole deployment: `N/s`, `N/m`, `N/h` or `N/d` (default: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 impl ProviderConfig {
@@ -220,6 +223,7 @@ impl ProviderConfig {
             tls_ca_file: None,
             breaker_failures: None,
             breaker_cooldown: None,
+            rate_limit: None,
         }
     }
 }

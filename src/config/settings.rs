@@ -11,7 +11,7 @@ use crate::auth::{AuthSettings, CallerPolicy, KeySet};
 use crate::bounces::InboundSettings;
 use crate::data_dir::DataDir;
 use crate::delivery::dkim::{DkimAlgorithm, DkimKey, DkimSigner};
-use crate::delivery::{DeliverySettings, RetryPolicy, Upstream, WorkerSettings};
+use crate::delivery::{DeliverySettings, RateLimit, RetryPolicy, Upstream, WorkerSettings};
 use crate::domain::{EmailAddress, Limits, Route, RouteMatch, Routes, Verp};
 use crate::rate_limit::{Quota, RateLimitSettings};
 use crate::retention::RetentionSettings;
@@ -339,6 +339,12 @@ impl Config {
             if let Some(cooldown) = provider.breaker_cooldown {
                 upstream.breaker.cooldown = cooldown;
             }
+            upstream.rate = provider
+                .rate_limit
+                .as_deref()
+                .map(RateLimit::parse)
+                .transpose()
+                .map_err(invalid)?;
             upstreams.push(upstream);
         }
         Ok(upstreams)

@@ -8,6 +8,7 @@ pub mod dkim;
 mod outcome;
 mod pool;
 mod preview;
+mod rate;
 mod retry;
 mod routing;
 mod session;
@@ -26,6 +27,7 @@ pub use breaker::{BreakerSettings, BreakerView, CircuitState};
 pub use compose::{ComposeError, Composition, compose};
 pub use outcome::{OutcomeClass, Reply};
 pub use preview::{Preview, preview};
+pub use rate::RateLimit;
 pub use retry::RetryPolicy;
 pub use routing::Providers;
 pub use transport::{Outbox, Provider, Transport};
@@ -80,15 +82,29 @@ pub struct DeliverySettings {
 }
 
 impl Delivery {
-    /// Builds a provider (its pool) from an upstream; fails on an unusable TLS setting.
-    pub fn provider(upstream: Upstream) -> Result<Provider, String> {
+    /// Builds a provider (its pool, its breaker, and its pacer when it has a rate limit, on the
+    /// schedule `store` keeps) from an upstream; fails on an unusable TLS setting.
+    pub fn provider(
+        upstream: Upstream,
+        store: &SharedStore,
+        metrics: &Metrics,
+    ) -> Result<Provider, String> {
         let upstream = Arc::new(upstream);
         let pool = pool::build_pool(upstream.clone())?;
         let breaker = Arc::new(breaker::Breaker::new(upstream.breaker));
+        let pacer = upstream.rate.map(|limit| {
+            Arc::new(rate::Pacer::new(
+                &upstream.name,
+                limit,
+                store.clone(),
+                metrics.clone(),
+            ))
+        });
         Ok(Provider {
             upstream,
             pool,
             breaker,
+            pacer,
         })
     }
 

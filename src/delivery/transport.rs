@@ -15,6 +15,7 @@ use super::breaker::Breaker;
 use super::connection::SessionState;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
 use super::pool::{SmtpManager, SmtpPool};
+use super::rate::Pacer;
 use super::routing::{Choice, Providers};
 use super::session::{Transaction, transact};
 use super::upstream::Upstream;
@@ -29,6 +30,8 @@ pub struct Provider {
     pub pool: SmtpPool,
     /// Whether it is taking messages.
     pub breaker: Arc<Breaker>,
+    /// Its rate limit's pacing, when it has one.
+    pub pacer: Option<Arc<Pacer>>,
 }
 
 /// A directory that receives every message as `ID.eml` (and its envelope as `ID.json`).
@@ -300,6 +303,13 @@ impl Provider {
                 }
             };
             while let Some(message) = messages.get(done) {
+                // A rate-limited provider's message waits for its slot (a sender stopping does not).
+                if let Some(pacer) = &self.pacer {
+                    tokio::select! {
+                        () = pacer.wait_turn() => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
                 if !message.may_start(stop) {
                     if connection.state() == SessionState::EnvelopeSent {
                         // Its envelope went out with the previous message's data, but its data will
@@ -312,10 +322,13 @@ impl Provider {
                 // The next envelope goes out with this message's data only if the next message will
                 // start (its data written after this message's reply) well before its deadline; if it
                 // cannot start after all, the check above abandons it.
+                // Not for a rate-limited provider: each message waits for its own slot.
                 let next = messages
                     .get(done + 1)
                     .filter(|next| {
-                        !stop.is_cancelled() && Instant::now() + timeout * 2 < next.start_by
+                        self.pacer.is_none()
+                            && !stop.is_cancelled()
+                            && Instant::now() + timeout * 2 < next.start_by
                     })
                     .map(|next| &next.transaction);
                 let clock = clock.take().unwrap_or_else(Clock::start);

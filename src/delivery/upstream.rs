@@ -48,6 +48,8 @@ pub struct Upstream {
     pub pipelining: bool,
     /// When its circuit opens and for how long.
     pub breaker: super::BreakerSettings,
+    /// Most messages per period for the whole deployment; `None`: as fast as it takes them.
+    pub rate: Option<super::RateLimit>,
 }
 
 /// Why an upstream URL was refused. Never contains the URL itself (it may hold a password).
@@ -141,6 +143,7 @@ impl Upstream {
             ca_file: None,
             pipelining,
             breaker: super::BreakerSettings::default(),
+            rate: None,
         })
     }
 

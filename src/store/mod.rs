@@ -149,6 +149,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Gives claimed jobs back without an attempt (shutdown, or a lease too short to use).
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
 
+    /// Reserves `count` consecutive send slots `interval` apart on the schedule named `key` (a
+    /// provider's rate limit, shared by every process of the deployment); returns how long until the
+    /// first of them.
+    async fn reserve_slots(
+        &self,
+        key: &str,
+        count: u32,
+        interval: Duration,
+    ) -> Result<Duration, StoreError>;
+
     /// Gives back jobs not sent, due again after `delay` (no provider could take them now); no
     /// attempt is used. Returns how many were still held.
     async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError>;

@@ -292,3 +292,79 @@ async fn a_recipient_s_refusal_does_not_fail_over() {
     );
     assert_eq!(provider_list(&app).await[0]["state"], "closed");
 }
+
+#[tokio::test]
+async fn a_rate_limited_provider_spaces_its_messages_out() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(move |config| {
+        let mut paced = provider(url);
+        paced.rate_limit = Some("20/s".into());
+        providers(config, vec![("paced", paced)]);
+    })
+    .await;
+    assert_eq!(provider_list(&app).await[0]["rate_limit"], "20/s");
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let mut message = valid_message();
+        message["to"] = json!(format!("customer{n}@example.org"));
+        ids.push(app.accept(&message).await);
+    }
+    smtp.wait_for(10, WAIT).await;
+    // Ten messages at 20 a second take at least nine intervals of 50 ms, however fast the rest is.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    for id in &ids {
+        app.wait_for_status(id, "sent", WAIT).await;
+    }
+    assert!(
+        app.metric("posthorn_provider_throttled_total", "provider=\"paced\"")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_for_every_replica_together() {
+    crate::postgres_only!();
+    use crate::support::process::{Posthorn, token};
+    let database = crate::support::TestDatabase::create_empty().await;
+    let smtp = SmtpServer::start().await;
+    let spawn = || {
+        Posthorn::spawn(&[
+            ("POSTHORN_DATABASE_URL", database.url()),
+            ("POSTHORN_PROVIDERS__PACED__URL", smtp.url()),
+            ("POSTHORN_PROVIDERS__PACED__RATE_LIMIT", "10/s".to_owned()),
+            ("POSTHORN_POLL_INTERVAL", "100ms".to_owned()),
+            ("POSTHORN_WORKERS", "2".to_owned()),
+            ("POSTHORN_CLAIM_BATCH_SIZE", "2".to_owned()),
+            ("POSTHORN_LOG", "warn".to_owned()),
+        ])
+    };
+    let mut replicas = [spawn(), spawn()];
+    for replica in &mut replicas {
+        replica.wait_ready().await;
+    }
+    let send = token("paced", &[posthorn::auth::Scope::Send]);
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        let mut message = valid_message();
+        message["to"] = json!(format!("customer{n}@example.org"));
+        let response = client
+            .post(format!("{}/v1/send", replicas[n % 2].address))
+            .bearer_auth(&send)
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    smtp.wait_for(20, Duration::from_secs(30)).await;
+    // 10 a second for both together: twenty messages take at least nineteen intervals of 100 ms (each
+    // replica alone would have taken half as long).
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1850), "{elapsed:?}");
+    assert_eq!(smtp.received().len(), 20, "each message once");
+}

@@ -353,6 +353,29 @@ impl MessageStore for PostgresStore {
         queue::release(&self.pool, leases, delay).await
     }
 
+    async fn reserve_slots(
+        &self,
+        key: &str,
+        count: u32,
+        interval: Duration,
+    ) -> Result<Duration, StoreError> {
+        // The schedule's next free slot moves by the batch; the batch starts where it stood, or now.
+        let (wait,): (f64,) = sqlx::query_as(
+            "INSERT INTO send_schedules AS s (key, next_slot)
+             VALUES ($1, now() + $2 * $3::interval)
+             ON CONFLICT (key) DO UPDATE
+                SET next_slot = greatest(s.next_slot, now()) + $2 * $3::interval
+             RETURNING extract(epoch FROM greatest(next_slot - $2 * $3::interval - now(),
+                                                   interval '0'))::float8",
+        )
+        .bind(key)
+        .bind(i32::try_from(count).unwrap_or(i32::MAX))
+        .bind(format!("{} microseconds", interval.as_micros()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Duration::try_from_secs_f64(wait).unwrap_or_default())
+    }
+
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.pool, owner, id).await
     }

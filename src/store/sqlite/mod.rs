@@ -56,6 +56,9 @@ pub struct SqliteStore {
     reader: SqlitePool,
     idempotency_retention: Duration,
     enqueued: Arc<Notify>,
+    /// Send schedules of rate-limited providers: the next free slot of each. One process uses this
+    /// database, so its schedules live in memory.
+    schedules: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl SqliteStore {
@@ -89,6 +92,7 @@ impl SqliteStore {
             reader,
             idempotency_retention: settings.idempotency_retention,
             enqueued: Arc::new(Notify::new()),
+            schedules: Arc::default(),
         })
     }
 
@@ -206,6 +210,23 @@ impl MessageStore for SqliteStore {
 
     async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError> {
         queue::release(&self.writer, leases, delay).await
+    }
+
+    async fn reserve_slots(
+        &self,
+        key: &str,
+        count: u32,
+        interval: Duration,
+    ) -> Result<Duration, StoreError> {
+        let now = std::time::Instant::now();
+        let mut schedules = self
+            .schedules
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the send schedules' lock is poisoned".into()))?;
+        let next = schedules.entry(key.to_owned()).or_insert(now);
+        let first = (*next).max(now);
+        *next = first + interval * count;
+        Ok(first - now)
     }
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
