@@ -1,6 +1,5 @@
 //! The `posthorn` binary: `token`, `check-config`, `migrate` and `serve`, driven as an operator would.
 
-use std::io::Write;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde_json::Value;
 
 use crate::support::peers::free_port;
-use crate::support::{JWT_SECRET, TestDatabase, valid_message};
+use crate::support::{JWT_SECRET, TestDatabase, toml_file, valid_message};
 
 /// The binary, with every inherited `POSTHORN_*` variable removed.
 fn posthorn() -> Command {
@@ -98,13 +97,6 @@ fn configured(command: &mut Command) -> &mut Command {
         "POSTHORN_DATABASE_URL",
         "postgres://posthorn:dbs3cretpw@db.internal:5432/posthorn",
     )
-}
-
-fn toml_file(contents: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(contents.as_bytes()).unwrap();
-    file.flush().unwrap();
-    file
 }
 
 #[test]

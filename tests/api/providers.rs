@@ -368,3 +368,112 @@ async fn a_rate_limit_holds_for_every_replica_together() {
     assert!(elapsed >= Duration::from_millis(1850), "{elapsed:?}");
     assert_eq!(smtp.received().len(), 20, "each message once");
 }
+
+#[tokio::test]
+async fn three_replicas_route_fail_over_and_deliver_each_message_once() {
+    crate::postgres_only!();
+    use crate::support::process::{Posthorn, token};
+    use crate::support::smtp::Script;
+    let database = crate::support::TestDatabase::create_empty().await;
+    // One sink refusing connections, one slow, one healthy.
+    let down = free_port();
+    let slow = SmtpServer::start_with(Script {
+        after_data_delay: Duration::from_millis(200),
+        ..Script::default()
+    })
+    .await;
+    let healthy = SmtpServer::start().await;
+    let config = crate::support::toml_file(
+        "[providers.primary]\nbreaker_failures = 2\nbreaker_cooldown = \"10m\"\n\n\
+         [providers.backup]\n\n[providers.bulk]\n\n\
+         [[routes]]\nmatch = { stream = \"broadcast\" }\nproviders = [\"bulk\"]\n\n\
+         [[routes]]\nproviders = [\"primary\", \"backup\"]\n",
+    );
+    let spawn = |name: &str| {
+        Posthorn::spawn(&[
+            ("POSTHORN_CONFIG", config.path().display().to_string()),
+            ("POSTHORN_DATABASE_URL", database.url()),
+            (
+                "POSTHORN_PROVIDERS__PRIMARY__URL",
+                format!("smtp://127.0.0.1:{down}?ehlo={name}"),
+            ),
+            (
+                "POSTHORN_PROVIDERS__BACKUP__URL",
+                format!("{}?ehlo={name}", healthy.url()),
+            ),
+            (
+                "POSTHORN_PROVIDERS__BULK__URL",
+                format!("{}?ehlo={name}", slow.url()),
+            ),
+            ("POSTHORN_SMTP_TIMEOUT", "2s".to_owned()),
+            ("POSTHORN_POLL_INTERVAL", "200ms".to_owned()),
+            ("POSTHORN_WORKERS", "2".to_owned()),
+            ("POSTHORN_CLAIM_BATCH_SIZE", "2".to_owned()),
+            ("POSTHORN_LOG", "warn".to_owned()),
+        ])
+    };
+    let mut replicas = [spawn("replica-a"), spawn("replica-b"), spawn("replica-c")];
+    for replica in &mut replicas {
+        replica.wait_ready().await;
+    }
+    let send = token("routes", &[posthorn::auth::Scope::Send]);
+    let client = reqwest::Client::new();
+    for n in 0..30 {
+        let mut message = valid_message();
+        message["to"] = json!(format!("customer{n}@example.org"));
+        if n % 3 == 0 {
+            message["stream"] = json!("broadcast");
+        }
+        let response = client
+            .post(format!("{}/v1/send", replicas[n % 3].address))
+            .bearer_auth(&send)
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let transactional = healthy.wait_for(20, Duration::from_secs(30)).await;
+    let broadcast = slow.wait_for(10, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all: Vec<String> = healthy
+        .received()
+        .into_iter()
+        .chain(slow.received())
+        .flat_map(|mail| mail.to)
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30, "every message arrived");
+    assert_eq!(healthy.received().len(), 20, "once each: {transactional:?}");
+    assert_eq!(slow.received().len(), 10, "once each: {broadcast:?}");
+    // Every replica took part, and each sees the refusing provider open after its own failures.
+    let admin = token("ops", &[posthorn::auth::Scope::Admin]);
+    let mut helos: Vec<String> = healthy
+        .received()
+        .into_iter()
+        .chain(slow.received())
+        .map(|mail| mail.helo)
+        .collect();
+    helos.sort();
+    helos.dedup();
+    assert!(helos.len() >= 2, "replicas that delivered: {helos:?}");
+    for replica in &replicas {
+        let list: Value = client
+            .get(format!("{}/v1/providers", replica.address))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["primary", "backup", "bulk"], "the file's order");
+    }
+}

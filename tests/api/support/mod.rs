@@ -371,6 +371,18 @@ pub fn valid_message() -> Value {
     })
 }
 
+/// A TOML configuration file with `contents`, removed when dropped.
+pub fn toml_file(contents: &str) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("a temporary file");
+    file.write_all(contents.as_bytes()).expect("written");
+    file.flush().expect("flushed");
+    file
+}
+
 /// Asserts a problem+json response with `status` and the problem `slug`; returns the body.
 pub async fn assert_problem(response: Response, status: u16, slug: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
