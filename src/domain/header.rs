@@ -92,8 +92,10 @@ impl CustomHeader {
             return Err(HeaderError::InvalidName(printable(name)));
         }
         let lower = name.to_ascii_lowercase();
+        // `X-Posthorn-*` headers are posthorn's own (the stream is the `stream` field in JSON).
         let allowed =
-            (lower.starts_with("x-") && lower.len() > 2) || ALLOWED.contains(&lower.as_str());
+            (lower.starts_with("x-") && lower.len() > 2 && !lower.starts_with("x-posthorn-"))
+                || ALLOWED.contains(&lower.as_str());
         if !allowed {
             return Err(HeaderError::Forbidden(name.to_owned()));
         }
@@ -152,6 +154,7 @@ mod tests {
             "From",
             "Content-Type",
             "X-",
+            "X-Posthorn-Stream",
         ] {
             assert!(
                 matches!(
