@@ -51,14 +51,9 @@ pub async fn list(_caller: Admin, state: web::Data<AppState>) -> Result<HttpResp
         .map(|(provider, pool)| {
             let breaker = provider.breaker.view();
             let upstream = &provider.upstream;
-            let scheme = if upstream.tls == crate::delivery::TlsMode::Implicit {
-                "smtps"
-            } else {
-                "smtp"
-            };
             ProviderView {
                 name: provider.name().to_owned(),
-                upstream: format!("{scheme}://{}:{}", upstream.host, upstream.port),
+                upstream: upstream.address(),
                 state: breaker.state.as_str(),
                 rate_limit: upstream.rate.map(|limit| limit.to_string()),
                 consecutive_failures: breaker.consecutive_failures,

@@ -3,7 +3,6 @@
 //! them. Every change is a new version; a message records the version it was rendered from.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +10,7 @@ use super::ApiError;
 use super::auth::{Admin, Sender};
 use super::body::{parse_object, read_json};
 use super::state::AppState;
-use super::views::json;
+use super::views::{created, json};
 use crate::domain::{TemplateContent, validate_template_name};
 use crate::store::TemplateRecord;
 
@@ -110,11 +109,7 @@ pub async fn create(
         .create_template(&request.name, &content, &caller.sub)
         .await?
         .ok_or_else(|| ApiError::TemplateExists(request.name.clone()))?;
-    let mut response = json(StatusCode::CREATED, &record)?;
-    if let Ok(location) = format!("/v1/templates/{}", record.name).parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    created(&format!("/v1/templates/{}", record.name), &record)
 }
 
 /// Every template, in its newest version.

@@ -53,6 +53,17 @@ impl From<Page> for PageView {
     }
 }
 
+/// `201 Created` with `value` as JSON and `Location: location`.
+pub fn created(location: &str, value: &impl Serialize) -> Result<HttpResponse, ApiError> {
+    let mut response = json(StatusCode::CREATED, value)?;
+    if let Ok(location) = location.parse() {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
 /// A JSON response. A value that cannot be serialized is a 500 problem, logged with its cause, rather
 /// than the framework's plain-text error.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Result<HttpResponse, ApiError> {

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -16,7 +15,7 @@ use super::ApiError;
 use super::auth::Admin;
 use super::body::{parse_object, read_json};
 use super::state::AppState;
-use super::views::json;
+use super::views::{created, json};
 use crate::domain::EventType;
 use crate::store::{DeliveryRecord, EndpointChange, EndpointRecord, NewEndpoint, Replay};
 use crate::webhooks::new_secret;
@@ -184,17 +183,13 @@ pub async fn create(
     };
     let endpoint = state.store.create_endpoint(&new).await?;
     tracing::info!(by = %caller.sub, endpoint = %endpoint.id, "webhook endpoint created");
-    let mut response = json(
-        StatusCode::CREATED,
+    created(
+        &format!("/v1/webhooks/{}", new.id),
         &WithSecret {
             endpoint,
             secret: new.secret,
         },
-    )?;
-    if let Ok(location) = format!("/v1/webhooks/{}", new.id).parse() {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    )
 }
 
 /// Every endpoint.

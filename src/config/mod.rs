@@ -4,6 +4,7 @@
 //! [`Settings`], the settings of each component, so that a bad setting fails fast with a message naming
 //! its key and nothing downstream builds or checks a value again. Components never read this module.
 
+mod delivery;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+pub use delivery::{DkimConfig, ProviderConfig, RouteConfig, RouteMatchConfig};
 pub use settings::{Settings, TokenSecret};
 
 use crate::auth::KeySpec;
@@ -187,108 +189,6 @@ pub struct Config {
     pub ignored_env: Vec<String>,
 }
 
-/// A named SMTP upstream declared in the TOML file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// The upstream in lettre's URL form.
-    pub url: Secret,
-    /// Most connections open at once (default: `smtp_max_connections`).
-    #[serde(default)]
-    pub max_connections: Option<usize>,
-    /// Deadline of every exchange (default: `smtp_timeout`).
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    /// Extra PEM root certificate(s) to trust.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// Connection-level failures in a row that open the provider's circuit (default 5).
-    #[serde(default)]
-    pub breaker_failures: Option<u32>,
-    /// How long an open circuit stays open before one probe connection (default 30s).
-    #[serde(default, with = "humantime_serde")]
-    pub breaker_cooldown: Option<Duration>,
-    /// Most messages for the whole deployment: `N/s`, `N/m`, `N/h` or `N/d` (default: unlimited).
-    #[serde(default)]
-    pub rate_limit: Option<String>,
-}
-
-impl ProviderConfig {
-    /// A provider at `url` with every other key at its default.
-    pub fn new(url: Secret) -> Self {
-        Self {
-            url,
-            max_connections: None,
-            timeout: None,
-            tls_ca_file: None,
-            breaker_failures: None,
-            breaker_cooldown: None,
-            rate_limit: None,
-        }
-    }
-}
-
-/// One `[[dkim]]` key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DkimConfig {
-    /// The signing domain (`d=`): messages whose `From` address is in exactly this domain.
-    pub domain: String,
-    /// The selector (`s=`); the public key is published at `SELECTOR._domainkey.DOMAIN`.
-    pub selector: String,
-    /// PEM file of the private key (PKCS#8, or PKCS#1 for RSA), e.g. from `posthorn dkim-keygen`.
-    pub private_key_file: PathBuf,
-    /// `rsa-sha256` (the default) or `ed25519-sha256`.
-    #[serde(default)]
-    pub algorithm: Option<String>,
-}
-
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// The conditions (each a value or a list of values, any of which matches); none: the default.
-    #[serde(default, rename = "match")]
-    pub conditions: RouteMatchConfig,
-    /// Provider names, in the order they are tried.
-    pub providers: Vec<String>,
-}
-
-/// The `match` of a route.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteMatchConfig {
-    /// `transactional` or `broadcast`.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub stream: Vec<String>,
-    /// The author's domain.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub sender_domain: Vec<String>,
-    /// Any of the message's tags.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub tag: Vec<String>,
-    /// The first recipient's domain.
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub recipient_domain: Vec<String>,
-    /// The caller (the token's `sub`).
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub caller: Vec<String>,
-}
-
-/// A string or a list of strings, as a list.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(value) => vec![value],
-        OneOrMany::Many(values) => values,
-    })
-}
-
 /// Settings for one caller, matched by the token's `sub`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,29 +296,6 @@ impl Default for Config {
     }
 }
 
-/// The provider names in the order the TOML file lists them (empty if it cannot be read again; the
-/// file was read once already, so any error was reported then).
-fn provider_order(path: &Path) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct Providers {
-        #[serde(default)]
-        providers: BTreeMap<String, toml::Spanned<toml::Value>>,
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let Ok(parsed) = toml::from_str::<Providers>(&text) else {
-        return Vec::new();
-    };
-    let mut names: Vec<(usize, String)> = parsed
-        .providers
-        .into_iter()
-        .map(|(name, value)| (value.span().start, name))
-        .collect();
-    names.sort();
-    names.into_iter().map(|(_, name)| name).collect()
-}
-
 /// `POSTHORN_*` variables that are read elsewhere, not by the configuration.
 const NOT_CONFIG_KEYS: &[&str] = &["config", "log"];
 
@@ -482,7 +359,7 @@ impl Config {
             match base.clone().merge(env).extract::<Config>() {
                 Ok(mut config) => {
                     if let Some(path) = file {
-                        config.provider_order = provider_order(path);
+                        config.provider_order = delivery::provider_order(path);
                     }
                     ignored.retain(|key| !NOT_CONFIG_KEYS.contains(&key.as_str()));
                     config.ignored_env = ignored

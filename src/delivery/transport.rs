@@ -151,21 +151,18 @@ async fn send_routed(
                         None => groups.push((chosen, vec![pending])),
                     }
                 }
-                // Every provider tried could not be reached, and no other takes messages now.
-                Choice::Exhausted if pending.last.is_some() => {
+                Choice::Wait(wait) => unsent.push(Unsent { index, wait }),
+                // Every provider tried could not be reached, and no other takes messages now (the
+                // last one's failure is the attempt's); or no route takes it any more.
+                Choice::Exhausted | Choice::NoRoute => {
                     let (provider, reply) = pending.last.unwrap_or_else(|| {
-                        ("none".into(), Reply::none("no provider could be reached"))
+                        let reply = Reply::none(
+                            "no route takes this message (the routes changed after it was accepted)",
+                        );
+                        ("none".to_owned(), reply)
                     });
                     let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply);
                     each(index, Clock::start().end(&provider, outcome));
-                }
-                Choice::Wait(wait) => unsent.push(Unsent { index, wait }),
-                Choice::Exhausted | Choice::NoRoute => {
-                    let reply = Reply::none(
-                        "no route takes this message (the routes changed after it was accepted)",
-                    );
-                    let outcome = AttemptOutcome::whole(OutcomeClass::Transient, reply);
-                    each(index, Clock::start().end("none", outcome));
                 }
             }
         }

@@ -170,18 +170,21 @@ impl fmt::Debug for Upstream {
     }
 }
 
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Upstream {
+    /// Where it is, `smtp[s]://host:port`, without credentials.
+    pub fn address(&self) -> String {
         let scheme = if self.tls == TlsMode::Implicit {
             "smtps"
         } else {
             "smtp"
         };
-        write!(
-            f,
-            "{scheme}://{}:{} ({:?} TLS",
-            self.host, self.port, self.tls
-        )?;
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?} TLS", self.address(), self.tls)?;
         if let Some((user, _)) = &self.credentials {
             write!(f, ", AUTH as {user}")?;
         }

@@ -90,7 +90,7 @@ impl RawSubmission<'_> {
             None => message_id(id, envelope.from.address.domain()),
         };
         let has_date = parsed.date().is_some();
-        let stream = stream_of(self.data)?;
+        let stream = stream_of(&parsed)?;
         let raw = relayed(
             self.data,
             (given_message_id.is_none()).then_some(message_id.as_str()),
@@ -309,50 +309,22 @@ fn relayed(
     Ok(out)
 }
 
-/// The stream the message's `X-Posthorn-Stream` header names (unfolded); transactional without one. A
-/// value that names no stream, or the header given twice, is refused.
-fn stream_of(data: &[u8]) -> Result<Stream, DomainError> {
-    let head_end = data
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .map_or(data.len(), |position| position + 2);
-    let mut value: Option<String> = None;
-    let mut current: Option<String> = None;
-    let mut found = 0;
-    for line in data[..head_end].split_inclusive(|byte| *byte == b'\n') {
-        let text = String::from_utf8_lossy(line);
-        let continuation = line
-            .first()
-            .is_some_and(|byte| *byte == b' ' || *byte == b'\t');
-        if continuation {
-            if let Some(current) = current.as_mut() {
-                current.push_str(text.trim());
-            }
-            continue;
-        }
-        if let Some(done) = current.take() {
-            value = Some(done);
-        }
-        if header_name(line).is_some_and(|name| name.eq_ignore_ascii_case(STREAM_HEADER.as_bytes()))
-        {
-            found += 1;
-            let after = text.split_once(':').map_or("", |(_, rest)| rest);
-            current = Some(after.trim().to_owned());
-        }
-    }
-    if let Some(done) = current.take() {
-        value = Some(done);
-    }
+/// The stream the message's `X-Posthorn-Stream` header names; transactional without one. A value
+/// that names no stream, or the header given twice, is refused.
+fn stream_of(parsed: &mail_parser::Message<'_>) -> Result<Stream, DomainError> {
     let stream_invalid = |reason: &str| DomainError::invalid("stream", reason);
-    match (found, value) {
-        (0, _) => Ok(Stream::default()),
-        (1, Some(value)) => Stream::parse(&value).ok_or_else(|| {
-            stream_invalid("the X-Posthorn-Stream header must be transactional or broadcast")
-        }),
-        _ => Err(stream_invalid(
+    let mut values = parsed.header_values(STREAM_HEADER);
+    let Some(value) = values.next() else {
+        return Ok(Stream::default());
+    };
+    if values.next().is_some() {
+        return Err(stream_invalid(
             "the X-Posthorn-Stream header is given more than once",
-        )),
+        ));
     }
+    value.as_text().and_then(Stream::parse).ok_or_else(|| {
+        stream_invalid("the X-Posthorn-Stream header must be transactional or broadcast")
+    })
 }
 
 /// The name of the header that starts on `line`.

@@ -114,8 +114,13 @@ pub(crate) fn summary(row: &impl Columns) -> Result<MessageSummary, StoreError> 
             _ => None,
         },
         body_dropped_at: row.optional_time("body_dropped_at")?,
-        stream: Stream::parse(&row.text("stream")?).unwrap_or_default(),
+        stream: stream(&row.text("stream")?)?,
     })
+}
+
+/// A stored stream name.
+pub(crate) fn stream(text: &str) -> Result<Stream, StoreError> {
+    Stream::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown stream `{text}`")))
 }
 
 /// An attempt from a row holding the [`ATTEMPT`] columns.

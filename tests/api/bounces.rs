@@ -68,16 +68,8 @@ fn events(message: &Value, kind: &str) -> Vec<Value> {
 
 async fn suppressions(app: &TestApp) -> Vec<Value> {
     let page: Value = app
-        .call(
-            reqwest::Method::GET,
-            "/v1/suppressions",
-            &app.default_token(),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as("/v1/suppressions", &app.default_token())
+        .await;
     page["items"].as_array().unwrap().clone()
 }
 
@@ -262,14 +254,10 @@ async fn a_bounce_postfix_writes_comes_back_and_suppresses_the_address() {
         return;
     }
     // The recipient's server refuses the address.
-    let far = SmtpServer::start_with(crate::support::smtp::Script {
-        rcpt: [(
-            "ann@example.org".to_owned(),
-            crate::support::smtp::Action::reply("550 5.1.1 <ann@example.org>: user unknown"),
-        )]
-        .into(),
-        ..crate::support::smtp::Script::default()
-    })
+    let far = SmtpServer::start_with(crate::support::smtp::Script::refusing(
+        "ann@example.org",
+        "550 5.1.1 <ann@example.org>: user unknown",
+    ))
     .await;
     // posthorn sends through Postfix; Postfix sends the bounce domain's mail to posthorn's listener.
     let bounce_port = crate::support::peers::free_port();

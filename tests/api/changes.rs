@@ -200,14 +200,10 @@ async fn a_new_series_has_its_own_attempts_and_age() {
 
 #[tokio::test]
 async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            Action::reply("550 5.7.1 rejected by policy"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "550 5.7.1 rejected by policy",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     let mut failing = valid_message();
@@ -296,14 +292,10 @@ async fn a_redrive_puts_matching_failed_messages_back_and_can_only_count() {
 
 #[tokio::test]
 async fn a_retry_after_a_partial_delivery_sends_only_to_those_not_reached() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            Action::reply("450 4.2.1 mailbox busy"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "450 4.2.1 mailbox busy",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |config| config.retry_max_attempts = 2).await;
     let mut message = valid_message();

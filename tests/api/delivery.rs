@@ -130,14 +130,10 @@ async fn a_5xx_after_data_fails_at_once() {
 
 #[tokio::test]
 async fn a_recipient_refused_at_rcpt_does_not_block_the_others() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            Action::reply("550 5.1.1 no such user"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "550 5.1.1 no such user",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     let mut body = valid_message();
@@ -166,14 +162,10 @@ async fn a_recipient_refused_at_rcpt_does_not_block_the_others() {
 
 #[tokio::test]
 async fn every_recipient_refused_permanently_fails_the_message() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            Action::reply("550 5.1.1 no such user"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "550 5.1.1 no such user",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     let mut body = valid_message();
@@ -192,14 +184,10 @@ async fn every_recipient_refused_permanently_fails_the_message() {
 
 #[tokio::test]
 async fn a_recipient_deferred_at_rcpt_is_retried_alone() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "busy@example.org".to_owned(),
-            Action::reply("452 4.2.2 mailbox full"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "busy@example.org",
+        "452 4.2.2 mailbox full",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     let mut body = valid_message();

@@ -58,14 +58,10 @@ async fn follow(app: &TestApp, token: &str, cursor: &str, count: usize) -> (Vec<
 
 #[tokio::test]
 async fn every_change_is_an_event_on_the_message_and_in_the_feed() {
-    let smtp = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            Action::reply("550 5.1.1 no such user"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let smtp = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "550 5.1.1 no such user",
+    ))
     .await;
     let app = spawn_delivering_app(&smtp, |_| {}).await;
     let token = app.default_token();

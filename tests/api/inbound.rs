@@ -184,16 +184,8 @@ async fn ses_bounces_and_complaints_arrive_through_signed_sns_notifications() {
     );
     assert_eq!(message["events"][1]["data"]["source"], "ses");
     let list: Value = app
-        .call(
-            reqwest::Method::GET,
-            "/v1/suppressions",
-            &app.default_token(),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as("/v1/suppressions", &app.default_token())
+        .await;
     assert_eq!(
         list["items"][0]["reason"], "hard_bounce",
         "the first report decides: {list}"

@@ -259,14 +259,10 @@ async fn after_the_cool_down_one_probe_closes_the_circuit_again() {
 
 #[tokio::test]
 async fn a_recipient_s_refusal_does_not_fail_over() {
-    let strict = SmtpServer::start_with(Script {
-        rcpt: [(
-            "gone@example.org".to_owned(),
-            crate::support::smtp::Action::reply("550 5.1.1 <gone@example.org>: user unknown"),
-        )]
-        .into(),
-        ..Script::default()
-    })
+    let strict = SmtpServer::start_with(Script::refusing(
+        "gone@example.org",
+        "550 5.1.1 <gone@example.org>: user unknown",
+    ))
     .await;
     let backup = SmtpServer::start().await;
     let (strict_url, backup_url) = (strict.url(), backup.url());

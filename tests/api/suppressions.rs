@@ -39,10 +39,7 @@ async fn list(app: &TestApp, query: &str) -> Value {
 }
 
 fn refusing(address: &str, reply: &str) -> Script {
-    Script {
-        rcpt: [(address.to_owned(), Action::reply(reply))].into(),
-        ..Script::default()
-    }
+    Script::refusing(address, reply)
 }
 
 #[tokio::test]

@@ -83,32 +83,14 @@ async fn templates_are_versioned_and_only_admins_change_them() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["version"], 2);
 
-    let newest: Value = app
-        .call(reqwest::Method::GET, "/v1/templates/welcome", &sender, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let newest: Value = app.get_json_as("/v1/templates/welcome", &sender).await;
     assert_eq!(newest["version"], 2);
     assert_eq!(newest["subject"], "Hi {{ name }}!");
     let first: Value = app
-        .call(
-            reqwest::Method::GET,
-            "/v1/templates/welcome?version=1",
-            &sender,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as("/v1/templates/welcome?version=1", &sender)
+        .await;
     assert_eq!(first["subject"], "Welcome, {{ name }}");
-    let list: Value = app
-        .call(reqwest::Method::GET, "/v1/templates", &sender, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json_as("/v1/templates", &sender).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["version"], 2);
 

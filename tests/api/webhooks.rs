@@ -92,38 +92,17 @@ async fn events_arrive_signed_as_standard_webhooks_and_deliveries_are_listed() {
 
     // The secret is shown once.
     let shown: Value = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}"),
-            &admin(&app),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/v1/webhooks/{id}"), &admin(&app))
+        .await;
     assert!(shown.get("secret").is_none(), "{shown}");
     assert_eq!(shown["description"], "ops hook");
-    let listed: Value = app
-        .call(reqwest::Method::GET, "/v1/webhooks", &admin(&app), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json_as("/v1/webhooks", &admin(&app)).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains("whsec_"));
 
     let deliveries: Value = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            &admin(&app),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/v1/webhooks/{id}/deliveries"), &admin(&app))
+        .await;
     let items = deliveries["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["status"], "succeeded");
@@ -176,16 +155,8 @@ async fn a_failing_receiver_gets_every_event_once_it_recovers() {
     assert!(waited >= 0.9, "retried after {waited} s");
     let id = created["id"].as_str().unwrap();
     let deliveries: Value = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            &admin(&app),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/v1/webhooks/{id}/deliveries"), &admin(&app))
+        .await;
     let attempts: usize = deliveries["items"]
         .as_array()
         .unwrap()
@@ -194,16 +165,8 @@ async fn a_failing_receiver_gets_every_event_once_it_recovers() {
         .sum();
     assert_eq!(attempts, 5, "{deliveries:#}");
     let endpoint: Value = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}"),
-            &admin(&app),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/v1/webhooks/{id}"), &admin(&app))
+        .await;
     assert_eq!(endpoint["failing_since"], Value::Null, "recovered");
 }
 
@@ -226,16 +189,8 @@ async fn a_delivery_that_never_succeeds_gives_up_and_410_disables_the_endpoint()
         "the first attempt and three retries"
     );
     let deliveries: Value = app
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            &admin(&app),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_as(&format!("/v1/webhooks/{id}/deliveries"), &admin(&app))
+        .await;
     assert_eq!(deliveries["items"][0]["status"], "failed");
     assert!(
         deliveries["items"][0]["attempts"][3]["error"]
@@ -252,12 +207,7 @@ async fn a_delivery_that_never_succeeds_gives_up_and_410_disables_the_endpoint()
     let endpoint_url = format!("/v1/webhooks/{id}");
     let mut shown = Value::Null;
     for _ in 0..50 {
-        shown = app
-            .call(reqwest::Method::GET, &endpoint_url, &admin(&app), None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        shown = app.get_json_as(&endpoint_url, &admin(&app)).await;
         if shown["enabled"] == false {
             break;
         }

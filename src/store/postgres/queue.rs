@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EventColumns, interval};
-use crate::domain::{Body, Envelope, EventType, MessageContent, Stream};
+use crate::domain::{Body, Envelope, EventType, MessageContent};
 use crate::store::StoreError;
 use crate::store::broadcast_share;
 use crate::store::events;
@@ -118,7 +118,7 @@ pub(super) async fn claim(
             message_id: row.try_get("message_id")?,
             caller: row.try_get("caller")?,
             tags: row.try_get("tags")?,
-            stream: Stream::parse(row.try_get("stream")?).unwrap_or_default(),
+            stream: crate::store::columns::stream(row.try_get("stream")?)?,
             content: MessageContent {
                 envelope,
                 body,

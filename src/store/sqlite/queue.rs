@@ -109,8 +109,7 @@ pub(super) async fn claim(
             message_id: row.try_get("message_id")?,
             caller: row.try_get("caller")?,
             tags: rows::json(&row, "tags")?,
-            stream: crate::domain::Stream::parse(&row.try_get::<String, _>("stream")?)
-                .unwrap_or_default(),
+            stream: crate::store::columns::stream(&row.try_get::<String, _>("stream")?)?,
             content: MessageContent {
                 envelope,
                 body,

@@ -265,6 +265,15 @@ impl TestApp {
         request.send().await.expect("request completes")
     }
 
+    /// The JSON body of `GET path` with `token`.
+    pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
+        self.call(reqwest::Method::GET, path, token, None)
+            .await
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// `POST /send` with `body` and `token`.
     pub async fn send_as(&self, token: &str, body: &Value) -> Response {
         self.client

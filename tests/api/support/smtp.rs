@@ -93,6 +93,16 @@ pub struct Script {
     pub auth: Option<Action>,
 }
 
+impl Script {
+    /// Everything accepted but `address`, refused at RCPT with `reply`.
+    pub fn refusing(address: &str, reply: &str) -> Self {
+        Self {
+            rcpt: [(address.to_owned(), Action::reply(reply))].into(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Script {
     fn default() -> Self {
         Self {
