@@ -243,6 +243,19 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
             .map(|upstream| upstream.name.as_str())
             .collect();
         println!("  providers:       {}", names.join(", "));
+        for upstream in &settings.delivery.upstreams {
+            let phases: Vec<String> = upstream
+                .timeouts
+                .named()
+                .iter()
+                .map(|(phase, timeout)| format!("{phase} {}", humantime::format_duration(*timeout)))
+                .collect();
+            println!(
+                "  timeouts:        {}: {}",
+                upstream.name,
+                phases.join(", ")
+            );
+        }
         let routes = settings.delivery.routes.iter().count();
         if routes == 0 {
             println!("  routes:          none (every message through the providers in this order)");
@@ -250,6 +263,12 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
             println!("  routes:          {routes}");
         }
     }
+    let lease = settings.delivery.worker.lease;
+    println!(
+        "  lease:           {}, renewed every {} while its job is in hand",
+        humantime::format_duration(lease),
+        humantime::format_duration(crate::delivery::renewal_interval(lease))
+    );
     println!("  max body size:   {} bytes", settings.http.max_body_size);
     println!(
         "  max recipients:  {} per field",

@@ -1,5 +1,6 @@
 //! The delivery side of the configuration: the providers (`POSTHORN_SMTP_URL` and `[providers.NAME]`,
-//! in the file's order), the routes over them, the DKIM keys, and the lease every send must fit in.
+//! in the file's order) with their session deadlines, the routes over them, the DKIM keys, and the
+//! lease of a claimed job.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,63 @@ use serde::Deserialize;
 
 use super::{Config, ConfigError};
 use crate::delivery::dkim::{DkimAlgorithm, DkimKey, DkimSigner};
-use crate::delivery::{RateLimit, Upstream};
+use crate::delivery::{RateLimit, Timeouts, Upstream};
 use crate::domain::{Route, RouteMatch, Routes};
 use crate::secret::Secret;
 
-/// A send (connect, commands, data) must fit in a lease this many times over, or a second worker could
-/// take the job over while the first still talks to the upstream.
-const LEASE_TIMEOUTS: u32 = 6;
+/// The shortest lease: it is renewed every third of it while its job is in hand, and renewing more
+/// than once a second would be database load for nothing.
+const MIN_LEASE: Duration = Duration::from_secs(3);
+
+/// Deadlines of the session phases (RFC 5321 §4.5.3.2), each optional: `timeouts = { connect = "10s",
+/// done = "15m" }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// The TCP connection.
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    /// The exchanges that open a session: greeting, EHLO, STARTTLS, AUTH.
+    #[serde(default, with = "humantime_serde")]
+    pub greeting: Option<Duration>,
+    /// The reply to MAIL.
+    #[serde(default, with = "humantime_serde")]
+    pub mail: Option<Duration>,
+    /// The reply to each RCPT.
+    #[serde(default, with = "humantime_serde")]
+    pub rcpt: Option<Duration>,
+    /// The reply to DATA.
+    #[serde(default, with = "humantime_serde")]
+    pub data: Option<Duration>,
+    /// Each write of the message's data.
+    #[serde(default, with = "humantime_serde")]
+    pub block: Option<Duration>,
+    /// The reply to the final `.`.
+    #[serde(default, with = "humantime_serde")]
+    pub done: Option<Duration>,
+}
+
+impl TimeoutsConfig {
+    /// `base` with the phases set here replaced; a zero deadline is refused by phase name.
+    fn over(&self, base: Timeouts) -> Result<Timeouts, String> {
+        let pick = |phase: &str, set: Option<Duration>, base: Duration| match set {
+            Some(timeout) if timeout.is_zero() => {
+                Err(format!("timeouts.{phase} must be longer than 0s"))
+            }
+            Some(timeout) => Ok(timeout),
+            None => Ok(base),
+        };
+        Ok(Timeouts {
+            connect: pick("connect", self.connect, base.connect)?,
+            greeting: pick("greeting", self.greeting, base.greeting)?,
+            mail: pick("mail", self.mail, base.mail)?,
+            rcpt: pick("rcpt", self.rcpt, base.rcpt)?,
+            data: pick("data", self.data, base.data)?,
+            block: pick("block", self.block, base.block)?,
+            done: pick("done", self.done, base.done)?,
+        })
+    }
+}
 
 /// A named SMTP upstream declared in the TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,9 +77,12 @@ pub struct ProviderConfig {
     /// Most connections open at once (default: `smtp_max_connections`).
     #[serde(default)]
     pub max_connections: Option<usize>,
-    /// Deadline of every exchange (default: `smtp_timeout`).
+    /// One deadline for every phase of its sessions (default: `smtp_timeout`, else each phase's).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Deadlines per phase, over `timeout` (default: `smtp_timeouts`, else RFC 5321's).
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
     /// Extra PEM root certificate(s) to trust.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
@@ -50,6 +104,7 @@ impl ProviderConfig {
             url,
             max_connections: None,
             timeout: None,
+            timeouts: TimeoutsConfig::default(),
             tls_ca_file: None,
             breaker_failures: None,
             breaker_cooldown: None,
@@ -143,10 +198,22 @@ pub(super) fn provider_order(path: &Path) -> Vec<String> {
 }
 
 impl Config {
+    /// The deadlines every provider starts from: `smtp_timeout` for every phase, or each phase's
+    /// default, then `smtp_timeouts`.
+    fn base_timeouts(&self) -> Result<Timeouts, ConfigError> {
+        let base = self
+            .smtp_timeout
+            .map_or_else(Timeouts::default, Timeouts::uniform);
+        self.smtp_timeouts
+            .over(base)
+            .map_err(|reason| ConfigError::invalid("POSTHORN_SMTP_TIMEOUTS", reason))
+    }
+
     /// Every configured upstream: `POSTHORN_SMTP_URL` first (named `default`), then the TOML providers
     /// in the order the file lists them (those set only in the environment after them, by name).
     pub(super) fn upstreams(&self) -> Result<Vec<Upstream>, ConfigError> {
         let mut upstreams = Vec::new();
+        let base = self.base_timeouts()?;
         if let Some(url) = &self.smtp_url {
             if self.providers.contains_key("default") {
                 return Err(ConfigError::invalid(
@@ -155,13 +222,10 @@ impl Config {
                      keep one of them",
                 ));
             }
-            let mut upstream = Upstream::parse(
-                "default",
-                url.expose(),
-                self.smtp_max_connections,
-                self.smtp_timeout,
-            )
-            .map_err(|error| ConfigError::invalid("POSTHORN_SMTP_URL", error.to_string()))?;
+            let mut upstream =
+                Upstream::parse("default", url.expose(), self.smtp_max_connections, base).map_err(
+                    |error| ConfigError::invalid("POSTHORN_SMTP_URL", error.to_string()),
+                )?;
             upstream.ca_file = self.smtp_tls_ca_file.clone();
             upstreams.push(upstream);
         }
@@ -188,13 +252,17 @@ impl Config {
             {
                 return Err(invalid("breaker_cooldown must be longer than 0s".into()));
             }
+            let timeouts = provider
+                .timeouts
+                .over(provider.timeout.map_or(base, Timeouts::uniform))
+                .map_err(invalid)?;
             let mut upstream = Upstream::parse(
                 name,
                 provider.url.expose(),
                 provider
                     .max_connections
                     .unwrap_or(self.smtp_max_connections),
-                provider.timeout.unwrap_or(self.smtp_timeout),
+                timeouts,
             )
             .map_err(|error| invalid(error.to_string()))?;
             upstream.ca_file = provider
@@ -317,29 +385,15 @@ impl Config {
         Ok(DkimSigner::new(keys))
     }
 
-    /// The lease must cover a whole send to whichever upstream takes the message, with its own timeout.
-    pub(super) fn check_lease(&self, upstreams: &[Upstream]) -> Result<(), ConfigError> {
-        let fits = |timeout: Duration| self.lease_duration >= timeout * LEASE_TIMEOUTS;
-        if !fits(self.smtp_timeout) {
+    /// The lease of a claimed job is renewed every third of it while the job is in hand, so it only
+    /// has to outlive one renewal (not a whole session, whose final reply alone may take 10 minutes).
+    pub(super) fn check_lease(&self) -> Result<(), ConfigError> {
+        if self.lease_duration < MIN_LEASE {
             return Err(ConfigError::invalid(
                 "POSTHORN_LEASE_DURATION",
                 format!(
-                    "must be at least {LEASE_TIMEOUTS} x POSTHORN_SMTP_TIMEOUT ({})",
-                    humantime::format_duration(self.smtp_timeout * LEASE_TIMEOUTS)
-                ),
-            ));
-        }
-        if let Some(upstream) = upstreams.iter().find(|upstream| !fits(upstream.timeout)) {
-            return Err(ConfigError::invalid(
-                "POSTHORN_LEASE_DURATION",
-                format!(
-                    "must be at least {LEASE_TIMEOUTS} x the timeout of provider `{}` ({} x {} = {}); \
-                     lengthen the lease or shorten [providers.{}] timeout",
-                    upstream.name,
-                    LEASE_TIMEOUTS,
-                    humantime::format_duration(upstream.timeout),
-                    humantime::format_duration(upstream.timeout * LEASE_TIMEOUTS),
-                    upstream.name,
+                    "must be at least {} (it is renewed every third of it while its job is in hand)",
+                    humantime::format_duration(MIN_LEASE)
                 ),
             ));
         }
@@ -352,24 +406,104 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_provider_whose_timeout_does_not_fit_the_lease_is_refused_by_name() {
+    fn phase_deadlines_come_from_the_provider_then_the_global_keys_then_the_rfc() {
+        let mut config = Config {
+            smtp_url: Some(Secret::new("smtp://relay.internal")),
+            smtp_timeouts: TimeoutsConfig {
+                done: Some(Duration::from_secs(900)),
+                ..TimeoutsConfig::default()
+            },
+            ..Config::default()
+        };
+        config.providers.insert(
+            "ses".into(),
+            ProviderConfig {
+                timeout: Some(Duration::from_secs(20)),
+                timeouts: TimeoutsConfig {
+                    done: Some(Duration::from_secs(120)),
+                    ..TimeoutsConfig::default()
+                },
+                ..provider("smtp://email-smtp.internal")
+            },
+        );
+        config
+            .providers
+            .insert("backup".into(), provider("smtp://backup.internal"));
+        config.provider_order = vec!["ses".into(), "backup".into()];
+        let settings = config.validate().unwrap();
+        let timeouts = |name: &str| {
+            settings
+                .delivery
+                .upstreams
+                .iter()
+                .find(|upstream| upstream.name == name)
+                .map(|upstream| upstream.timeouts)
+                .unwrap()
+        };
+        let rfc = Timeouts::default();
+        assert_eq!(
+            timeouts("default"),
+            Timeouts {
+                done: Duration::from_secs(900),
+                ..rfc
+            }
+        );
+        assert_eq!(
+            timeouts("ses"),
+            Timeouts {
+                done: Duration::from_secs(120),
+                ..Timeouts::uniform(Duration::from_secs(20))
+            }
+        );
+        assert_eq!(timeouts("backup").done, Duration::from_secs(900));
+        assert_eq!(timeouts("backup").mail, rfc.mail);
+
+        config.smtp_timeout = Some(Duration::from_secs(7));
+        let settings = config.validate().unwrap();
+        let backup = settings.delivery.upstreams.last().unwrap().timeouts;
+        assert_eq!(
+            (backup.connect, backup.done),
+            (Duration::from_secs(7), Duration::from_secs(900))
+        );
+    }
+
+    #[test]
+    fn a_zero_phase_deadline_is_refused_by_provider_and_phase() {
+        let mut config = Config::default();
+        config.providers.insert(
+            "relay".into(),
+            ProviderConfig {
+                timeouts: TimeoutsConfig {
+                    rcpt: Some(Duration::ZERO),
+                    ..TimeoutsConfig::default()
+                },
+                ..provider("smtp://relay.internal")
+            },
+        );
+        let error = refusal(&config);
+        assert!(
+            error.contains("relay") && error.contains("timeouts.rcpt"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_lease_needs_only_to_outlive_a_renewal_not_the_longest_session() {
         let mut config = Config::default();
         config.providers.insert(
             "slow-relay".into(),
             ProviderConfig {
-                timeout: Some(Duration::from_secs(60)),
+                timeouts: TimeoutsConfig {
+                    done: Some(Duration::from_secs(3600)),
+                    ..TimeoutsConfig::default()
+                },
                 ..provider("smtp://relay.internal")
             },
         );
-        let error = config
-            .validate()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(error.contains("POSTHORN_LEASE_DURATION"), "{error}");
-        assert!(error.contains("slow-relay"), "{error}");
-        config.lease_duration = Duration::from_secs(360);
-        assert!(config.validate().is_ok());
+        config.lease_duration = Duration::from_secs(30);
+        assert!(config.validate().is_ok(), "{}", refusal(&config));
+        config.lease_duration = Duration::from_secs(2);
+        assert!(refusal(&config).contains("POSTHORN_LEASE_DURATION"));
     }
 
     fn provider(url: &str) -> ProviderConfig {

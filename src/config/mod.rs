@@ -16,7 +16,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
-pub use delivery::{DkimConfig, ProviderConfig, RouteConfig, RouteMatchConfig};
+pub use delivery::{DkimConfig, ProviderConfig, RouteConfig, RouteMatchConfig, TimeoutsConfig};
 pub use settings::{Settings, TokenSecret};
 
 use crate::auth::KeySpec;
@@ -60,9 +60,13 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     /// Most SMTP connections open at once to the upstream, per process.
     pub smtp_max_connections: usize,
-    /// Deadline of every SMTP exchange (connect, each command, the data transfer).
+    /// One deadline for every phase of every provider's sessions (unset: each phase its own, see
+    /// `smtp_timeouts`).
     #[serde(with = "humantime_serde")]
-    pub smtp_timeout: Duration,
+    pub smtp_timeout: Option<Duration>,
+    /// Deadlines of the session phases for every provider (`[smtp_timeouts]`, or
+    /// `POSTHORN_SMTP_TIMEOUTS__DONE=15m`); a provider's own `timeout` and `timeouts` come first.
+    pub smtp_timeouts: TimeoutsConfig,
     /// Extra PEM root certificate(s) to trust for the upstream's TLS certificate.
     pub smtp_tls_ca_file: Option<PathBuf>,
     /// Named upstreams (TOML only), tried in the order the file lists them unless routes say otherwise.
@@ -242,7 +246,8 @@ impl Default for Config {
             callers: Vec::new(),
             smtp_url: None,
             smtp_max_connections: 4,
-            smtp_timeout: Duration::from_secs(30),
+            smtp_timeout: None,
+            smtp_timeouts: TimeoutsConfig::default(),
             smtp_tls_ca_file: None,
             providers: BTreeMap::new(),
             provider_order: Vec::new(),

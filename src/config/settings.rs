@@ -93,8 +93,13 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        if self.smtp_timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return Err(ConfigError::invalid(
+                "POSTHORN_SMTP_TIMEOUT",
+                "must be longer than 0s",
+            ));
+        }
         for (key, value) in [
-            ("POSTHORN_SMTP_TIMEOUT", self.smtp_timeout),
             ("POSTHORN_POLL_INTERVAL", self.poll_interval),
             ("POSTHORN_HTTP_BODY_TIMEOUT", self.http_body_timeout),
         ] {
@@ -106,7 +111,7 @@ impl Config {
         let routes = self.routes(&upstreams)?;
         let dkim = self.dkim()?;
         let submission = self.submission()?;
-        self.check_lease(&upstreams)?;
+        self.check_lease()?;
         if !(self.rate_limit.is_finite() && self.rate_limit >= 0.0) {
             return Err(ConfigError::invalid(
                 "POSTHORN_RATE_LIMIT",

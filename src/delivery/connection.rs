@@ -2,9 +2,12 @@
 //! transition per step of a transaction, and [`SessionState::reuse`] is the one place that decides what
 //! the pool may do with a session.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use lettre::transport::smtp::client::AsyncSmtpConnection;
+
+use super::wire::Activity;
 
 /// Where a session stands between two exchanges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +61,24 @@ pub struct SmtpConnection {
     /// The server offers PIPELINING and the upstream allows it: a transaction's envelope goes in one
     /// write.
     pub(super) pipelining: bool,
+    /// What its socket did last.
+    pub(super) activity: Arc<Activity>,
 }
 
 impl SmtpConnection {
     /// A freshly opened session, greeted and ready.
-    pub(super) fn new(inner: AsyncSmtpConnection, pipelining: bool) -> Self {
+    pub(super) fn new(
+        inner: AsyncSmtpConnection,
+        pipelining: bool,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self {
             inner,
             state: SessionState::Ready,
             last_used: Instant::now(),
             transactions: 0,
             pipelining,
+            activity,
         }
     }
 

@@ -5,6 +5,7 @@ mod breaker;
 mod compose;
 mod connection;
 pub mod dkim;
+mod lease;
 mod outcome;
 mod pool;
 mod preview;
@@ -12,8 +13,10 @@ mod rate;
 mod retry;
 mod routing;
 mod session;
+mod timeouts;
 mod transport;
 mod upstream;
+mod wire;
 mod worker;
 
 use std::sync::Arc;
@@ -25,14 +28,16 @@ use tokio_util::sync::CancellationToken;
 
 pub use breaker::{BreakerSettings, BreakerView, CircuitState};
 pub use compose::{ComposeError, Composition, compose};
+pub use lease::{HeldLeases, renewal_interval};
 pub use outcome::{OutcomeClass, Reply};
 pub use preview::{Preview, preview};
 pub use rate::RateLimit;
 pub use retry::RetryPolicy;
 pub use routing::Providers;
+pub use timeouts::Timeouts;
 pub use transport::{Outbox, Provider, Transport};
 pub use upstream::{TlsMode, Upstream, UpstreamError};
-pub use worker::{HeldLeases, WorkerSettings};
+pub use worker::WorkerSettings;
 
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
@@ -54,6 +59,7 @@ pub struct PoolStatus {
 pub struct Delivery {
     workers: JoinSet<()>,
     listener: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
     held: Arc<HeldLeases>,
     store: SharedStore,
@@ -118,7 +124,10 @@ impl Delivery {
         let settings_workers = settings.workers.max(1);
         let stop = CancellationToken::new();
         let wake = Arc::new(Notify::new());
-        let held = Arc::new(HeldLeases::default());
+        let held = Arc::new(HeldLeases::new(settings.worker.lease));
+        // Renews the leases of jobs in hand until the last send has finished (it stops after the
+        // workers, at shutdown).
+        let heartbeat = tokio::spawn(lease::renew(held.clone(), store.clone()));
         let listener = tokio::spawn({
             let store = store.clone();
             let wake = wake.clone();
@@ -174,6 +183,7 @@ impl Delivery {
         Self {
             workers,
             listener,
+            heartbeat,
             stop,
             held,
             store,
@@ -205,6 +215,7 @@ impl Delivery {
             while self.workers.join_next().await.is_some() {}
         }
         self.listener.abort();
+        self.heartbeat.abort();
         let leftover = self.held.drain();
         if !leftover.is_empty() {
             match self.store.release_jobs(&leftover).await {

@@ -12,9 +12,15 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::commands::{Ehlo, Noop, Rset};
 use lettre::transport::smtp::extension::ClientId;
 
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
 use super::connection::{Reuse, SmtpConnection};
 use super::outcome::Reply;
 use super::upstream::{TlsMode, Upstream};
+use super::wire;
 
 /// Idle connections older than this are closed rather than reused; providers drop them anyway.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -29,29 +35,66 @@ pub struct ConnectError(pub Reply);
 /// Creates and recycles connections to one upstream.
 pub struct SmtpManager {
     upstream: Arc<Upstream>,
+    /// For STARTTLS, which lettre negotiates.
     tls: Option<TlsParameters>,
+    /// For implicit TLS (`smtps://`), negotiated before lettre sees the stream.
+    implicit: Option<TlsConnector>,
     hello: ClientId,
 }
 
 impl SmtpManager {
     /// Prepares TLS parameters once; a bad CA file fails here, at start.
     pub fn new(upstream: Arc<Upstream>) -> Result<Self, String> {
-        let tls = match upstream.tls {
-            TlsMode::None => None,
-            _ => {
+        let ca = upstream
+            .ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))
+            })
+            .transpose()?;
+        let not_pem = || {
+            let path = upstream
+                .ca_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            format!("{} is not a PEM certificate", path.display())
+        };
+        let (tls, implicit) = match upstream.tls {
+            TlsMode::None => (None, None),
+            TlsMode::Implicit => {
+                let mut roots = RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                if let Some(pem) = &ca {
+                    let certificates = CertificateDer::pem_slice_iter(pem)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| not_pem())?;
+                    if certificates.is_empty() {
+                        return Err(not_pem());
+                    }
+                    for certificate in certificates {
+                        roots
+                            .add(certificate)
+                            .map_err(|error| format!("TLS setup: {error}"))?;
+                    }
+                }
+                let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+                let config = ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|error| format!("TLS setup: {error}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                (None, Some(TlsConnector::from(Arc::new(config))))
+            }
+            TlsMode::Required | TlsMode::Opportunistic => {
                 let mut builder = TlsParameters::builder(upstream.host.clone());
-                if let Some(path) = &upstream.ca_file {
-                    let pem = std::fs::read(path)
-                        .map_err(|error| format!("reading {}: {error}", path.display()))?;
-                    let certificate = Certificate::from_pem(&pem)
-                        .map_err(|_| format!("{} is not a PEM certificate", path.display()))?;
+                if let Some(pem) = &ca {
+                    let certificate = Certificate::from_pem(pem).map_err(|_| not_pem())?;
                     builder = builder.add_root_certificate(certificate);
                 }
-                Some(
-                    builder
-                        .build()
-                        .map_err(|error| format!("TLS setup: {error}"))?,
-                )
+                let parameters = builder
+                    .build()
+                    .map_err(|error| format!("TLS setup: {error}"))?;
+                (Some(parameters), None)
             }
         };
         let hello = match &upstream.hello_name {
@@ -62,24 +105,24 @@ impl SmtpManager {
         Ok(Self {
             upstream,
             tls,
+            implicit,
             hello,
         })
     }
 
     async fn open(&self) -> Result<SmtpConnection, ConnectError> {
         let upstream = &self.upstream;
-        let implicit = (upstream.tls == TlsMode::Implicit)
-            .then(|| self.tls.clone())
-            .flatten();
-        let mut inner = AsyncSmtpConnection::connect_tokio1(
-            (upstream.host.as_str(), upstream.port),
-            Some(upstream.timeout),
-            &self.hello,
-            implicit,
-            None,
+        let (stream, activity) = wire::connect(
+            &upstream.host,
+            upstream.port,
+            upstream.timeouts.connect,
+            self.implicit.as_ref(),
         )
         .await
-        .map_err(|error| ConnectError(Reply::from_error(&error)))?;
+        .map_err(ConnectError)?;
+        let mut inner = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|error| ConnectError(Reply::from_error(&error)))?;
         match (upstream.tls, &self.tls) {
             (TlsMode::Required, Some(tls)) => {
                 if !inner.can_starttls() {
@@ -109,7 +152,7 @@ impl SmtpManager {
                 .await
                 .map_err(|error| ConnectError(Reply::from_error(&error)))?;
         }
-        Ok(SmtpConnection::new(inner, pipelining))
+        Ok(SmtpConnection::new(inner, pipelining, activity))
     }
 
     /// RSET after an aborted transaction, else NOOP after sitting idle.
@@ -118,7 +161,7 @@ impl SmtpManager {
         connection: &mut SmtpConnection,
         reuse: Reuse,
     ) -> RecycleResult<ConnectError> {
-        let timeout = self.upstream.timeout;
+        let timeout = self.upstream.timeouts.mail;
         if reuse == Reuse::AfterReset {
             match tokio::time::timeout(timeout, connection.inner.command(Rset)).await {
                 Ok(Ok(_)) => connection.reset(),
@@ -163,8 +206,8 @@ impl managed::Manager for SmtpManager {
 
     async fn create(&self) -> Result<SmtpConnection, ConnectError> {
         // lettre's own timeout covers the TCP connect only; the greeting, EHLO, STARTTLS and AUTH
-        // share this deadline.
-        let deadline = self.upstream.timeout * 2;
+        // share one more deadline after it.
+        let deadline = self.upstream.timeouts.open();
         // Boxed: opening a session (a TLS handshake included) is a future of some 16 KiB, and inline it
         // would be part of every `pool.get()`, and so copied, with the futures around it, for every
         // message sent (10 % of the CPU of a drain went to those copies).

@@ -64,15 +64,6 @@ impl Providers {
         &self.list[index]
     }
 
-    /// The longest exchange deadline of any provider.
-    pub fn longest_timeout(&self) -> Duration {
-        self.list
-            .iter()
-            .map(|provider| provider.upstream.timeout)
-            .max()
-            .unwrap_or_default()
-    }
-
     fn route(&self, facts: &RouteFacts<'_>) -> Option<&[usize]> {
         self.routes
             .iter()

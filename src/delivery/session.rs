@@ -2,7 +2,7 @@
 //! and every reply is kept.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lettre::Address;
 use lettre::transport::smtp::Error as SmtpError;
@@ -12,6 +12,8 @@ use lettre::transport::smtp::response::Response;
 
 use super::connection::SmtpConnection;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
+use super::timeouts::Timeouts;
+use super::wire::{Activity, Phase};
 
 /// The envelope and content of one transaction.
 pub struct Transaction<'a> {
@@ -43,21 +45,48 @@ where
     }
 }
 
-/// Sends one message on `connection`, each exchange under `timeout`. With `next`, and where the server
+/// Writes a message's data and reads the final reply (one call in lettre): the writes must make
+/// progress within `block` each, and the reply must come within `done` once the data is out.
+async fn transfer<F>(activity: &Activity, timeouts: &Timeouts, future: F) -> Result<Response, Reply>
+where
+    F: Future<Output = Result<Response, SmtpError>>,
+{
+    // The deadline moves as the transfer goes from writing to waiting (and writes make progress), so
+    // it is looked at again at least this often.
+    const LOOK_AGAIN: Duration = Duration::from_millis(100);
+    let began = Instant::now();
+    tokio::pin!(future);
+    loop {
+        let (phase, due) = activity.deadline(began, timeouts.block, timeouts.done);
+        let now = Instant::now();
+        if due <= now {
+            return Err(Reply::none(match phase {
+                Phase::Writing => "timed out writing the message to the upstream",
+                Phase::Waiting => "timed out waiting for the reply to the end of the data",
+            }));
+        }
+        tokio::select! {
+            result = &mut future => return result.map_err(|error| Reply::from_error(&error)),
+            () = tokio::time::sleep_until(due.min(now + LOOK_AGAIN).into()) => {}
+        }
+    }
+}
+
+/// Sends one message on `connection`, each exchange under its phase's deadline. With `next`, and where the server
 /// pipelines, the next message's envelope goes out in the same write as this message's data (RFC 2920
 /// §3.1 lets message content open a group): the session's state is then `EnvelopeSent`, and the next
 /// call on this connection must be for `next`.
 pub async fn transact(
     connection: &mut SmtpConnection,
     transaction: &Transaction<'_>,
-    timeout: Duration,
+    timeouts: &Timeouts,
     next: Option<&Transaction<'_>>,
 ) -> TransactionResult {
     let reused = connection.reused();
     // The session stays in its transaction if this future is dropped part-way (a sender cancelled at
     // shutdown), and is then never reused.
     let envelope_sent = connection.begin();
-    let result = run(connection, transaction, timeout, envelope_sent, next).await;
+    let result = run(connection, transaction, timeouts, envelope_sent, next).await;
     connection.finish(result.next_envelope_sent);
     let stale = reused && result.stale_candidate;
     TransactionResult {
@@ -167,16 +196,20 @@ async fn stepwise(
     connection: &mut SmtpConnection,
     mail: Mail,
     recipients: &[Address],
-    timeout: Duration,
+    timeouts: &Timeouts,
 ) -> EnvelopeReplies {
     let inner = &mut connection.inner;
-    let mail = timed(timeout, inner.command(mail)).await.map(drop);
+    let mail = timed(timeouts.mail, inner.command(mail)).await.map(drop);
     let mut replies = EnvelopeReplies::new(mail, recipients.len());
     if replies.mail.is_err() {
         return replies;
     }
     for recipient in recipients {
-        let reply = timed(timeout, inner.command(Rcpt::new(recipient.clone(), vec![]))).await;
+        let reply = timed(
+            timeouts.rcpt,
+            inner.command(Rcpt::new(recipient.clone(), vec![])),
+        )
+        .await;
         let broke = ends_session(&reply);
         replies.recipients.push(reply);
         if broke {
@@ -184,7 +217,7 @@ async fn stepwise(
         }
     }
     if replies.recipients.iter().any(Result::is_ok) {
-        replies.data = Some(timed(timeout, inner.command(Data)).await.map(drop));
+        replies.data = Some(timed(timeouts.data, inner.command(Data)).await.map(drop));
     }
     replies
 }
@@ -216,12 +249,12 @@ async fn pipelined(
     connection: &mut SmtpConnection,
     mail: Option<Mail>,
     recipients: &[Address],
-    timeout: Duration,
+    timeouts: &Timeouts,
 ) -> EnvelopeReplies {
     let inner = &mut connection.inner;
     let mail = match mail {
-        Some(mail) => timed(timeout, inner.command(Pipeline { mail, recipients })).await,
-        None => timed(timeout, inner.read_response()).await,
+        Some(mail) => timed(timeouts.mail, inner.command(Pipeline { mail, recipients })).await,
+        None => timed(timeouts.mail, inner.read_response()).await,
     }
     .map(drop);
     let mut replies = EnvelopeReplies::new(mail, recipients.len());
@@ -230,7 +263,7 @@ async fn pipelined(
         return replies;
     }
     for _ in recipients {
-        let reply = timed(timeout, inner.read_response()).await;
+        let reply = timed(timeouts.rcpt, inner.read_response()).await;
         let broke = ends_session(&reply);
         replies.recipients.push(reply);
         if broke {
@@ -238,13 +271,13 @@ async fn pipelined(
             return replies;
         }
     }
-    let data = timed(timeout, inner.read_response()).await.map(drop);
+    let data = timed(timeouts.data, inner.read_response()).await.map(drop);
     connection.break_off_if(ends_session(&data));
     let accepted = replies.mail.is_ok() && replies.recipients.iter().any(Result::is_ok);
     if data.is_ok() && !accepted {
         // RFC 2920 §3.1: DATA went ahead with nothing to deliver; end it empty. RSET follows on reuse.
         connection.abort();
-        let ended = ends_session(&timed(timeout, connection.inner.command(".\r\n")).await);
+        let ended = ends_session(&timed(timeouts.done, connection.inner.command(".\r\n")).await);
         connection.break_off_if(ended);
     }
     replies.data = Some(data);
@@ -274,22 +307,22 @@ fn pipelinable(connection: &SmtpConnection, transaction: &Transaction<'_>) -> Op
 async fn run(
     connection: &mut SmtpConnection,
     transaction: &Transaction<'_>,
-    timeout: Duration,
+    timeouts: &Timeouts,
     envelope_sent: bool,
     next: Option<&Transaction<'_>>,
 ) -> Run {
     let replies = if envelope_sent {
         // Sent with the previous message's data (so its parameters were checked then).
-        pipelined(connection, None, transaction.recipients, timeout).await
+        pipelined(connection, None, transaction.recipients, timeouts).await
     } else {
         let mail = match mail_command(connection, transaction) {
             Ok(mail) => mail,
             Err(reply) => return Run::whole(OutcomeClass::Permanent, reply),
         };
         if pipelines(connection, transaction) {
-            pipelined(connection, Some(mail), transaction.recipients, timeout).await
+            pipelined(connection, Some(mail), transaction.recipients, timeouts).await
         } else {
-            stepwise(connection, mail, transaction.recipients, timeout).await
+            stepwise(connection, mail, transaction.recipients, timeouts).await
         }
     };
 
@@ -360,7 +393,7 @@ async fn run(
     }
 
     // From here on the upstream may have the message even if no reply arrives (RFC 1047).
-    let data_timeout = timeout + Duration::from_millis((transaction.data.len() / 1024) as u64);
+    let activity = connection.activity.clone();
     let chained = next.and_then(|next| Some((next, pipelinable(connection, next)?)));
     let mut next_envelope_sent = false;
     let final_reply = match (DataBlock::new(transaction.data), chained) {
@@ -372,13 +405,20 @@ async fn run(
                     recipients: next.recipients,
                 },
             };
-            let reply = timed(data_timeout, connection.inner.command(group)).await;
+            let reply = transfer(&activity, timeouts, connection.inner.command(group)).await;
             // Unless the session ended, the next envelope's replies follow this reply.
             next_envelope_sent = !ends_session(&reply);
             reply
         }
-        (Some(block), None) => timed(data_timeout, connection.inner.command(block)).await,
-        (None, _) => timed(data_timeout, connection.inner.message(transaction.data)).await,
+        (Some(block), None) => transfer(&activity, timeouts, connection.inner.command(block)).await,
+        (None, _) => {
+            transfer(
+                &activity,
+                timeouts,
+                connection.inner.message(transaction.data),
+            )
+            .await
+        }
     };
     let (class, reply) = match final_reply {
         Ok(response) => (OutcomeClass::Sent, Reply::from_response(&response)),

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::breaker::Breaker;
 use super::connection::SessionState;
+use super::lease::HeldLeases;
 use super::outcome::{AttemptOutcome, OutcomeClass, RecipientReply, Reply};
 use super::pool::{SmtpManager, SmtpPool};
 use super::rate::Pacer;
@@ -61,17 +62,9 @@ impl Transport {
         }
     }
 
-    /// The longest deadline of one exchange with any destination.
-    pub fn timeout(&self) -> Duration {
-        match self {
-            Transport::Smtp(providers) => providers.longest_timeout(),
-            Transport::Outbox(_) => OUTBOX_TIMEOUT,
-        }
-    }
-
     /// Sends messages, telling `each` what became of every message as soon as it is known (with the
     /// message's index), and returns those not started, each with how long it should wait: a message
-    /// is started only before its `start_by` and while `stop` is not cancelled, and only while a
+    /// is started only while its lease holds and `stop` is not cancelled, and only while a
     /// provider of its route takes messages. On SMTP the messages for one provider share a connection
     /// while it lasts, each message's data going out with the next one's envelope; messages a provider
     /// could not be reached for go to the next provider of their route in the same attempt.
@@ -196,23 +189,24 @@ async fn send_routed(
     unsent
 }
 
-/// A message to send: its transaction, and the latest instant at which it may start (its lease must
-/// outlast the send).
+/// A message to send: its transaction, and the lease it is sent under.
 pub struct Queued<'a> {
     /// The message's id.
     pub id: Uuid,
+    /// Its job's lease.
+    pub lease: crate::store::JobLease,
+    /// The leases of this process, to tell whether that one still holds.
+    pub held: &'a HeldLeases,
     /// What its route is chosen by.
     pub route: RouteFacts<'a>,
     /// Envelope and content.
     pub transaction: Transaction<'a>,
-    /// Not started after this.
-    pub start_by: Instant,
 }
 
 impl Queued<'_> {
-    /// Whether the message may still start: before its deadline, and while the sender is not stopping.
+    /// Whether the message may still start: while its lease holds, and the sender is not stopping.
     fn may_start(&self, stop: &CancellationToken) -> bool {
-        !stop.is_cancelled() && Instant::now() <= self.start_by
+        !stop.is_cancelled() && self.held.may_start(&self.lease)
     }
 }
 
@@ -272,7 +266,7 @@ impl Provider {
         stop: &CancellationToken,
         mut each: impl FnMut(usize, Delivered),
     ) -> ProviderSent {
-        let timeout = self.upstream.timeout;
+        let timeouts = &self.upstream.timeouts;
         let name = self.name();
         // Messages done so far; the next one is `messages[done]`.
         let mut done = 0;
@@ -316,20 +310,16 @@ impl Provider {
                     }
                     break 'connections;
                 }
-                // The next envelope goes out with this message's data only if the next message will
-                // start (its data written after this message's reply) well before its deadline; if it
-                // cannot start after all, the check above abandons it.
+                // The next envelope goes out with this message's data only if the next message may
+                // start now (its data is written after this message's reply); if it cannot start
+                // after all, the check above abandons it.
                 // Not for a rate-limited provider: each message waits for its own slot.
                 let next = messages
                     .get(done + 1)
-                    .filter(|next| {
-                        self.pacer.is_none()
-                            && !stop.is_cancelled()
-                            && Instant::now() + timeout * 2 < next.start_by
-                    })
+                    .filter(|next| self.pacer.is_none() && next.may_start(stop))
                     .map(|next| &next.transaction);
                 let clock = clock.take().unwrap_or_else(Clock::start);
-                let result = transact(&mut connection, &message.transaction, timeout, next).await;
+                let result = transact(&mut connection, &message.transaction, timeouts, next).await;
                 if connection.state() == SessionState::Broken {
                     // Out of the pool at once: the slot is freed and the socket closed. A message
                     // whose envelope went out with this one's data was not sent: it starts afresh on
@@ -367,7 +357,8 @@ impl Provider {
     }
 
     async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {
-        let wait = self.upstream.timeout * 2;
+        // A free connection, or a new one opened (its own deadlines are inside the pool).
+        let wait = self.upstream.timeouts.open();
         // Boxed: deadpool's `get` is a future of some 4 KiB that would otherwise be part of (and copied
         // with) every send's future.
         match tokio::time::timeout(wait, Box::pin(self.pool.get())).await {

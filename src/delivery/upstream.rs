@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials;
 
@@ -39,8 +38,8 @@ pub struct Upstream {
     pub hello_name: Option<String>,
     /// Most connections open at once.
     pub max_connections: usize,
-    /// Deadline of every SMTP exchange (connect, each command, the data transfer).
-    pub timeout: Duration,
+    /// Deadlines of the session's phases.
+    pub timeouts: super::Timeouts,
     /// Extra PEM root certificates to trust (private CAs, tests).
     pub ca_file: Option<PathBuf>,
     /// Send MAIL, RCPT and DATA in one write when the server offers PIPELINING (RFC 2920);
@@ -80,7 +79,7 @@ impl Upstream {
         name: &str,
         url: &str,
         max_connections: usize,
-        timeout: Duration,
+        timeouts: super::Timeouts,
     ) -> Result<Self, UpstreamError> {
         let parsed = url::Url::parse(url).map_err(|_| UpstreamError::NotUrl)?;
         let implicit = match parsed.scheme() {
@@ -139,7 +138,7 @@ impl Upstream {
             credentials,
             hello_name,
             max_connections: max_connections.max(1),
-            timeout,
+            timeouts,
             ca_file: None,
             pipelining,
             breaker: super::BreakerSettings::default(),
@@ -164,7 +163,7 @@ impl fmt::Debug for Upstream {
             .field("tls", &self.tls)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .field("max_connections", &self.max_connections)
-            .field("timeout", &self.timeout)
+            .field("timeouts", &self.timeouts)
             .field("pipelining", &self.pipelining)
             .finish_non_exhaustive()
     }
@@ -197,7 +196,7 @@ mod tests {
     use super::*;
 
     fn parse(url: &str) -> Result<Upstream, UpstreamError> {
-        Upstream::parse("default", url, 4, Duration::from_secs(30))
+        Upstream::parse("default", url, 4, super::super::Timeouts::default())
     }
 
     #[test]

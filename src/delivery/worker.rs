@@ -2,8 +2,7 @@
 //! them to senders, which send a few jobs at a time on one connection outside any transaction and record
 //! their outcomes (group-committed with the other senders' outcomes) while they send the next ones.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -12,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Prepared, conclude};
+use super::lease::HeldLeases;
 use super::retry::RetryPolicy;
 use super::transport::{Delivered, Queued, Transport, Unsent};
 use crate::domain::RouteFacts;
@@ -45,38 +45,6 @@ const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// one or two jobs per statement; a backlog is claimed without pause.
 const CLAIM_PACE: Duration = Duration::from_millis(5);
 
-/// Leases this process holds right now, so a forced shutdown can give them back.
-#[derive(Default)]
-pub struct HeldLeases(Mutex<HashSet<JobLease>>);
-
-impl HeldLeases {
-    fn add(&self, leases: impl IntoIterator<Item = JobLease>) {
-        if let Ok(mut held) = self.0.lock() {
-            held.extend(leases);
-        }
-    }
-
-    fn remove(&self, lease: &JobLease) {
-        if let Ok(mut held) = self.0.lock() {
-            held.remove(lease);
-        }
-    }
-
-    /// Takes every lease still held.
-    pub fn drain(&self) -> Vec<JobLease> {
-        self.0
-            .lock()
-            .map(|mut held| held.drain().collect())
-            .unwrap_or_default()
-    }
-}
-
-/// A claimed job on its way from the claimer to a sender.
-pub struct Assigned {
-    job: ClaimedJob,
-    claimed_at: Instant,
-}
-
 /// Everything the claimer and the senders need; shared by all of them in a process.
 pub struct Worker {
     pub(super) store: SharedStore,
@@ -97,7 +65,7 @@ impl Worker {
     /// The claim loop: claims due jobs whenever the hand-off queue has room for a whole batch, and
     /// hands them over through `queue`. One claimer per process means one claim per batch and one
     /// wake-up per notification, however many senders there are, while every sender still gets work.
-    pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<Assigned>, stop: CancellationToken) {
+    pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<ClaimedJob>, stop: CancellationToken) {
         let batch = self.settings.batch_size.max(1) as usize;
         loop {
             // Room for a whole batch (the senders take jobs as they free up; a batch more waits).
@@ -137,12 +105,12 @@ impl Worker {
                 }
             };
             let drained = jobs.len() < room;
-            self.held.add(jobs.iter().map(|job| job.lease));
+            self.held.add(jobs.iter().map(|job| job.lease), started);
             let claimed_at = Instant::now();
             for job in jobs {
                 // Only this task sends, and the room was there: this does not wait. Jobs not handed
                 // over (the senders are gone) stay held and are released at shutdown.
-                if queue.send(Assigned { job, claimed_at }).await.is_err() {
+                if queue.send(job).await.is_err() {
                     return;
                 }
             }
@@ -166,7 +134,7 @@ impl Worker {
     /// A sender: takes claimed jobs and delivers them until `stop`, finishing the sends in progress.
     pub async fn send(
         self: Arc<Self>,
-        queue: Arc<AsyncMutex<mpsc::Receiver<Assigned>>>,
+        queue: Arc<AsyncMutex<mpsc::Receiver<ClaimedJob>>>,
         stop: CancellationToken,
     ) {
         // Outcomes are recorded while the next jobs are sent, so the upstream connection stays busy and
@@ -195,30 +163,25 @@ impl Worker {
     }
 
     /// Sends a few jobs one after another on one connection, and records each outcome as soon as it
-    /// is known (in `recording`). Jobs whose lease would run out before their send could finish, and
+    /// is known (in `recording`). Jobs whose lease is no longer known to hold (renewals failed), and
     /// those not yet started when `stop` comes, are given back instead.
     async fn deliver(
         self: &Arc<Self>,
-        taken: Vec<Assigned>,
+        taken: Vec<ClaimedJob>,
         recording: &mut JoinSet<()>,
         stop: &CancellationToken,
     ) {
-        // Each send must finish inside its lease, or another worker could take the job over while
-        // this one still talks to the upstream. A fresh claim always fits (the configuration demands
-        // a lease of at least six timeouts); a job that waited too long is given back.
-        let needed = self.transport.timeout() * 3;
+        // While a send is in flight the heartbeat renews its lease, so no other worker takes the job
+        // over however long the upstream takes; a send starts only while its lease is known to hold.
         let mut expired = Vec::new();
         let mut ready = Vec::with_capacity(taken.len());
-        for Assigned { job, claimed_at } in taken {
-            let Some(start_by) = (claimed_at + self.settings.lease)
-                .checked_sub(needed)
-                .filter(|start_by| Instant::now() < *start_by)
-            else {
+        for job in taken {
+            if !self.held.may_start(&job.lease) {
                 expired.push(job.lease);
                 continue;
-            };
+            }
             match Prepared::new(&job, self.verp.as_ref(), &self.dkim) {
-                Ok(prepared) => ready.push((job, prepared, start_by)),
+                Ok(prepared) => ready.push((job, prepared)),
                 Err(outcome) => {
                     let provider = self
                         .transport
@@ -242,15 +205,16 @@ impl Worker {
                 }
             }
         }
-        // Given back before the others are sent: their lease is close to its end already.
+        // Given back before the others are sent: their leases may run out.
         self.release_unsent(expired, Duration::ZERO).await;
         let queued: Vec<Queued<'_>> = ready
             .iter()
-            .map(|(job, prepared, start_by)| Queued {
+            .map(|(job, prepared)| Queued {
                 id: job.lease.id,
+                lease: job.lease,
+                held: &self.held,
                 route: route_facts(job),
                 transaction: prepared.transaction(),
-                start_by: *start_by,
             })
             .collect();
         let unsent = self
@@ -267,7 +231,7 @@ impl Worker {
                 self.start_recording(recording, job.lease, report, disposition);
             })
             .await;
-        // Not started: their time ran out while the ones before them were sent, or the sender stops
+        // Not started: their leases were no longer known to hold, or the sender stops
         // (due again at once); or every provider of their route has its circuit open (due when the
         // first cool-down ends).
         let (now, later): (Vec<&Unsent>, Vec<&Unsent>) =
@@ -367,7 +331,7 @@ fn route_facts(job: &ClaimedJob) -> RouteFacts<'_> {
 /// Takes the next job, waiting for it, and this sender's share of the jobs already waiting (spread over
 /// `senders`, so that a burst keeps every connection busy), at most [`SEND_BATCH`] in all. Empty when
 /// the claimer is gone.
-async fn take(queue: &AsyncMutex<mpsc::Receiver<Assigned>>, senders: usize) -> Vec<Assigned> {
+async fn take(queue: &AsyncMutex<mpsc::Receiver<ClaimedJob>>, senders: usize) -> Vec<ClaimedJob> {
     let mut queue = queue.lock().await;
     let Some(first) = queue.recv().await else {
         return Vec::new();

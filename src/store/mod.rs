@@ -149,6 +149,14 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Gives claimed jobs back without an attempt (shutdown, or a lease too short to use).
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError>;
 
+    /// Extends each of `leases` that still holds its job to `lease` from now on the database clock;
+    /// returns those it extended (the others' jobs were finished or taken over meanwhile).
+    async fn renew_leases(
+        &self,
+        leases: &[JobLease],
+        lease: Duration,
+    ) -> Result<Vec<JobLease>, StoreError>;
+
     /// Reserves `count` consecutive send slots `interval` apart on the schedule named `key` (a
     /// provider's rate limit, shared by every process of the deployment); returns how long until the
     /// first of them.

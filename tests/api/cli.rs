@@ -373,30 +373,53 @@ fn check_config_refuses_an_unknown_key_in_the_file_by_name() {
     outcome.assert_failure_naming("`max_recipient`");
 }
 
-/// A provider whose own timeout is longer than a sixth of the lease could have every claimed job
-/// given back unsent, again and again: refused by `check-config` and by `serve`, naming the provider.
+/// The lease is renewed while its job is in hand, so a provider whose final reply may take longer
+/// than the lease is fine; `check-config` shows each provider's deadlines and refuses a lease too short
+/// to renew, and a zero deadline by provider and phase (as `serve` does).
 #[tokio::test]
-async fn a_provider_timeout_that_does_not_fit_the_lease_is_refused_naming_the_provider() {
-    let file =
-        toml_file("[providers.slow-relay]\nurl = \"smtp://relay.internal:25\"\ntimeout = \"2m\"\n");
+async fn phase_deadlines_are_shown_and_a_lease_too_short_to_renew_is_refused() {
+    let file = toml_file(
+        "[providers.slow-relay]\nurl = \"smtp://relay.internal:25\"\ntimeout = \"2m\"\n\
+         timeouts = { connect = \"10s\", done = \"15m\" }\n",
+    );
     let path = file.path().to_str().unwrap();
     let outcome = run(configured(&mut posthorn()).args(["--config", path, "check-config"]));
-    outcome
-        .assert_failure_naming("POSTHORN_LEASE_DURATION")
-        .assert_failure_naming("slow-relay");
-    let fits = run(configured(&mut posthorn())
-        .env("POSTHORN_LEASE_DURATION", "12m")
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains(
+            "slow-relay: connect 10s, greeting 2m, mail 2m, rcpt 2m, data 2m, block 2m, done 15m"
+        ),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome
+            .stdout
+            .contains("lease:           5m, renewed every 1m 40s"),
+        "{}",
+        outcome.stdout
+    );
+    let short = run(configured(&mut posthorn())
+        .env("POSTHORN_LEASE_DURATION", "2s")
         .args(["--config", path, "check-config"]));
-    fits.assert_success();
+    short.assert_failure_naming("POSTHORN_LEASE_DURATION");
 
+    let zero = toml_file(
+        "[providers.slow-relay]\nurl = \"smtp://relay.internal:25\"\ntimeouts = { rcpt = \"0s\" }\n",
+    );
+    let zero_path = zero.path().to_str().unwrap();
+    let outcome = run(configured(&mut posthorn()).args(["--config", zero_path, "check-config"]));
+    outcome
+        .assert_failure_naming("slow-relay")
+        .assert_failure_naming("timeouts.rcpt");
     let database = TestDatabase::create_empty().await;
     let serve = run(posthorn()
         .env("POSTHORN_PROFILE", "production")
         .env("POSTHORN_JWT_SECRET", JWT_SECRET)
         .env("POSTHORN_DATABASE_URL", database.url())
         .env("POSTHORN_LISTEN", format!("127.0.0.1:{}", free_port()))
-        .args(["--config", path, "serve"]));
-    serve.assert_failure_naming("slow-relay");
+        .args(["--config", zero_path, "serve"]));
+    serve.assert_failure_naming("timeouts.rcpt");
 }
 
 #[test]

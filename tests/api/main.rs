@@ -34,6 +34,7 @@ mod streams;
 mod submission;
 mod suppressions;
 mod templates;
+mod timeouts;
 mod upgrade;
 mod upgrade_outcomes;
 mod webhooks;

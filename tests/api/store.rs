@@ -66,6 +66,7 @@ conformance!(
     idempotency_replays_refuses_reuse_and_expires,
     concurrent_claims_take_each_due_job_once,
     an_expired_lease_is_taken_over_and_fences_the_old_holder,
+    a_renewed_lease_keeps_its_job_and_a_lost_one_is_not_renewed,
     retries_keep_the_pending_recipients_until_sent,
     released_jobs_return_without_using_an_attempt,
     only_queued_messages_can_be_cancelled,
@@ -269,6 +270,58 @@ async fn concurrent_claims_take_each_due_job_once(store: SharedStore) {
     assert_eq!(all.len(), 30, "every due job claimed");
     assert_eq!(unique.len(), 30, "and none twice");
     assert!(!unique.contains(&later), "a scheduled job is not due");
+}
+
+async fn a_renewed_lease_keeps_its_job_and_a_lost_one_is_not_renewed(store: SharedStore) {
+    let id = enqueue(&store, "alice", message("heartbeat", None)).await;
+    let short = Duration::from_millis(400);
+    let first = store.claim_due_jobs(10, short).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // Renewed twice within its lease: held long past the first lease's end.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let renewed = store.renew_leases(&[first[0].lease], short).await.unwrap();
+        assert_eq!(renewed, [first[0].lease]);
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        store
+            .claim_due_jobs(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "still held 750 ms after a 400 ms lease was taken"
+    );
+    // Left to run out, it is taken over; the old holder can renew it no more.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = store
+        .claim_due_jobs(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].lease.id, id);
+    assert!(
+        store
+            .renew_leases(&[first[0].lease, second[0].lease], short)
+            .await
+            .unwrap()
+            == [second[0].lease],
+        "only the current holder's lease is renewed"
+    );
+    assert!(
+        store
+            .record_outcome(second[0].lease, attempt(2, "sent"), Disposition::Sent)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_leases(&[second[0].lease], short)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a finished job's lease is gone"
+    );
 }
 
 async fn an_expired_lease_is_taken_over_and_fences_the_old_holder(store: SharedStore) {

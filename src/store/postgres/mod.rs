@@ -353,6 +353,14 @@ impl MessageStore for PostgresStore {
         queue::release(&self.pool, leases, delay).await
     }
 
+    async fn renew_leases(
+        &self,
+        leases: &[JobLease],
+        lease: Duration,
+    ) -> Result<Vec<JobLease>, StoreError> {
+        queue::renew(&self.pool, leases, lease).await
+    }
+
     async fn reserve_slots(
         &self,
         key: &str,

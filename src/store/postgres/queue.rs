@@ -357,6 +357,35 @@ pub(super) async fn release(
     Ok(result.rows_affected())
 }
 
+pub(super) async fn renew(
+    pool: &PgPool,
+    leases: &[JobLease],
+    lease: Duration,
+) -> Result<Vec<JobLease>, StoreError> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = leases.iter().map(|lease| lease.id).collect();
+    let tokens: Vec<Uuid> = leases.iter().map(|lease| lease.token).collect();
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "UPDATE jobs AS j
+            SET due_at = now() + $3::interval
+           FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
+          WHERE j.message_id = l.id AND j.lease_token = l.token
+         RETURNING j.message_id, l.token",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(interval(lease))
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, token)| JobLease { id, token })
+        .collect())
+}
+
 pub(super) async fn cancel(
     pool: &PgPool,
     owner: Option<&str>,

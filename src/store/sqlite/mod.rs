@@ -208,6 +208,14 @@ impl MessageStore for SqliteStore {
         Ok(released)
     }
 
+    async fn renew_leases(
+        &self,
+        leases: &[JobLease],
+        lease: Duration,
+    ) -> Result<Vec<JobLease>, StoreError> {
+        queue::renew(&self.writer, leases, lease).await
+    }
+
     async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError> {
         queue::release(&self.writer, leases, delay).await
     }

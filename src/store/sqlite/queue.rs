@@ -245,6 +245,36 @@ pub(super) async fn release(
     Ok(released)
 }
 
+pub(super) async fn renew(
+    pool: &SqlitePool,
+    leases: &[JobLease],
+    lease: Duration,
+) -> Result<Vec<JobLease>, StoreError> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let until = now() + micros(lease);
+    let mut renewed = Vec::with_capacity(leases.len());
+    let mut tx = pool.begin().await?;
+    for held in leases {
+        let extended = sqlx::query(
+            "UPDATE messages SET due_at = ?
+              WHERE id = ? AND lease_token = ? AND status = 'sending'",
+        )
+        .bind(until)
+        .bind(held.id.to_string())
+        .bind(held.token.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if extended > 0 {
+            renewed.push(*held);
+        }
+    }
+    tx.commit().await?;
+    Ok(renewed)
+}
+
 pub(super) async fn cancel(
     pool: &SqlitePool,
     owner: Option<&str>,

@@ -206,7 +206,7 @@ pub fn fast_delivery(config: &mut Config) {
     config.poll_interval = Duration::from_millis(100);
     config.retry_initial_delay = Duration::from_millis(200);
     config.retry_max_delay = Duration::from_millis(400);
-    config.smtp_timeout = Duration::from_secs(1);
+    config.smtp_timeout = Some(Duration::from_secs(1));
     config.lease_duration = Duration::from_secs(10);
     config.workers = 2;
 }
