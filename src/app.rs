@@ -148,6 +148,15 @@ impl Application {
                     .context("building the SNS certificate client")?,
             ),
             postmark_secret: settings.inbound.postmark_secret.clone(),
+            forms: settings
+                .forms
+                .iter()
+                .map(|form| (form.id.clone(), form.clone()))
+                .collect(),
+            captcha_client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .context("building the captcha client")?,
         });
         let listen = settings.http.listen;
         let listener = TcpListener::bind(listen)
@@ -376,8 +385,18 @@ async fn purge_idempotency_keys(store: SharedStore, retention: Duration, stop: C
                 "purging idempotency keys failed"
             ),
         }
+        // Budgets idle for a day are full again (the longest period is a day): their rows go.
+        if let Err(error) = store.purge_schedules(SCHEDULE_IDLE).await {
+            tracing::warn!(
+                error = %crate::telemetry::error_chain(&error),
+                "purging idle rate-limit schedules failed"
+            );
+        }
     }
 }
+
+/// How long a rate-limit schedule stays unused before it is forgotten.
+const SCHEDULE_IDLE: Duration = Duration::from_secs(86_400);
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {

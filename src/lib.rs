@@ -13,6 +13,7 @@ pub mod config;
 pub mod data_dir;
 pub mod delivery;
 pub mod domain;
+pub mod forms;
 pub mod metrics;
 pub mod rate_limit;
 pub mod retention;

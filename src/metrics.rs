@@ -62,6 +62,9 @@ pub struct Metrics {
     pub provider_circuit_state: IntGaugeVec,
     /// Messages that waited for a slot of their provider's rate limit.
     pub provider_throttled: IntCounterVec,
+    /// Posts to public forms by form and outcome: `accepted`, `trapped` (honeypot), `origin_refused`,
+    /// `rate_limited`, `captcha_failed`, `refused`.
+    pub form_posts: IntCounterVec,
     /// SMTP submission sessions by how they ended.
     pub submission_sessions: IntCounterVec,
     /// Messages submitted over SMTP by result: `accepted`, `replayed`, `refused`, `deferred`.
@@ -180,6 +183,11 @@ impl Metrics {
                 "posthorn_smtp_connections",
                 "SMTP connections per provider (state: open, in_use, max).",
                 &["provider", "state"],
+            )?,
+            form_posts: counter_vec(
+                "posthorn_form_posts_total",
+                "Posts to public forms by form and outcome (accepted, trapped, origin_refused, rate_limited, captcha_failed, refused).",
+                &["form", "outcome"],
             )?,
             provider_throttled: counter_vec(
                 "posthorn_provider_throttled_total",

@@ -3,8 +3,9 @@
 //! a client is told (remaining requests, seconds until the next one) and per-caller quotas.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A quota: sustained requests per second and the burst allowed on top.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,5 +188,83 @@ mod tests {
         assert_eq!(limiter.check_at("anyone", now), Ok(None));
         assert!(limiter.check_at("tight", now).is_ok());
         assert!(limiter.check_at("tight", now).is_err());
+    }
+}
+
+/// So many per period: a provider's messages (`rate_limit = "14/s"`) or a form's posts per visitor
+/// (`rate_limit_per_ip = "5/m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// How many.
+    pub count: u32,
+    /// Per how long.
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// `N/s`, `N/m`, `N/h` or `N/d`, N from 1.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let refused = || {
+            format!("rate_limit `{text}` is not N/s, N/m, N/h or N/d (e.g. \"14/s\", \"50000/d\")")
+        };
+        let (count, unit) = text.trim().split_once('/').ok_or_else(refused)?;
+        let count: u32 = count.trim().parse().map_err(|_| refused())?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(refused()),
+        };
+        if count == 0 {
+            return Err(format!(
+                "rate_limit `{text}` must allow at least one message"
+            ));
+        }
+        Ok(Self { count, per })
+    }
+
+    /// The time between two.
+    pub fn interval(&self) -> Duration {
+        self.per / self.count
+    }
+
+    /// Slots reserved at once: about a tenth of a second's worth, from 1 to 50.
+    pub fn batch(&self) -> u32 {
+        let per_tenth = f64::from(self.count) * 0.1 / self.per.as_secs_f64();
+        per_tenth.ceil().clamp(1.0, 50.0) as u32
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            3600 => "h",
+            _ => "d",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse_with_their_units_and_batches_are_a_tenth_of_a_second() {
+        let ses = RateLimit::parse("14/s").unwrap();
+        assert_eq!(ses.interval(), Duration::from_secs(1) / 14);
+        assert_eq!(ses.batch(), 2);
+        assert_eq!(ses.to_string(), "14/s");
+        assert_eq!(RateLimit::parse(" 600/m ").unwrap().batch(), 1);
+        assert_eq!(RateLimit::parse("5000/s").unwrap().batch(), 50);
+        let daily = RateLimit::parse("50000/d").unwrap();
+        assert_eq!(daily.per, Duration::from_secs(86_400));
+        assert_eq!(daily.to_string(), "50000/d");
+        for bad in ["", "14", "14/w", "x/s", "0/s", "-1/s", "14/"] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,9 @@ pub enum Media {
     Message,
     /// Whatever the sender says (a provider's notification: SNS posts JSON as `text/plain`).
     Any,
+    /// What an HTML form or a script posts: `application/x-www-form-urlencoded`,
+    /// `multipart/form-data` or JSON.
+    Form,
 }
 
 impl Media {
@@ -34,6 +37,12 @@ impl Media {
             }
             Media::Message => essence == "message/rfc822",
             Media::Any => true,
+            Media::Form => {
+                matches!(
+                    essence,
+                    "application/x-www-form-urlencoded" | "multipart/form-data"
+                ) || Media::Json.accepts(essence)
+            }
         }
     }
 }
@@ -117,7 +126,7 @@ pub fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The request's media type without parameters, in lower case (empty without a `Content-Type`).
-fn essence(req: &HttpRequest) -> String {
+pub(super) fn essence(req: &HttpRequest) -> String {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

@@ -5,6 +5,7 @@ mod batch;
 mod body;
 mod draft;
 mod events;
+mod forms;
 mod inbound;
 mod messages;
 mod middleware;
@@ -44,6 +45,8 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     /// Most messages in one batch.
     pub max_batch: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (forms' per-address limits).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Registers every route. Each resource answers other methods with 405 and an `Allow` header; every
@@ -183,6 +186,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/inbound/postmark")
             .route(web::post().to(inbound::postmark))
             .default_service(web::to(|| not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/forms/{id}")
+            .route(web::post().to(forms::post))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(forms::preflight))
+            .default_service(web::to(|| not_allowed("POST, OPTIONS"))),
     )
     .configure(resend::configure)
     .service(

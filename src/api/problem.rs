@@ -48,6 +48,7 @@ pub enum ApiError {
         Media::Json => "the body must be application/json",
         Media::Message => "the body must be message/rfc822 (a complete RFC 5322 message)",
         Media::Any => "the body's media type is not accepted",
+        Media::Form => "the body must be application/x-www-form-urlencoded, multipart/form-data or application/json",
     })]
     UnsupportedMediaType(Media),
     /// The body did not arrive in time.
@@ -111,6 +112,22 @@ pub enum ApiError {
         /// Every failing item.
         errors: Vec<ItemProblem>,
     },
+    /// A form's post from a page whose origin the form does not allow (or with neither `Origin` nor
+    /// `Referer`).
+    #[error("this form does not take posts from this page's origin")]
+    OriginNotAllowed,
+    /// A form's captcha was not solved.
+    #[error("{0}")]
+    CaptchaFailed(String),
+    /// A form's captcha could not be checked.
+    #[error("{0}")]
+    CaptchaUnavailable(String),
+    /// A form's post breaks a rule of forms.
+    #[error("{0}")]
+    InvalidForm(String),
+    /// The form is disabled in `[[callers]]`.
+    #[error("this form is disabled")]
+    FormDisabled,
     /// The caller made too many requests; carries when to retry.
     #[error("too many requests from this caller; retry after {} s", .0.retry_after)]
     RateLimited(crate::rate_limit::Limited),
@@ -198,6 +215,11 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => "batch-too-large",
             ApiError::InvalidBatch { .. } => "invalid-batch",
             ApiError::RateLimited(_) => "rate-limited",
+            ApiError::OriginNotAllowed => "origin-not-allowed",
+            ApiError::CaptchaFailed(_) => "captcha-failed",
+            ApiError::CaptchaUnavailable(_) => "captcha-unavailable",
+            ApiError::InvalidForm(_) => "invalid-form",
+            ApiError::FormDisabled => "form-disabled",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -318,7 +340,10 @@ impl ResponseError for ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope(_)
             | ApiError::SenderNotAllowed(_)
-            | ApiError::InvalidSignature(_) => StatusCode::FORBIDDEN,
+            | ApiError::InvalidSignature(_)
+            | ApiError::OriginNotAllowed
+            | ApiError::CaptchaFailed(_)
+            | ApiError::FormDisabled => StatusCode::FORBIDDEN,
             ApiError::MalformedJson(_)
             | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
@@ -330,7 +355,8 @@ impl ResponseError for ApiError {
             | ApiError::InvalidTemplate(_)
             | ApiError::EmptyBatch
             | ApiError::BatchTooLarge { .. }
-            | ApiError::InvalidBatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidBatch { .. }
+            | ApiError::InvalidForm(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -338,7 +364,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::TemplateExists(_) => StatusCode::CONFLICT,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::CaptchaUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -382,7 +410,7 @@ impl ResponseError for ApiError {
                     response.insert_header((header::WWW_AUTHENTICATE, value));
                 }
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::CaptchaUnavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
             ApiError::RateLimited(limited) => {

@@ -36,4 +36,8 @@ pub struct AppState {
     pub sns: Arc<crate::bounces::sns::SnsVerifier>,
     /// The secret Postmark's webhook must carry; without one, its route is off.
     pub postmark_secret: Option<crate::secret::Secret>,
+    /// Public contact forms by id.
+    pub forms: std::collections::HashMap<String, crate::forms::Form>,
+    /// Asks captcha providers whether a post's captcha was solved.
+    pub captcha_client: reqwest::Client,
 }

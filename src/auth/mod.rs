@@ -226,6 +226,23 @@ impl Authenticator {
         })
     }
 
+    /// The caller of a public form, `form:ID`: it may send, within the rules `[[callers]]` gives that
+    /// name (a disabled one is refused; its sender domains hold).
+    pub fn form_caller(&self, sub: String) -> Result<Caller, AuthError> {
+        let configured = self.callers.get(&sub);
+        if configured.is_some_and(|caller| caller.disabled) {
+            return Err(AuthError::CallerDisabled);
+        }
+        let sender_domains = configured
+            .filter(|caller| !caller.sender_domains.is_empty())
+            .map(|caller| lowercase_all(caller.sender_domains.clone()));
+        Ok(Caller {
+            sub,
+            scopes: vec![Scope::Send],
+            sender_domains,
+        })
+    }
+
     /// Signs a token for `sub` with the first shared-secret key.
     pub fn mint(
         &self,

@@ -5,6 +5,7 @@
 //! its key and nothing downstream builds or checks a value again. Components never read this module.
 
 mod delivery;
+mod forms;
 mod settings;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 pub use delivery::{DkimConfig, ProviderConfig, RouteConfig, RouteMatchConfig, TimeoutsConfig};
+pub use forms::{CaptchaConfig, FormConfig};
 pub use settings::{Settings, TokenSecret};
 
 use crate::auth::KeySpec;
@@ -180,6 +182,10 @@ pub struct Config {
     pub bounce_secret: Option<Secret>,
     /// URL prefixes SNS signing certificates may come from, comma-separated (default: SNS's hosts).
     pub sns_cert_urls: Option<String>,
+    /// Public contact forms (TOML only).
+    pub forms: Vec<FormConfig>,
+    /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Option<String>,
     /// The secret Postmark's bounce webhook carries as its basic-auth password.
     pub postmark_webhook_secret: Option<Secret>,
 
@@ -286,6 +292,8 @@ impl Default for Config {
             bounce_listen: None,
             bounce_secret: None,
             sns_cert_urls: None,
+            forms: Vec::new(),
+            trusted_proxies: None,
             postmark_webhook_secret: None,
             submission_tls_listen: None,
             submission_tls_cert: None,

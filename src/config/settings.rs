@@ -55,6 +55,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long in-flight work may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Public contact forms.
+    pub forms: Vec<crate::forms::Form>,
     /// `POSTHORN_*` variables that name no setting; logged at start.
     pub ignored_env: Vec<String>,
 }
@@ -132,7 +134,9 @@ impl Config {
                 max_body_size: self.max_body_size,
                 body_timeout: self.http_body_timeout,
                 max_batch: self.max_batch,
+                trusted_proxies: self.trusted_proxies()?,
             },
+            forms: self.forms()?,
             webhooks: self.webhooks()?,
             verp: verp.clone(),
             inbound: InboundSettings {

@@ -90,11 +90,13 @@ pub enum Source {
     Smtp,
     /// `POST /v1/send/raw` (a complete RFC 5322 message).
     Raw,
+    /// `POST /v1/forms/{id}` (a visitor's post to a contact form).
+    Form,
 }
 
 impl Source {
     /// Every source.
-    pub const ALL: [Source; 3] = [Source::Api, Source::Smtp, Source::Raw];
+    pub const ALL: [Source; 4] = [Source::Api, Source::Smtp, Source::Raw, Source::Form];
 
     /// The name used in the API and the database.
     pub fn as_str(self) -> &'static str {
@@ -102,6 +104,7 @@ impl Source {
             Source::Api => "api",
             Source::Smtp => "smtp",
             Source::Raw => "raw",
+            Source::Form => "form",
         }
     }
 }
@@ -114,7 +117,7 @@ impl FromStr for Source {
             .find(|source| source.as_str() == s)
             .ok_or_else(|| UnknownStatus {
                 found: s.to_owned(),
-                expected: "api, smtp or raw",
+                expected: "api, smtp, raw or form",
             })
     }
 }

@@ -167,6 +167,20 @@ pub trait MessageStore: Send + Sync + 'static {
         interval: Duration,
     ) -> Result<Duration, StoreError>;
 
+    /// Takes one slot of the budget named `key`: one slot per `interval`, at most `window` of them
+    /// ahead (a burst of `window / interval`), for every process of the deployment together on
+    /// PostgreSQL (the process's own on SQLite). `Ok(Err(wait))` when the budget is spent: how long
+    /// until a slot frees. Nothing is taken then.
+    async fn take_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        window: Duration,
+    ) -> Result<Result<(), Duration>, StoreError>;
+
+    /// Forgets the schedules of budgets and rate limits idle for longer than `idle`.
+    async fn purge_schedules(&self, idle: Duration) -> Result<u64, StoreError>;
+
     /// Gives back jobs not sent, due again after `delay` (no provider could take them now); no
     /// attempt is used. Returns how many were still held.
     async fn defer_jobs(&self, leases: &[JobLease], delay: Duration) -> Result<u64, StoreError>;

@@ -91,6 +91,13 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// What `posthorn check-config` says (stdout and stderr) of the file at `path`, with the minimum
+/// configured around it.
+pub fn check_config_with(path: &std::path::Path) -> String {
+    let path = path.to_str().expect("a UTF-8 path");
+    run(configured(&mut posthorn()).args(["--config", path, "check-config"])).all()
+}
+
 /// The minimum for `check-config` to pass.
 fn configured(command: &mut Command) -> &mut Command {
     command.env("POSTHORN_JWT_SECRET", JWT_SECRET).env(

@@ -17,6 +17,7 @@ mod durability;
 mod embedded;
 mod events;
 mod faults;
+mod forms;
 mod hardening;
 mod idempotency;
 mod inbound;

@@ -384,6 +384,56 @@ impl MessageStore for PostgresStore {
         Ok(Duration::try_from_secs_f64(wait).unwrap_or_default())
     }
 
+    async fn take_slot(
+        &self,
+        key: &str,
+        every: Duration,
+        window: Duration,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        // The schedule moves one interval only when the slot is within the window; under a race the
+        // row's lock decides, and the condition is evaluated again on the row as it is then.
+        let taken = sqlx::query(
+            "INSERT INTO send_schedules AS s (key, next_slot)
+             VALUES ($1, now() + $2::interval)
+             ON CONFLICT (key) DO UPDATE
+                SET next_slot = greatest(s.next_slot, now()) + $2::interval
+              WHERE greatest(s.next_slot, now()) + $2::interval - now() <= $3::interval",
+        )
+        .bind(key)
+        .bind(interval(every))
+        .bind(interval(window))
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0;
+        if taken {
+            return Ok(Ok(()));
+        }
+        let (wait,): (f64,) = sqlx::query_as(
+            "SELECT coalesce(extract(epoch FROM greatest(next_slot, now()) + $2::interval
+                                                 - now() - $3::interval)::float8, 0)
+               FROM send_schedules WHERE key = $1",
+        )
+        .bind(key)
+        .bind(interval(every))
+        .bind(interval(window))
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or((0.0,));
+        Ok(Err(
+            Duration::try_from_secs_f64(wait.max(0.0)).unwrap_or_default()
+        ))
+    }
+
+    async fn purge_schedules(&self, idle: Duration) -> Result<u64, StoreError> {
+        let result =
+            sqlx::query("DELETE FROM send_schedules WHERE next_slot < now() - $1::interval")
+                .bind(interval(idle))
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected())
+    }
+
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
         queue::cancel(&self.pool, owner, id).await
     }

@@ -49,6 +49,9 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
+/// Schedules kept in memory before those whose budget is full again are forgotten.
+const MAX_SCHEDULES: usize = 10_000;
+
 /// A [`MessageStore`] in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -56,7 +59,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     idempotency_retention: Duration,
     enqueued: Arc<Notify>,
-    /// Send schedules of rate-limited providers: the next free slot of each. One process uses this
+    /// Send schedules of rate-limited providers and budgets (forms' per-address limits): the next
+    /// free slot of each. One process uses this
     /// database, so its schedules live in memory.
     schedules: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
@@ -235,6 +239,41 @@ impl MessageStore for SqliteStore {
         let first = (*next).max(now);
         *next = first + interval * count;
         Ok(first - now)
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        window: Duration,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let now = std::time::Instant::now();
+        let mut schedules = self
+            .schedules
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the send schedules' lock is poisoned".into()))?;
+        if schedules.len() >= MAX_SCHEDULES {
+            // Budgets of visitors long gone are full again: forgetting them changes nothing.
+            schedules.retain(|_, next| *next > now);
+        }
+        let next = schedules.entry(key.to_owned()).or_insert(now);
+        let slot = (*next).max(now) + interval;
+        if slot - now > window {
+            return Ok(Err(slot - now - window));
+        }
+        *next = slot;
+        Ok(Ok(()))
+    }
+
+    async fn purge_schedules(&self, idle: Duration) -> Result<u64, StoreError> {
+        let now = std::time::Instant::now();
+        let mut schedules = self
+            .schedules
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the send schedules' lock is poisoned".into()))?;
+        let before = schedules.len();
+        schedules.retain(|_, next| *next + idle > now);
+        Ok((before - schedules.len()) as u64)
     }
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {

@@ -1,0 +1,438 @@
+//! `POST /v1/forms/{id}`: a public contact form, posted from a visitor's browser without a token.
+//!
+//! What stands in for a token: the page's origin must be one the form allows (`Origin`, or `Referer`
+//! when a browser sends no `Origin`), each visitor address has a budget of posts, a honeypot field and
+//! an optional captcha catch bots, and nothing in a post chooses a recipient or the sender. A plain HTML
+//! form post is answered as a browser expects (`303` to the form's page of thanks, or a short HTML page
+//! saying what went wrong, with the same status); a script asking for JSON gets `{"ok": true}` or a
+//! problem document.
+
+use std::net::IpAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
+
+use super::body::{Media, essence, read_body};
+use super::{ApiError, AppState};
+use crate::accept::Submission;
+use crate::domain::{Attachment, DomainError};
+use crate::forms::{CaptchaError, Form, FormError, Post, escape};
+use crate::rate_limit::Limited;
+
+/// How long a browser may cache a preflight answer.
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+/// `OPTIONS /v1/forms/{id}`: CORS preflight, answered for the form's allowed origins only.
+pub async fn preflight(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let Some(form) = state.forms.get(id.as_str()) else {
+        return ApiError::NotFound.error_response();
+    };
+    let Some(origin) = header_str(req.headers(), header::ORIGIN) else {
+        return ApiError::OriginNotAllowed.error_response();
+    };
+    if !form.allows_origin(origin) {
+        return ApiError::OriginNotAllowed.error_response();
+    }
+    let mut response = HttpResponse::NoContent();
+    allow_origin(&mut response, origin);
+    response
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "POST"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type, Accept"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE));
+    response.finish()
+}
+
+/// How the poster wants its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A plain HTML form post: a redirect, or a short HTML page.
+    Browser,
+    /// A script: JSON, or a problem document.
+    Json,
+}
+
+/// `POST /v1/forms/{id}`.
+pub async fn post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let answer = answer_of(&req);
+    let origin = header_str(req.headers(), header::ORIGIN).map(str::to_owned);
+    let Some(form) = state.forms.get(id.as_str()) else {
+        return refuse(answer, None, ApiError::NotFound);
+    };
+    // Only an allowed origin is told anything beyond the refusal itself.
+    let allowed = origin
+        .as_deref()
+        .filter(|origin| form.allows_origin(origin));
+    let outcome = submit(&state, &req, form, payload, answer).await;
+    let label = match &outcome {
+        Ok(Posted::Accepted) => "accepted",
+        Ok(Posted::Trapped) => "trapped",
+        Err(ApiError::OriginNotAllowed) => "origin_refused",
+        Err(ApiError::RateLimited(_)) => "rate_limited",
+        Err(ApiError::CaptchaFailed(_)) => "captcha_failed",
+        Err(_) => "refused",
+    };
+    state
+        .metrics
+        .form_posts
+        .with_label_values(&[form.id.as_str(), label])
+        .inc();
+    match outcome {
+        Ok(_) => succeed(answer, allowed, form),
+        Err(error) => refuse(answer, allowed, error),
+    }
+}
+
+/// What became of an accepted post.
+enum Posted {
+    /// Committed to the queue.
+    Accepted,
+    /// The honeypot was filled: answered as a success, and dropped.
+    Trapped,
+}
+
+async fn submit(
+    state: &AppState,
+    req: &HttpRequest,
+    form: &Form,
+    payload: web::Payload,
+    answer: Answer,
+) -> Result<Posted, ApiError> {
+    if !origin_allowed(req.headers(), form) {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let visitor = visitor_address(req, &state.http.trusted_proxies);
+    if let (Some((interval, window)), Some(limit)) = (form.budget(), form.rate_limit_per_ip) {
+        // A visitor whose address cannot be told (no peer address) shares one budget with the others.
+        let key = format!(
+            "form:{}:{}",
+            form.id,
+            visitor.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        );
+        if let Err(wait) = state.store.take_slot(&key, interval, window).await? {
+            return Err(ApiError::RateLimited(Limited {
+                limit: limit.count,
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }));
+        }
+    }
+    let body = read_body(
+        req,
+        payload,
+        Media::Form,
+        state.http.max_body_size,
+        state.http.body_timeout,
+    )
+    .await?;
+    let post = read_post(req, body, state.acceptor.limits()).await?;
+    if form.is_trapped(&post) {
+        tracing::info!(form = %form.id, "a form post filled the honeypot; dropped");
+        return Ok(Posted::Trapped);
+    }
+    if let Some(captcha) = &form.captcha {
+        let token = post
+            .fields
+            .iter()
+            .find(|(name, _)| name == captcha.provider.field())
+            .map(|(_, value)| value.as_str());
+        captcha
+            .verify(&state.captcha_client, token, visitor)
+            .await
+            .map_err(|error| match error {
+                CaptchaError::Unavailable => ApiError::CaptchaUnavailable(error.to_string()),
+                CaptchaError::Missing | CaptchaError::Failed => {
+                    ApiError::CaptchaFailed(error.to_string())
+                }
+            })?;
+    }
+    let message = form.message(post).map_err(|error| match error {
+        FormError::Message(error) => ApiError::Validation(error),
+        other => ApiError::InvalidForm(other.to_string()),
+    })?;
+    let caller = state
+        .authenticator
+        .form_caller(form.caller())
+        .map_err(|_| ApiError::FormDisabled)?;
+    let receipt = state
+        .acceptor
+        .accept(
+            &caller,
+            Submission {
+                message,
+                idempotency: None,
+            },
+        )
+        .await?;
+    tracing::info!(form = %form.id, id = %receipt.id, json = answer == Answer::Json, "form post accepted");
+    Ok(Posted::Accepted)
+}
+
+/// JSON when the poster asks for it (`Accept`) or posted JSON; a browser's plain form post otherwise.
+fn answer_of(req: &HttpRequest) -> Answer {
+    let accepts_json = header_str(req.headers(), header::ACCEPT).is_some_and(|accept| {
+        accept.split(',').any(|kind| {
+            let kind = kind.split(';').next().unwrap_or("").trim();
+            kind.eq_ignore_ascii_case("application/json")
+                || kind.eq_ignore_ascii_case("application/problem+json")
+        })
+    });
+    let posted_json = essence(req).ends_with("json");
+    if accepts_json || posted_json {
+        Answer::Json
+    } else {
+        Answer::Browser
+    }
+}
+
+/// The page posting must be of an allowed origin: `Origin`, or when a browser sends none (some do
+/// not on a same-origin form post), the origin of `Referer`.
+fn origin_allowed(headers: &HeaderMap, form: &Form) -> bool {
+    if let Some(origin) = header_str(headers, header::ORIGIN) {
+        return form.allows_origin(origin);
+    }
+    header_str(headers, header::REFERER)
+        .and_then(|referer| url::Url::parse(referer).ok())
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .is_some_and(|url| form.allows_origin(&url.origin().ascii_serialization()))
+}
+
+/// The visitor's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
+/// `X-Forwarded-For` that is not a trusted proxy (those to its left could have been written by anyone).
+fn visitor_address(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .copied()
+        .or(Some(peer))
+}
+
+/// Reads a post's fields (and files) from its body: url-encoded, multipart or a JSON object.
+async fn read_post(
+    req: &HttpRequest,
+    body: Bytes,
+    limits: &crate::domain::Limits,
+) -> Result<Post, ApiError> {
+    let essence = essence(req);
+    let invalid = |detail: String| ApiError::InvalidForm(detail);
+    match essence.as_str() {
+        "application/x-www-form-urlencoded" => {
+            let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+                .map_err(|error| invalid(format!("the form body does not parse: {error}")))?;
+            Ok(Post {
+                fields,
+                files: Vec::new(),
+            })
+        }
+        "multipart/form-data" => read_multipart(req.headers(), body, limits).await,
+        _ => {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+                .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+            let fields = object
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        serde_json::Value::String(text) => text,
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+                            value.to_string()
+                        }
+                        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                            return Err(invalid(format!(
+                                "the field `{name}` must be a string, a number or a boolean"
+                            )));
+                        }
+                    };
+                    Ok((name, value))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Post {
+                fields,
+                files: Vec::new(),
+            })
+        }
+    }
+}
+
+async fn read_multipart(
+    headers: &HeaderMap,
+    body: Bytes,
+    limits: &crate::domain::Limits,
+) -> Result<Post, ApiError> {
+    let invalid = |detail: String| ApiError::InvalidForm(detail);
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, actix_web::error::PayloadError>(body) });
+    let mut multipart = actix_multipart::Multipart::new(headers, stream);
+    let mut post = Post::default();
+    while let Some(part) = multipart.next().await {
+        let mut part =
+            part.map_err(|error| invalid(format!("the multipart body does not parse: {error}")))?;
+        let disposition = part.content_disposition().cloned();
+        let name = disposition
+            .as_ref()
+            .and_then(|d| d.get_name())
+            .unwrap_or_default()
+            .to_owned();
+        let filename = disposition
+            .as_ref()
+            .and_then(|d| d.get_filename())
+            .map(str::to_owned);
+        let content_type = part
+            .content_type()
+            .map(|mime| mime.essence_str().to_owned());
+        let mut bytes = Vec::new();
+        while let Some(chunk) = part.next().await {
+            let chunk = chunk
+                .map_err(|error| invalid(format!("the multipart body does not parse: {error}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        match filename {
+            // A file input left empty posts a part with an empty name and no bytes.
+            Some(filename) if filename.is_empty() && bytes.is_empty() => {}
+            Some(filename) => {
+                if post.files.len() >= limits.max_attachments {
+                    return Err(ApiError::Validation(DomainError::TooManyAttachments {
+                        max: limits.max_attachments,
+                    }));
+                }
+                if bytes.len() > limits.max_attachment_size {
+                    return Err(ApiError::Validation(DomainError::Attachment {
+                        field: format!("files[{}]", post.files.len()),
+                        source: crate::domain::AttachmentError::TooLarge {
+                            max: limits.max_attachment_size,
+                        },
+                    }));
+                }
+                let encoded = STANDARD.encode(&bytes);
+                let attachment = Attachment::parse(
+                    &filename,
+                    &encoded,
+                    content_type.as_deref(),
+                    limits.max_attachment_size,
+                )
+                .or_else(|_| {
+                    Attachment::parse(&filename, &encoded, None, limits.max_attachment_size)
+                })
+                .map_err(|source| {
+                    ApiError::Validation(DomainError::Attachment {
+                        field: format!("files[{}]", post.files.len()),
+                        source,
+                    })
+                })?;
+                post.files.push(attachment);
+            }
+            None => {
+                let value = String::from_utf8(bytes)
+                    .map_err(|_| invalid(format!("the field `{name}` is not UTF-8 text")))?;
+                post.fields.push((name, value));
+            }
+        }
+    }
+    Ok(post)
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+fn allow_origin(response: &mut actix_web::HttpResponseBuilder, origin: &str) {
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, value));
+    }
+    response.insert_header((header::VARY, "Origin"));
+}
+
+fn succeed(answer: Answer, origin: Option<&str>, form: &Form) -> HttpResponse {
+    match (answer, &form.redirect) {
+        (Answer::Json, _) => {
+            let mut response = HttpResponse::Ok();
+            if let Some(origin) = origin {
+                allow_origin(&mut response, origin);
+            }
+            response.json(serde_json::json!({"ok": true}))
+        }
+        (Answer::Browser, Some(redirect)) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, redirect.as_str()))
+            .finish(),
+        (Answer::Browser, None) => page(StatusCode::OK, "Thank you", "Your message was sent."),
+    }
+}
+
+fn refuse(answer: Answer, origin: Option<&str>, error: ApiError) -> HttpResponse {
+    match answer {
+        Answer::Json => {
+            let mut response = error.error_response();
+            if let Some(origin) = origin {
+                if let Ok(value) = HeaderValue::from_str(origin) {
+                    response
+                        .headers_mut()
+                        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+                }
+                response
+                    .headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            response
+        }
+        Answer::Browser => {
+            // The problem answer carries the headers that matter (Retry-After), and is logged.
+            let problem = error.error_response();
+            let mut response = page(
+                problem.status(),
+                "Your message was not sent",
+                &error.to_string(),
+            );
+            if let Some(retry) = problem.headers().get(header::RETRY_AFTER) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry.clone());
+            }
+            response
+        }
+    }
+}
+
+/// A short HTML page, for a visitor who posted a plain HTML form.
+fn page(status: StatusCode, title: &str, text: &str) -> HttpResponse {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{text}</p>\
+         </body></html>\n",
+        title = escape(title),
+        text = escape(text),
+    );
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ))
+        .body(html)
+}
