@@ -99,8 +99,18 @@ POSTHORN_SMTP_URL="smtp://127.0.0.1:2525"
 POSTHORN_RATE_LIMIT=0
 # The HTTP API is under test; the SMTP listener would take the development profile's port 2525.
 POSTHORN_SUBMISSION_LISTEN=off
+# One public form, so that /v1/forms/contact answers as a configured form does.
+mkdir -p "$work"
+cat >"$work/posthorn.toml" <<'TOML'
+[[forms]]
+id = "contact"
+to = ["owner@example.com"]
+from = "forms@example.com"
+allowed_origins = ["https://example.com"]
+TOML
+POSTHORN_CONFIG="$work/posthorn.toml"
 export POSTHORN_DATABASE_URL POSTHORN_LISTEN POSTHORN_JWT_SECRET POSTHORN_SMTP_URL POSTHORN_RATE_LIMIT \
-  POSTHORN_SUBMISSION_LISTEN
+  POSTHORN_SUBMISSION_LISTEN POSTHORN_CONFIG
 base="http://$POSTHORN_LISTEN"
 
 step "starting posthorn serve on $POSTHORN_LISTEN (log: $log)"

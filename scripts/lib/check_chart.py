@@ -384,7 +384,7 @@ def check_optional(rel: Release) -> str:
         assert pdb["spec"]["minAvailable"] == values["podDisruptionBudget"]["minAvailable"]
         present.append("PodDisruptionBudget")
 
-    ingress = rel.maybe("Ingress")
+    ingress = next((doc for doc in rel.all("Ingress") if not doc["metadata"]["name"].endswith("-public")), None)
     assert (ingress is not None) == values["ingress"]["enabled"], "Ingress"
     if ingress:
         assert ingress["apiVersion"] == "networking.k8s.io/v1"
@@ -397,6 +397,19 @@ def check_optional(rel: Release) -> str:
             for path in rule["http"]["paths"]:
                 assert path["backend"]["service"] == {"name": service, "port": {"name": "http"}}, path
         present.append("Ingress" + (" with TLS" if spec.get("tls") else ""))
+
+    public = [doc for doc in rel.all("Ingress") if doc["metadata"]["name"].endswith("-public")]
+    assert bool(public) == values["publicIngress"]["enabled"], "public Ingress"
+    if public:
+        spec = public[0]["spec"]
+        service = rel.one("Service")["metadata"]["name"]
+        want = [{"path": "/v1/forms", "pathType": "Prefix",
+                 "backend": {"service": {"name": service, "port": {"name": "http"}}}}]
+        want = want if values["publicIngress"]["forms"] else []
+        for rule in spec["rules"]:
+            assert rule["http"]["paths"] == want, rule["http"]["paths"]
+        assert [rule["host"] for rule in spec["rules"]] == values["publicIngress"]["hosts"]
+        present.append("public Ingress (forms only)")
 
     policy = rel.maybe("NetworkPolicy")
     np = values["networkPolicy"]

@@ -551,3 +551,18 @@ async fn replicas_share_a_visitor_s_budget() {
     let list = replicas[0].get_json(&admin, "/v1/messages").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn the_example_contact_form_configuration_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/contact-form/posthorn.toml");
+    let outcome = crate::cli::check_config_with(&path);
+    assert!(outcome.contains("configuration is valid"), "{outcome}");
+    for page in ["index.html", "fetch.html"] {
+        let html = std::fs::read_to_string(path.with_file_name(page)).unwrap();
+        assert!(
+            html.contains("/v1/forms/contact") && html.contains("name=\"_gotcha\""),
+            "{page}"
+        );
+    }
+}
