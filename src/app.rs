@@ -41,6 +41,7 @@ pub struct Application {
     submission: Option<Submission>,
     migrated: bool,
     shutdown: CancellationToken,
+    queue_history: Arc<crate::queue_history::QueueHistory>,
 }
 
 impl Application {
@@ -132,7 +133,9 @@ impl Application {
                 )
             })
             .transpose()?;
+        let queue_history = Arc::new(crate::queue_history::QueueHistory::default());
         let state = web::Data::new(AppState {
+            queue_history: queue_history.clone(),
             store: store.clone(),
             acceptor,
             authenticator,
@@ -185,6 +188,7 @@ impl Application {
             submission,
             migrated: true,
             shutdown: CancellationToken::new(),
+            queue_history,
         })
     }
 
@@ -218,6 +222,11 @@ impl Application {
         let purge = tokio::spawn(purge_idempotency_keys(
             self.store.clone(),
             self.settings.store.idempotency_retention,
+            self.shutdown.clone(),
+        ));
+        let sampler = tokio::spawn(crate::queue_history::sample(
+            self.queue_history.clone(),
+            self.store.clone(),
             self.shutdown.clone(),
         ));
         let retention = tokio::spawn(crate::retention::run(
@@ -255,6 +264,7 @@ impl Application {
             tracing::error!(error = %error, "delivery task failed");
         }
         purge.abort();
+        sampler.abort();
         retention.abort();
         server.await.context("HTTP server task")??;
         tracing::info!("posthorn stopped");

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod domain;
 pub mod forms;
 pub mod metrics;
+pub mod queue_history;
 pub mod rate_limit;
 pub mod retention;
 pub mod secret;

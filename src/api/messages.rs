@@ -46,6 +46,7 @@ pub async fn get_message(
 pub struct ListQuery {
     status: Option<String>,
     tag: Option<String>,
+    recipient: Option<String>,
     created_after: Option<String>,
     created_before: Option<String>,
     cursor: Option<String>,
@@ -79,9 +80,19 @@ impl ListQuery {
                 "tag contains a NUL character".into(),
             ));
         }
+        if self
+            .recipient
+            .as_deref()
+            .is_some_and(|address| address.contains('\0') || address.len() > 320)
+        {
+            return Err(ApiError::InvalidQuery(
+                "recipient must be an address of at most 320 characters".into(),
+            ));
+        }
         Ok(MessageFilter {
             status,
             tag: self.tag,
+            recipient: self.recipient.map(|address| address.trim().to_owned()),
             created_after: time_param("created_after", self.created_after)?,
             created_before: time_param("created_before", self.created_before)?,
             after,

@@ -3,6 +3,7 @@
 mod auth;
 mod batch;
 mod body;
+mod console;
 mod draft;
 mod events;
 mod forms;
@@ -193,6 +194,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::method(actix_web::http::Method::OPTIONS).to(forms::preflight))
             .default_service(web::to(|| not_allowed("POST, OPTIONS"))),
     )
+    .configure(console::configure)
     .configure(resend::configure)
     .service(
         web::resource("/v1/recipients/{address}")

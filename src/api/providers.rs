@@ -10,7 +10,7 @@ use super::auth::Admin;
 use super::state::AppState;
 
 #[derive(Serialize)]
-struct ProviderView {
+pub(super) struct ProviderView {
     name: String,
     /// `smtp[s]://host:port`, without credentials.
     upstream: String,
@@ -43,8 +43,15 @@ struct ListView {
 
 /// Every provider, in the order configured.
 pub async fn list(_caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(ListView {
+        items: views(&state),
+    }))
+}
+
+/// Each provider as this process sees it (also the console's page).
+pub(super) fn views(state: &AppState) -> Vec<ProviderView> {
     let pools = crate::delivery::pool_status(&state.providers);
-    let items = state
+    state
         .providers
         .iter()
         .zip(pools)
@@ -67,6 +74,5 @@ pub async fn list(_caller: Admin, state: web::Data<AppState>) -> Result<HttpResp
                     .map(|(message, at)| LastErrorView { message, at }),
             }
         })
-        .collect();
-    Ok(HttpResponse::Ok().json(ListView { items }))
+        .collect()
 }

@@ -40,4 +40,6 @@ pub struct AppState {
     pub forms: std::collections::HashMap<String, crate::forms::Form>,
     /// Asks captcha providers whether a post's captcha was solved.
     pub captcha_client: reqwest::Client,
+    /// The queue's depth over the last hour, for the console.
+    pub queue_history: Arc<crate::queue_history::QueueHistory>,
 }

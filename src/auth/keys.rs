@@ -34,6 +34,9 @@ pub(crate) struct Key {
 #[derive(Clone, Default)]
 pub struct KeySet {
     pub(crate) keys: Vec<Key>,
+    /// What console sessions are signed with: `POSTHORN_CONSOLE_SECRET`, else the first shared
+    /// secret (`POSTHORN_JWT_SECRET`, or the development profile's generated one).
+    pub(crate) session_secret: Option<Secret>,
 }
 
 /// Why a configured key was refused.
@@ -61,9 +64,17 @@ impl KeySet {
         Self::default()
     }
 
+    /// Signs console sessions with `secret` (instead of the token secret).
+    pub fn set_session_secret(&mut self, secret: Secret) {
+        self.session_secret = Some(secret);
+    }
+
     /// Adds the HS256 key `secret` without a key id (`POSTHORN_JWT_SECRET`, or the development
     /// profile's generated secret).
     pub fn add_secret(&mut self, secret: &Secret) -> Result<(), KeyError> {
+        if self.session_secret.is_none() {
+            self.session_secret = Some(secret.clone());
+        }
         self.add(
             &KeySpec {
                 kid: None,

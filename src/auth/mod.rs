@@ -4,6 +4,7 @@
 //! checked when configured, and a `kid` only ever selects among configured keys.
 
 mod keys;
+pub mod session;
 mod token;
 
 use std::collections::HashMap;
@@ -127,9 +128,25 @@ pub enum AuthError {
     Revoked,
 }
 
+/// Why a console sign-in was refused. The text is safe to show.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The token does not verify, has expired, or its caller is disabled.
+    #[error("{0}")]
+    Token(AuthError),
+    /// The token holds neither `read` nor `admin`.
+    #[error("this token holds neither the `read` nor the `admin` scope")]
+    NotReader,
+    /// No shared secret is configured to sign sessions with.
+    #[error("the console needs POSTHORN_CONSOLE_SECRET (or POSTHORN_JWT_SECRET) to sign sessions")]
+    NoSessionKey,
+}
+
 /// Verifies bearer tokens against the configured keys and caller settings.
 pub struct Authenticator {
     keys: KeySet,
+    /// Signs console sessions; `None` without a shared secret (the console cannot sign anyone in).
+    sessions: Option<session::SessionKey>,
     issuer: Option<String>,
     audience: Option<String>,
     callers: HashMap<String, CallerPolicy>,
@@ -142,6 +159,11 @@ impl Authenticator {
     /// An authenticator over validated settings.
     pub fn new(settings: AuthSettings) -> Self {
         Self {
+            sessions: settings
+                .keys
+                .session_secret
+                .as_ref()
+                .map(session::SessionKey::derive),
             keys: settings.keys,
             issuer: settings.issuer,
             audience: settings.audience,
@@ -156,13 +178,92 @@ impl Authenticator {
 
     /// Verifies `token` and returns its caller.
     pub fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify(token).map(|(caller, _)| caller)
+    }
+
+    /// Signs in to the console with `token`, which must hold `read` (or `admin`): the signed
+    /// session value, ending when the token does or after `longest`, whichever is sooner.
+    pub fn sign_in(
+        &self,
+        token: &str,
+        now: i64,
+        longest: Duration,
+    ) -> Result<(String, Caller), SignInError> {
+        let key = self.sessions.as_ref().ok_or(SignInError::NoSessionKey)?;
+        let (caller, claims) = self.verify(token).map_err(SignInError::Token)?;
+        if !caller.has(Scope::Read) {
+            return Err(SignInError::NotReader);
+        }
+        let longest = i64::try_from(longest.as_secs()).unwrap_or(i64::MAX);
+        let expires = claims
+            .exp
+            .and_then(|exp| i64::try_from(exp).ok())
+            .map_or(now + longest, |exp| exp.min(now + longest));
+        let session = session::Session {
+            sub: caller.sub.clone(),
+            scopes: caller
+                .scopes
+                .iter()
+                .map(|scope| scope.as_str().to_owned())
+                .collect(),
+            expires,
+            jti: claims.jti,
+        };
+        Ok((key.seal(&session), caller))
+    }
+
+    /// The caller of a console session value, if it is valid at `now` and its caller is neither
+    /// disabled nor its token revoked since.
+    pub fn resume(&self, value: &str, now: i64) -> Option<Caller> {
+        let session = self.sessions.as_ref()?.open(value, now)?;
+        let configured = self.callers.get(&session.sub);
+        if configured.is_some_and(|caller| {
+            caller.disabled
+                || session
+                    .jti
+                    .as_ref()
+                    .is_some_and(|jti| caller.revoked_tokens.contains(jti))
+        }) {
+            return None;
+        }
+        Some(Caller {
+            sender_domains: configured
+                .filter(|caller| !caller.sender_domains.is_empty())
+                .map(|caller| lowercase_all(caller.sender_domains.clone())),
+            scopes: session
+                .scopes
+                .iter()
+                .filter_map(|name| Scope::parse(name))
+                .collect(),
+            sub: session.sub,
+        })
+    }
+
+    /// The CSRF token of a session value.
+    pub fn csrf(&self, value: &str) -> Option<String> {
+        self.sessions.as_ref().map(|key| key.csrf(value))
+    }
+
+    /// Whether `token` is the CSRF token of the session value.
+    pub fn check_csrf(&self, value: &str, token: &str) -> bool {
+        self.sessions
+            .as_ref()
+            .is_some_and(|key| key.check_csrf(value, token))
+    }
+
+    /// Verifies `token`: its caller and claims.
+    fn verify(&self, token: &str) -> Result<(Caller, Claims), AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::Invalid("malformed token"))?;
         let mut last_error =
             AuthError::Invalid("no configured key matches the token's kid and alg");
         for key in self.keys.candidates(header.kid.as_deref(), header.alg) {
             let validation = self.validation(key.algorithm);
             match decode::<Claims>(token, &key.decoding, &validation) {
-                Ok(data) => return self.caller_from(data.claims),
+                Ok(data) => {
+                    let claims = data.claims;
+                    let caller = self.caller_from(claims.clone())?;
+                    return Ok((caller, claims));
+                }
                 Err(error) => last_error = AuthError::Invalid(token::describe(&error)),
             }
         }

@@ -10,7 +10,7 @@ use super::Scope;
 use super::keys::KeySet;
 
 /// The claims of a caller token beyond the registered ones jsonwebtoken checks itself.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     /// The caller.
     pub sub: String,
@@ -23,10 +23,13 @@ pub struct Claims {
     /// The token's id, by which one token can be revoked (`[[callers]] revoked_tokens`).
     #[serde(default)]
     pub jti: Option<String>,
+    /// When it expires (Unix seconds; required, checked by the decoder).
+    #[serde(default)]
+    pub exp: Option<u64>,
 }
 
 /// The `scope` claim in either of its common shapes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(untagged)]
 pub enum ScopeClaim {
     /// `"send read"` (RFC 8693) or `"send,read"`.

@@ -182,6 +182,9 @@ pub struct Config {
     pub bounce_secret: Option<Secret>,
     /// URL prefixes SNS signing certificates may come from, comma-separated (default: SNS's hosts).
     pub sns_cert_urls: Option<String>,
+    /// Signs console sessions (default: derived from `POSTHORN_JWT_SECRET`); set it when tokens are
+    /// verified with public keys only, or to sign everyone out by changing it.
+    pub console_secret: Option<Secret>,
     /// Public contact forms (TOML only).
     pub forms: Vec<FormConfig>,
     /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client.
@@ -292,6 +295,7 @@ impl Default for Config {
             bounce_listen: None,
             bounce_secret: None,
             sns_cert_urls: None,
+            console_secret: None,
             forms: Vec::new(),
             trusted_proxies: None,
             postmark_webhook_secret: None,

@@ -249,6 +249,18 @@ impl Config {
                 )
             })?;
         }
+        if let Some(secret) = &self.console_secret {
+            if secret.expose().len() < crate::auth::MIN_HMAC_SECRET_BYTES {
+                return Err(ConfigError::invalid(
+                    "POSTHORN_CONSOLE_SECRET",
+                    format!(
+                        "must be at least {} bytes long",
+                        crate::auth::MIN_HMAC_SECRET_BYTES
+                    ),
+                ));
+            }
+            keys.set_session_secret(secret.clone());
+        }
         for (index, spec) in self.jwt_keys.iter().enumerate() {
             keys.add(spec, &format!("#{}", index + 1))
                 .map_err(|error| ConfigError::invalid("jwt_keys", error.to_string()))?;

@@ -154,6 +154,8 @@ pub struct MessageFilter {
     pub status: Option<MessageStatus>,
     /// Only messages carrying this tag.
     pub tag: Option<String>,
+    /// Only messages to this address (in `to`, `cc` or `bcc`; any case).
+    pub recipient: Option<String>,
     /// Only messages accepted at or after this time.
     pub created_after: Option<OffsetDateTime>,
     /// Only messages accepted before this time.

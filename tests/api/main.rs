@@ -10,6 +10,7 @@ mod bounces;
 mod changes;
 mod cli;
 mod compose_property;
+mod console;
 mod crash;
 mod delivery;
 mod dkim;

@@ -183,6 +183,23 @@ async fn enqueued_messages_can_be_read_and_listed_by_their_owner(store: SharedSt
         .unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.next_cursor, None);
+    let to = |address: &str| MessageFilter {
+        recipient: Some(address.into()),
+        limit: 50,
+        ..MessageFilter::default()
+    };
+    let found = store
+        .list_messages(None, &to("B@Example.org"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 3, "any case, the second recipient too");
+    let mine = store
+        .list_messages(Some("bob"), &to("a@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(mine.items.len(), 1, "and still only the owner's");
+    let none = store.list_messages(None, &to("a@example")).await.unwrap();
+    assert!(none.items.is_empty(), "the whole address, not a part of it");
 }
 
 async fn idempotency_replays_refuses_reuse_and_expires(store: SharedStore) {

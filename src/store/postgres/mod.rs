@@ -287,6 +287,11 @@ impl MessageStore for PostgresStore {
                AND ($4::timestamptz IS NULL OR created_at >= $4)
                AND ($5::timestamptz IS NULL OR created_at < $5)
                AND ($6::uuid IS NULL OR id < $6)
+               AND ($8::text IS NULL OR EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(
+                        coalesce(envelope->'to', '[]') || coalesce(envelope->'cc', '[]')
+                        || coalesce(envelope->'bcc', '[]')) AS r
+                     WHERE lower(r->>'address') = lower($8)))
              ORDER BY id DESC
              LIMIT $7",
             rows::summary_columns()
@@ -298,6 +303,7 @@ impl MessageStore for PostgresStore {
         .bind(filter.created_before)
         .bind(filter.after)
         .bind(filter.rows())
+        .bind(filter.recipient.as_deref())
         .fetch_all(&self.pool)
         .await?
         .iter()

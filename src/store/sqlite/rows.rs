@@ -121,6 +121,15 @@ pub(super) async fn list_messages(
             AND (?4 IS NULL OR created_at >= ?4)
             AND (?5 IS NULL OR created_at < ?5)
             AND (?6 IS NULL OR id < ?6)
+            AND (?8 IS NULL OR EXISTS (
+                 SELECT 1 FROM json_each(messages.envelope, '$.to') AS r
+                  WHERE lower(json_extract(r.value, '$.address')) = lower(?8)
+                 UNION ALL
+                 SELECT 1 FROM json_each(messages.envelope, '$.cc') AS r
+                  WHERE lower(json_extract(r.value, '$.address')) = lower(?8)
+                 UNION ALL
+                 SELECT 1 FROM json_each(messages.envelope, '$.bcc') AS r
+                  WHERE lower(json_extract(r.value, '$.address')) = lower(?8)))
           ORDER BY id DESC
           LIMIT ?7",
         summary_columns()
@@ -132,6 +141,7 @@ pub(super) async fn list_messages(
     .bind(filter.created_before.map(micros))
     .bind(filter.after.map(|id| id.to_string()))
     .bind(filter.rows())
+    .bind(filter.recipient.as_deref())
     .fetch_all(pool)
     .await?
     .iter()
