@@ -31,6 +31,7 @@ on_exit drop_test_databases_at_exit
 ensure_python_tools
 ensure_smtp_sink
 ensure_smtp_clients
+ensure_browser
 
 # The TLS tests generate a private CA and server certificate with openssl.
 if ! command -v openssl >/dev/null; then

@@ -406,10 +406,13 @@ def check_optional(rel: Release) -> str:
         want = [{"path": "/v1/forms", "pathType": "Prefix",
                  "backend": {"service": {"name": service, "port": {"name": "http"}}}}]
         want = want if values["publicIngress"]["forms"] else []
+        if values["publicIngress"]["console"]:
+            want.append({"path": "/console", "pathType": "Prefix",
+                         "backend": {"service": {"name": service, "port": {"name": "http"}}}})
         for rule in spec["rules"]:
             assert rule["http"]["paths"] == want, rule["http"]["paths"]
         assert [rule["host"] for rule in spec["rules"]] == values["publicIngress"]["hosts"]
-        present.append("public Ingress (forms only)")
+        present.append("public Ingress (" + ", ".join(p["path"] for p in want) + ")")
 
     policy = rel.maybe("NetworkPolicy")
     np = values["networkPolicy"]

@@ -44,3 +44,21 @@ ensure_smtp_clients() {
   done
   export POSTHORN_TEST_NODE_PATH="$prefix/node_modules"
 }
+
+# ensure_browser: headless Chromium and its WebDriver (Debian's chromium and chromium-driver), which
+# the console's browser test drives through Selenium (pinned in scripts/requirements-test.txt).
+ensure_browser() {
+  step "browser: chromium, chromium-driver"
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  if ((${#missing[@]})); then
+    if is_root && command -v apt-get >/dev/null; then
+      apt_install "${missing[@]}"
+    else
+      die "missing: ${missing[*]} (sudo apt-get install --no-install-recommends ${missing[*]})"
+    fi
+  fi
+  export POSTHORN_TEST_CHROMIUM="${POSTHORN_TEST_CHROMIUM:-$(command -v chromium)}"
+  export POSTHORN_TEST_CHROMEDRIVER="${POSTHORN_TEST_CHROMEDRIVER:-$(command -v chromedriver)}"
+}

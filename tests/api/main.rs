@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod batch;
 mod bounces;
+mod browser;
 mod changes;
 mod cli;
 mod compose_property;
