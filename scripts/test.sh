@@ -32,6 +32,7 @@ ensure_python_tools
 ensure_smtp_sink
 ensure_smtp_clients
 ensure_browser
+ensure_example_toolchains
 
 # The TLS tests generate a private CA and server certificate with openssl.
 if ! command -v openssl >/dev/null; then

@@ -62,3 +62,19 @@ ensure_browser() {
   export POSTHORN_TEST_CHROMIUM="${POSTHORN_TEST_CHROMIUM:-$(command -v chromium)}"
   export POSTHORN_TEST_CHROMEDRIVER="${POSTHORN_TEST_CHROMEDRIVER:-$(command -v chromedriver)}"
 }
+
+# ensure_example_toolchains: what the client examples in examples/clients/ are run with besides curl,
+# Python and Node: Go (golang-go) and Java (default-jdk-headless), from Debian.
+ensure_example_toolchains() {
+  step "example toolchains: go, javac"
+  local missing=()
+  command -v go >/dev/null || missing+=(golang-go)
+  command -v javac >/dev/null || missing+=(default-jdk-headless)
+  if ((${#missing[@]})); then
+    if is_root && command -v apt-get >/dev/null; then
+      apt_install "${missing[@]}"
+    else
+      die "missing: ${missing[*]} (sudo apt-get install --no-install-recommends ${missing[*]})"
+    fi
+  fi
+}

@@ -18,6 +18,7 @@ mod dkim;
 mod durability;
 mod embedded;
 mod events;
+mod examples;
 mod faults;
 mod forms;
 mod hardening;
