@@ -27,6 +27,10 @@ use crate::rate_limit::Limited;
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
+/// The largest post without files (fields only): 50 fields of 20,000 characters fit, far more does
+/// not. A multipart post may be as large as the listener allows, for its files.
+const MAX_FIELDS_BODY: usize = 1024 * 1024;
+
 /// `OPTIONS /v1/forms/{id}`: CORS preflight, answered for the form's allowed origins only.
 pub async fn preflight(
     state: web::Data<AppState>,
@@ -120,7 +124,7 @@ async fn submit(
         let key = format!(
             "form:{}:{}",
             form.id,
-            visitor.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+            visitor.map_or_else(|| "unknown".to_owned(), budget_key)
         );
         if let Err(wait) = state.store.take_slot(&key, interval, window).await? {
             return Err(ApiError::RateLimited(Limited {
@@ -129,14 +133,12 @@ async fn submit(
             }));
         }
     }
-    let body = read_body(
-        req,
-        payload,
-        Media::Form,
-        state.http.max_body_size,
-        state.http.body_timeout,
-    )
-    .await?;
+    let limit = if essence(req) == "multipart/form-data" {
+        state.http.max_body_size
+    } else {
+        MAX_FIELDS_BODY.min(state.http.max_body_size)
+    };
+    let body = read_body(req, payload, Media::Form, limit, state.http.body_timeout).await?;
     let post = read_post(req, body, state.acceptor.limits()).await?;
     if form.is_trapped(&post) {
         tracing::info!(form = %form.id, "a form post filled the honeypot; dropped");
@@ -211,26 +213,59 @@ fn origin_allowed(headers: &HeaderMap, form: &Form) -> bool {
 
 /// The visitor's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
 /// `X-Forwarded-For` that is not a trusted proxy (those to its left could have been written by anyone).
+/// An entry that does not read as an address (`unknown`, or one a proxy wrote in a form not read here)
+/// ends the walk: the last trusted hop stands for the visitor then, rather than anything further left.
 fn visitor_address(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+    let peer = req.peer_addr()?.ip().to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = req
+    let entries: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
-    forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .or(Some(peer))
+    let mut nearest = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = forwarded_ip(entry) else {
+            break;
+        };
+        nearest = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(nearest)
+}
+
+/// An `X-Forwarded-For` entry as an address: `203.0.113.9`, `2001:db8::1`, `203.0.113.9:4711` or
+/// `[2001:db8::1]:4711`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let ip = entry.parse::<IpAddr>().ok().or_else(|| {
+        entry
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|socket| socket.ip())
+    })?;
+    Some(ip.to_canonical())
+}
+
+/// What a visitor's budget is keyed by: an IPv4 address, or an IPv6 address's /64 (one subscriber
+/// typically holds a whole /64, and would otherwise have a fresh budget per address).
+fn budget_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+    }
 }
 
 /// Reads a post's fields (and files) from its body: url-encoded, multipart or a JSON object.
@@ -243,8 +278,11 @@ async fn read_post(
     let invalid = |detail: String| ApiError::InvalidForm(detail);
     match essence.as_str() {
         "application/x-www-form-urlencoded" => {
-            let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-                .map_err(|error| invalid(format!("the form body does not parse: {error}")))?;
+            // Counted as they are read: a body of a million empty fields stops at the limit.
+            let fields: Vec<(String, String)> = form_urlencoded::parse(&body)
+                .take(crate::forms::MAX_FIELDS + 1)
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
             Ok(Post {
                 fields,
                 files: Vec::new(),
@@ -254,6 +292,12 @@ async fn read_post(
         _ => {
             let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
                 .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+            if object.len() > crate::forms::MAX_FIELDS {
+                return Err(invalid(format!(
+                    "the form has more than {} fields",
+                    crate::forms::MAX_FIELDS
+                )));
+            }
             let fields = object
                 .into_iter()
                 .map(|(name, value)| {
@@ -291,6 +335,12 @@ async fn read_multipart(
     let mut multipart = actix_multipart::Multipart::new(headers, stream);
     let mut post = Post::default();
     while let Some(part) = multipart.next().await {
+        if post.fields.len() > crate::forms::MAX_FIELDS {
+            return Err(invalid(format!(
+                "the form has more than {} fields",
+                crate::forms::MAX_FIELDS
+            )));
+        }
         let mut part =
             part.map_err(|error| invalid(format!("the multipart body does not parse: {error}")))?;
         let disposition = part.content_disposition().cloned();
@@ -435,4 +485,71 @@ fn page(status: StatusCode, title: &str, text: &str) -> HttpResponse {
             "default-src 'none'; style-src 'unsafe-inline'",
         ))
         .body(html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn visitor(peer: &str, forwarded: Option<&str>, trusted: &str) -> Option<IpAddr> {
+        let mut request = TestRequest::default().peer_addr(peer.parse().unwrap());
+        if let Some(forwarded) = forwarded {
+            request = request.insert_header(("X-Forwarded-For", forwarded));
+        }
+        let trusted: Vec<ipnet::IpNet> = trusted
+            .split(',')
+            .filter(|net| !net.is_empty())
+            .map(|net| net.trim().parse().unwrap())
+            .collect();
+        visitor_address(&request.to_http_request(), &trusted)
+    }
+
+    #[test]
+    fn the_visitor_is_the_nearest_untrusted_address_and_an_unreadable_entry_ends_the_walk() {
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        // Not behind a trusted proxy: the header is ignored.
+        assert_eq!(
+            visitor("198.51.100.7:1", Some("203.0.113.1"), ""),
+            ip("198.51.100.7")
+        );
+        // Behind one: the nearest untrusted entry, whatever the client wrote to its left.
+        assert_eq!(
+            visitor(
+                "10.0.0.2:1",
+                Some("1.2.3.4, 203.0.113.9, 10.0.0.1"),
+                "10.0.0.0/8"
+            ),
+            ip("203.0.113.9")
+        );
+        // A proxy that writes ports, and IPv4-mapped IPv6 peers.
+        assert_eq!(
+            visitor(
+                "[::ffff:10.0.0.2]:1",
+                Some("203.0.113.9:4711"),
+                "10.0.0.0/8"
+            ),
+            ip("203.0.113.9")
+        );
+        // `unknown` where the client's address should be: the last trusted hop, not the forged
+        // entry to its left.
+        assert_eq!(
+            visitor(
+                "10.0.0.2:1",
+                Some("6.6.6.6, unknown, 10.0.0.1"),
+                "10.0.0.0/8"
+            ),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_visitors_share_a_budget_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(budget_key(a), budget_key(b));
+        assert_ne!(budget_key(a), budget_key(other));
+        assert_eq!(budget_key("203.0.113.9".parse().unwrap()), "203.0.113.9");
+    }
 }

@@ -95,6 +95,7 @@ impl HeldLeases {
                 *known = until;
             }
         }
+        let renewed: std::collections::HashSet<&JobLease> = renewed.iter().collect();
         let mut lost = 0;
         for lease in asked {
             if !renewed.contains(lease) && held.remove(lease).is_some() {

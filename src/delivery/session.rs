@@ -76,17 +76,30 @@ where
 /// pipelines, the next message's envelope goes out in the same write as this message's data (RFC 2920
 /// §3.1 lets message content open a group): the session's state is then `EnvelopeSent`, and the next
 /// call on this connection must be for `next`.
+///
+/// `still_ours` is asked once more before the data goes out: a message whose lease can no longer be
+/// shown to hold (the database out of reach for most of a lease) is not sent, since another process
+/// may be about to take it over.
 pub async fn transact(
     connection: &mut SmtpConnection,
     transaction: &Transaction<'_>,
     timeouts: &Timeouts,
     next: Option<&Transaction<'_>>,
+    still_ours: &(dyn Fn() -> bool + Sync),
 ) -> TransactionResult {
     let reused = connection.reused();
     // The session stays in its transaction if this future is dropped part-way (a sender cancelled at
     // shutdown), and is then never reused.
     let envelope_sent = connection.begin();
-    let result = run(connection, transaction, timeouts, envelope_sent, next).await;
+    let result = run(
+        connection,
+        transaction,
+        timeouts,
+        envelope_sent,
+        next,
+        still_ours,
+    )
+    .await;
     connection.finish(result.next_envelope_sent);
     let stale = reused && result.stale_candidate;
     TransactionResult {
@@ -310,6 +323,7 @@ async fn run(
     timeouts: &Timeouts,
     envelope_sent: bool,
     next: Option<&Transaction<'_>>,
+    still_ours: &(dyn Fn() -> bool + Sync),
 ) -> Run {
     let replies = if envelope_sent {
         // Sent with the previous message's data (so its parameters were checked then).
@@ -387,6 +401,18 @@ async fn run(
         share_fate(&mut recipients, class);
         return Run::ended(AttemptOutcome {
             class,
+            reply,
+            recipients,
+        });
+    }
+
+    if !still_ours() {
+        // The server waits for the data after its 354: the session cannot be reused.
+        connection.break_off();
+        let reply = Reply::none("not sent: this process could not renew the message's lease");
+        share_fate(&mut recipients, OutcomeClass::Transient);
+        return Run::ended(AttemptOutcome {
+            class: OutcomeClass::Transient,
             reply,
             recipients,
         });

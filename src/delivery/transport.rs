@@ -319,7 +319,15 @@ impl Provider {
                     .filter(|next| self.pacer.is_none() && next.may_start(stop))
                     .map(|next| &next.transaction);
                 let clock = clock.take().unwrap_or_else(Clock::start);
-                let result = transact(&mut connection, &message.transaction, timeouts, next).await;
+                let still_ours = || message.held.may_start(&message.lease);
+                let result = transact(
+                    &mut connection,
+                    &message.transaction,
+                    timeouts,
+                    next,
+                    &still_ours,
+                )
+                .await;
                 if connection.state() == SessionState::Broken {
                     // Out of the pool at once: the slot is freed and the socket closed. A message
                     // whose envelope went out with this one's data was not sent: it starts afresh on

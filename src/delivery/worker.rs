@@ -288,6 +288,10 @@ impl Worker {
                 }
             }
             Err(error) => {
+                // Not renewed any more either: the leases run out and the jobs are claimed again.
+                for lease in &leases {
+                    self.held.remove(lease);
+                }
                 tracing::warn!(error = %error, "releasing jobs failed; their leases will expire")
             }
         }

@@ -329,6 +329,19 @@ async fn bad_posts_get_clear_refusals() {
         .await
         .unwrap();
     assert_eq!(text.status(), 415);
+    // A post without files is small: a megabyte at most, and its fields are counted as they are read.
+    let raw = |body: String| {
+        browser()
+            .post(form_url(&app, "contact"))
+            .header(header::ORIGIN, SITE)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(raw("a=&".repeat(300_000)).await.unwrap().status(), 422);
+    let huge = format!("message={}", "x".repeat(1024 * 1024 + 1));
+    assert_eq!(raw(huge).await.unwrap().status(), 413);
     assert!(queued(&app).await.is_empty());
 }
 

@@ -126,8 +126,13 @@ struct ListQuery {
     until: Option<String>,
     #[serde(default)]
     before: Option<String>,
-    #[serde(default)]
+    /// What an action before this page did: a code, never text (see [`notice_text`]).
+    #[serde(default, skip_serializing)]
     notice: Option<String>,
+    #[serde(default, skip_serializing)]
+    count: Option<String>,
+    #[serde(default, skip_serializing)]
+    skipped: Option<String>,
 }
 
 /// A `datetime-local` value (`2026-12-06T07:30`, taken as UTC) or RFC 3339.
@@ -229,7 +234,7 @@ async fn messages(
             statuses => statuses,
             filter => super::value(&query),
             next => next,
-            notice => query.notice,
+            notice => notice_text(query.notice.as_deref(), query.count.as_deref(), query.skipped.as_deref()),
         },
     )
 }
@@ -243,6 +248,8 @@ fn query_clone(query: &ListQuery) -> ListQuery {
         until: query.until.clone(),
         before: query.before.clone(),
         notice: None,
+        count: None,
+        skipped: None,
     }
 }
 
@@ -262,6 +269,31 @@ struct MessageQuery {
     images: Option<String>,
     #[serde(default)]
     notice: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// The text of a notice: pages take a code (and numbers or a status) from their URL, never text, so
+/// a link cannot put words of its own on a console page.
+fn notice_text(code: Option<&str>, first: Option<&str>, second: Option<&str>) -> Option<String> {
+    let number = |text: Option<&str>| text.and_then(|text| text.parse::<u64>().ok()).unwrap_or(0);
+    Some(match code? {
+        "cancelled" => "The message was cancelled.".to_owned(),
+        "too-late" => match first.and_then(|status| status.parse::<MessageStatus>().ok()) {
+            Some(status) => format!("The message is {status} and can no longer be cancelled."),
+            None => "The message can no longer be cancelled.".to_owned(),
+        },
+        "requeued" => "The message is back in the queue.".to_owned(),
+        "not-failed" => "Only a failed message can be retried.".to_owned(),
+        "redriven" => format!(
+            "{} failed message(s) put back in the queue ({} skipped).",
+            number(first),
+            number(second)
+        ),
+        "removed" => "The address was taken off the suppression list.".to_owned(),
+        "absent" => "The address was not on the suppression list.".to_owned(),
+        _ => return None,
+    })
 }
 
 async fn message(
@@ -314,7 +346,7 @@ async fn message(
             events => super::value(&record.events),
             may_change => session.caller.has(Scope::Send),
             images => query.images.is_some(),
-            notice => query.notice.clone(),
+            notice => notice_text(query.notice.as_deref(), query.status.as_deref(), None),
         },
     )
 }
@@ -396,20 +428,17 @@ async fn cancel(
         return error_page(&state, &session, StatusCode::NOT_FOUND, "No such message.");
     };
     let notice = match state.store.cancel_message(session.owner(), id).await {
-        Ok(crate::store::CancelOutcome::Cancelled) => "The message was cancelled.".to_owned(),
+        Ok(crate::store::CancelOutcome::Cancelled) => "notice=cancelled".to_owned(),
         Ok(crate::store::CancelOutcome::NotFound) => {
             return error_page(&state, &session, StatusCode::NOT_FOUND, "No such message.");
         }
         Ok(crate::store::CancelOutcome::TooLate(status)) => {
-            format!("The message is {status} and can no longer be cancelled.")
+            format!("notice=too-late&status={}", status.as_str())
         }
         Err(error) => return unavailable(&state, &session, &error),
     };
     tracing::info!(sub = %session.caller.sub, %id, "cancel from the console");
-    see_other(&format!(
-        "/console/messages/{id}?{}",
-        serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default()
-    ))
+    see_other(&format!("/console/messages/{id}?{notice}"))
 }
 
 async fn retry(
@@ -442,15 +471,12 @@ async fn retry(
     let notice = match state.store.requeue_failed(&filter, false).await {
         Ok(requeued) if requeued.requeued > 0 => {
             state.metrics.messages_requeued.inc_by(requeued.requeued);
-            "The message is back in the queue.".to_owned()
+            "requeued"
         }
-        Ok(_) => "Only a failed message can be retried.".to_owned(),
+        Ok(_) => "not-failed",
         Err(error) => return unavailable(&state, &session, &error),
     };
-    see_other(&format!(
-        "/console/messages/{id}?{}",
-        serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default()
-    ))
+    see_other(&format!("/console/messages/{id}?notice={notice}"))
 }
 
 async fn redrive(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -479,11 +505,11 @@ async fn redrive(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes)
         Ok(requeued) => {
             state.metrics.messages_requeued.inc_by(requeued.requeued);
             tracing::info!(sub = %session.caller.sub, requeued = requeued.requeued, "redrive from the console");
-            let notice = format!(
-                "{} failed message(s) put back in the queue ({} skipped).",
-                requeued.requeued, requeued.skipped
-            );
-            let mut query = vec![("notice", notice)];
+            let mut query = vec![
+                ("notice", "redriven".to_owned()),
+                ("count", requeued.requeued.to_string()),
+                ("skipped", requeued.skipped.to_string()),
+            ];
             if let Some(tag) = tag {
                 query.push(("tag", tag));
             }
@@ -525,7 +551,7 @@ async fn suppressions(
             "suppressions",
             minijinja::context! {
                 suppressions => super::value(&listed.items),
-                notice => query.notice.clone(),
+                notice => notice_text(query.notice.as_deref(), None, None),
             },
         ),
         Err(error) => unavailable(&state, &session, &error),
@@ -553,15 +579,8 @@ async fn remove_suppression(
     let address = field(&fields, "address").unwrap_or_default();
     match state.store.remove_suppression(address).await {
         Ok(removed) => {
-            let notice = if removed {
-                format!("{address} was taken off the list.")
-            } else {
-                format!("{address} was not on the list.")
-            };
-            see_other(&format!(
-                "/console/suppressions?{}",
-                serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default()
-            ))
+            let notice = if removed { "removed" } else { "absent" };
+            see_other(&format!("/console/suppressions?notice={notice}"))
         }
         Err(error) => unavailable(&state, &session, &error),
     }
@@ -763,6 +782,14 @@ async fn outbox(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let Some(session) = session(&req, &state) else {
         return to_login();
     };
+    if !session.caller.is_admin() {
+        return error_page(
+            &state,
+            &session,
+            StatusCode::FORBIDDEN,
+            "The outbox holds every caller's messages: it takes an `admin` session.",
+        );
+    }
     let Some(dir) = outbox_dir(&state) else {
         return error_page(
             &state,
@@ -823,6 +850,14 @@ async fn outbox_message(
     let Some(session) = session(&req, &state) else {
         return to_login();
     };
+    if !session.caller.is_admin() {
+        return error_page(
+            &state,
+            &session,
+            StatusCode::FORBIDDEN,
+            "The outbox holds every caller's messages: it takes an `admin` session.",
+        );
+    }
     let (Some(dir), Ok(id)) = (outbox_dir(&state), Uuid::parse_str(&path)) else {
         return error_page(
             &state,

@@ -49,7 +49,7 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator
 }
 
-/// Schedules kept in memory before those whose budget is full again are forgotten.
+/// Budgets kept in memory before those that are full again (and then the soonest full) are forgotten.
 const MAX_SCHEDULES: usize = 10_000;
 
 /// A [`MessageStore`] in one SQLite file.
@@ -59,10 +59,12 @@ pub struct SqliteStore {
     reader: SqlitePool,
     idempotency_retention: Duration,
     enqueued: Arc<Notify>,
-    /// Send schedules of rate-limited providers and budgets (forms' per-address limits): the next
-    /// free slot of each. One process uses this
+    /// Send schedules of rate-limited providers: the next free slot of each. One process uses this
     /// database, so its schedules live in memory.
     schedules: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Budgets (`take_slot`: forms' per-address limits), kept apart from the providers' schedules so
+    /// that a flood of addresses can only ever evict other addresses.
+    budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl SqliteStore {
@@ -97,6 +99,7 @@ impl SqliteStore {
             idempotency_retention: settings.idempotency_retention,
             enqueued: Arc::new(Notify::new()),
             schedules: Arc::default(),
+            budgets: Arc::default(),
         })
     }
 
@@ -248,15 +251,26 @@ impl MessageStore for SqliteStore {
         window: Duration,
     ) -> Result<Result<(), Duration>, StoreError> {
         let now = std::time::Instant::now();
-        let mut schedules = self
-            .schedules
+        let mut budgets = self
+            .budgets
             .lock()
-            .map_err(|_| StoreError::Corrupt("the send schedules' lock is poisoned".into()))?;
-        if schedules.len() >= MAX_SCHEDULES {
-            // Budgets of visitors long gone are full again: forgetting them changes nothing.
-            schedules.retain(|_, next| *next > now);
+            .map_err(|_| StoreError::Corrupt("the budgets' lock is poisoned".into()))?;
+        if budgets.len() >= MAX_SCHEDULES && !budgets.contains_key(key) {
+            // Budgets that are full again change nothing when forgotten; if that is not enough
+            // (a flood of addresses), those that fill up soonest go first, down to half.
+            budgets.retain(|_, next| *next > now);
+            if budgets.len() >= MAX_SCHEDULES * 3 / 4 {
+                let mut due: Vec<(std::time::Instant, String)> = budgets
+                    .iter()
+                    .map(|(key, next)| (*next, key.clone()))
+                    .collect();
+                due.sort_unstable();
+                for (_, key) in due.into_iter().take(budgets.len() - MAX_SCHEDULES / 2) {
+                    budgets.remove(&key);
+                }
+            }
         }
-        let next = schedules.entry(key.to_owned()).or_insert(now);
+        let next = budgets.entry(key.to_owned()).or_insert(now);
         let slot = (*next).max(now) + interval;
         if slot - now > window {
             return Ok(Err(slot - now - window));
@@ -267,13 +281,13 @@ impl MessageStore for SqliteStore {
 
     async fn purge_schedules(&self, idle: Duration) -> Result<u64, StoreError> {
         let now = std::time::Instant::now();
-        let mut schedules = self
-            .schedules
+        let mut budgets = self
+            .budgets
             .lock()
-            .map_err(|_| StoreError::Corrupt("the send schedules' lock is poisoned".into()))?;
-        let before = schedules.len();
-        schedules.retain(|_, next| *next + idle > now);
-        Ok((before - schedules.len()) as u64)
+            .map_err(|_| StoreError::Corrupt("the budgets' lock is poisoned".into()))?;
+        let before = budgets.len();
+        budgets.retain(|_, next| *next + idle > now);
+        Ok((before - budgets.len()) as u64)
     }
 
     async fn cancel_queued(&self, owner: Option<&str>, id: Uuid) -> Result<bool, StoreError> {
