@@ -22,6 +22,9 @@
 #              scheduled messages in the table, against the same on an empty table
 #   resources  RSS idle and under load (accept at the maximum rate while delivering), CPU split between
 #              posthorn, PostgreSQL and the load generator
+#   embedded   accept (wrk, BENCH_CONNECTIONS) and drain (into smtp-sink) on the embedded SQLite store,
+#              against raw SQLite inserts of the same row (WAL, synchronous=FULL, one per transaction,
+#              bench/sqlite_insert.py) and smtp-source sending as many copies of the same message
 #   submission messages/s submitted over SMTP (AUTH, then MAIL/RCPT/DATA pipelined per message) by 8
 #              sessions, against the same backlog submitted as JSON over 8 HTTP connections, both from
 #              bench/submission_load.py (one kind of client, so the protocols are compared, not tools)
@@ -63,7 +66,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes ratelimit)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes ratelimit embedded)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -185,7 +188,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes|ratelimit)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes|ratelimit|embedded)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -515,6 +518,92 @@ settle_server() {
 
 # ---------------------------------------------------------------------------------------------------------
 # Sections
+
+section_embedded() {
+  step "embedded: accept and drain on the SQLite default (WAL, synchronous=FULL); baselines raw SQLite inserts and smtp-source"
+  # A PostgreSQL database only for the helpers that name one; posthorn runs on SQLite here.
+  new_db embedded
+  local dir=$OUT/embedded
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  local url="sqlite://$dir/posthorn.db"
+  # The message posthorn sends (for smtp-source -F), captured from a scratch database.
+  start_timing_sink embedded-capture --capture "$OUT/message.eml"
+  start_posthorn POSTHORN_DATABASE_URL="sqlite://$dir/scratch.db" POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
+  mint_token
+  send_one
+  wait_until 30 "the first message at the sink" test -s "$OUT/message.eml"
+  stop_posthorn
+  stop_timing_sink
+  tr -d '\r' <"$OUT/message.eml" >"$OUT/message.txt"
+
+  # Accept: nothing delivers meanwhile (no upstream in the production profile: messages wait).
+  start_posthorn POSTHORN_DATABASE_URL="$url"
+  run_wrk "$PH_PORT" 3 embedded-warmup
+  wait_quiet "embedded accept"
+  start_sampler embedded-accept --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+  run_wrk "$PH_PORT" "$DURATION" embedded-accept "$CONNS"
+  stop_sampler
+  local accept=$WRK_RATE accept_errors=$WRK_ERRORS accept_cpu=$SAMPLER_OUT
+  local accept_json=$OUT/embedded-accept.json
+  note "posthorn on SQLite, $CONNS connections: $accept req/s (errors: $accept_errors), p99 $(jget "$accept_json" p99_ms) ms"
+  stop_posthorn
+
+  # Baseline: the same row, one INSERT per transaction, WAL and synchronous=FULL.
+  wait_quiet "embedded baseline"
+  python3 bench/sqlite_insert.py --db "$dir/baseline.db" --payload-from "$dir/posthorn.db" --seconds "$DURATION" \
+    >"$OUT/embedded-baseline.json"
+  local base
+  base=$(jget "$OUT/embedded-baseline.json" rate)
+  note "raw SQLite inserts (WAL, synchronous=FULL, one per transaction): $base tx/s"
+  row embedded "durable POST /v1/send on the embedded SQLite store, wrk $CONNS connections (errors $accept_errors; p50 / p99 $(jget "$accept_json" p50_ms) / $(jget "$accept_json" p99_ms) ms)" \
+    "$accept req/s" "bench/sqlite_insert.py: the same row, 1 INSERT/tx, WAL, synchronous=FULL: $base tx/s" \
+    "$(fmt_ratio "$accept" "$base")" ">= 1.0x" "$(verdict "$accept / $base" '>=' 1.0)"
+  row embedded "CPU at the accept maximum: $(cpu_split "$accept_cpu")" \
+    "posthorn $(cpu_per "$accept_cpu" posthorn "$accept") us/req" "-" "-" "-" "-"
+
+  # Drain: what was accepted, into smtp-sink; then smtp-source with as many copies.
+  start_sink
+  local queued start end span rate
+  queued=$(python3 -c 'import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+print(db.execute("SELECT count(*) FROM messages WHERE status = '"'"'queued'"'"'").fetchone()[0])' "$dir/posthorn.db")
+  wait_quiet "embedded drain"
+  start=$(now)
+  start_posthorn POSTHORN_DATABASE_URL="$url" POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" \
+    POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+  start_sampler embedded-drain --pid "posthorn=$PH_PID" --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
+  WAIT_STEP=1 wait_until 900 "the embedded backlog to drain" sqlite_drained "$dir/posthorn.db"
+  stop_sampler
+  local drain_cpu=$SAMPLER_OUT
+  stop_posthorn
+  # From posthorn's start (its start-up included: a few tens of ms) to the last message's sent_at.
+  end=$(python3 -c 'import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+print(db.execute("SELECT max(sent_at) FROM messages").fetchone()[0] / 1e6)' "$dir/posthorn.db")
+  rate=$(calc "round($queued / ($end - $start))")
+  note "posthorn on SQLite: $queued messages in $(calc "round($end - $start, 2)") s: $rate msg/s"
+  local saved=$MESSAGES
+  MESSAGES=$queued
+  wait_quiet "embedded smtp-source"
+  source_drain embedded-smtp-source
+  MESSAGES=$saved
+  row embedded "drain of the $queued accepted messages ($(wc -c <"$OUT/message.eml") bytes) into smtp-sink, $SMTP_CONNS conns, SQLite store (from posthorn's start to the last sent_at)" \
+    "$rate msg/s" "smtp-source -d -s $SMTP_CONNS, as many messages: $SOURCE_RATE msg/s" \
+    "$(fmt_ratio "$rate" "$SOURCE_RATE")" ">= 0.6x" "$(verdict "$rate / $SOURCE_RATE" '>=' 0.6)"
+  row embedded "CPU while draining on SQLite: $(cpu_split "$drain_cpu")" \
+    "posthorn $(cpu_each "$drain_cpu" posthorn "$queued") us/msg" "-" "-" "-" "-"
+  stop_pid "$SINK_PID"
+  drop_db "$DB"
+}
+
+# sqlite_drained DB: nothing left to send in the embedded store.
+sqlite_drained() {
+  python3 -c 'import sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+left = db.execute("SELECT count(*) FROM messages WHERE status IN ('"'"'queued'"'"', '"'"'sending'"'"')").fetchone()[0]
+sys.exit(0 if left == 0 else 1)' "$1"
+}
 
 section_accept() {
   step "accept: durable POST /v1/send rate and latency; baseline pgbench, one INSERT per transaction"

@@ -1,6 +1,7 @@
 //! The queue. A [`MessageStore`] is the only place that knows how messages are kept; all SQL lives in
 //! its implementations.
 
+mod batch;
 mod columns;
 mod error;
 pub mod events;

@@ -1,7 +1,6 @@
 //! The PostgreSQL store: the production engine, shared by every replica.
 
 mod accept;
-mod batch;
 mod events;
 mod queue;
 mod reports;
@@ -34,7 +33,7 @@ use super::{
     StoreError, StoreSettings, columns,
 };
 use crate::domain::{Body, MessageStatus, TemplateContent};
-use batch::{Batcher, Linger};
+use crate::store::batch::{self, Batcher, Linger};
 use retention::Retain;
 use time::OffsetDateTime;
 
@@ -137,7 +136,7 @@ impl PostgresStore {
         tasks: usize,
         max_batch: usize,
         linger: Linger,
-        commit: batch::CommitFn<T, O>,
+        commit: batch::CommitFn<PgPool, T, O>,
     ) -> Batcher<T, O> {
         let runtime = self
             .runtime

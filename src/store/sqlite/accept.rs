@@ -201,3 +201,43 @@ pub(super) async fn enqueue_batch(
     }
     Ok((BatchOutcome::Committed(outcomes), due, true))
 }
+
+/// What one enqueue of a group commit is answered: its outcome and whether a due message was stored,
+/// or why it could not be.
+pub(super) type Answer = Result<(EnqueueOutcome, bool), StoreError>;
+
+/// Commits concurrent enqueues in one transaction on the writer (one WAL sync for all of them). If
+/// any of them fails, the transaction is undone and each is committed in a transaction of its own, so
+/// one that cannot be stored is answered with its error alone. Each answer says whether a due message
+/// was stored.
+pub(super) async fn commit_enqueues(
+    writer: sqlx::SqlitePool,
+    retention: Duration,
+    requests: Vec<EnqueueRequest>,
+) -> Result<Vec<Answer>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in &requests {
+        match enqueue(&mut tx, request, retention).await {
+            Ok(answer) => answers.push(Ok(answer)),
+            Err(_) => break,
+        }
+    }
+    if answers.len() == requests.len() {
+        tx.commit().await?;
+        return Ok(answers);
+    }
+    tx.rollback().await?;
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let mut tx = writer.begin().await?;
+        let answer = enqueue(&mut tx, request, retention).await;
+        if answer.is_ok() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        answers.push(answer);
+    }
+    Ok(answers)
+}

@@ -17,7 +17,7 @@ mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +40,7 @@ use super::{
     StoreError, StoreSettings,
 };
 use crate::domain::{Body, TemplateContent};
+use crate::store::batch::{Batcher, Linger};
 use time::OffsetDateTime;
 
 /// The migrations compiled into this build (migrations applied by a newer release are tolerated).
@@ -48,6 +49,28 @@ fn migrator() -> sqlx::migrate::Migrator {
     migrator.set_ignore_missing(true);
     migrator
 }
+
+/// Most enqueues committed in one transaction on the writer.
+const ACCEPT_BATCH: usize = 256;
+
+/// Enqueues do not wait for a batch to fill: the writer is busy with the previous one meanwhile, and
+/// whatever arrived then is the next batch.
+const ACCEPT_LINGER: Linger = Linger {
+    wait: Duration::ZERO,
+    enough: 1,
+    streams_only: true,
+};
+
+/// Most outcomes committed in one transaction on the writer.
+const OUTCOME_BATCH: usize = 512;
+
+/// No sender waits on an outcome (it goes on to its next job), so the committer collects for a few
+/// milliseconds: fewer, larger transactions, each one WAL sync.
+const OUTCOME_LINGER: Linger = Linger {
+    wait: Duration::from_millis(5),
+    enough: OUTCOME_BATCH,
+    streams_only: false,
+};
 
 /// Budgets kept in memory before those that are full again (and then the soonest full) are forgotten.
 const MAX_SCHEDULES: usize = 10_000;
@@ -65,6 +88,13 @@ pub struct SqliteStore {
     /// Budgets (`take_slot`: forms' per-address limits), kept apart from the providers' schedules so
     /// that a flood of addresses can only ever evict other addresses.
     budgets: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// The runtime the store was opened in: the accept committer runs there.
+    runtime: Option<tokio::runtime::Handle>,
+    /// Group commit of enqueues on the writer, started on first use: concurrent accepts share one
+    /// transaction, and so one WAL sync.
+    accept: Arc<OnceLock<Batcher<EnqueueRequest, accept::Answer>>>,
+    /// Group commit of delivery outcomes on the writer, started on first use.
+    outcomes: Arc<OnceLock<Batcher<queue::Outcome, Result<bool, StoreError>>>>,
 }
 
 impl SqliteStore {
@@ -100,7 +130,17 @@ impl SqliteStore {
             enqueued: Arc::new(Notify::new()),
             schedules: Arc::default(),
             budgets: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            accept: Arc::default(),
+            outcomes: Arc::default(),
         })
+    }
+
+    /// The runtime the store was opened in (else the current one), for its committers.
+    fn runtime(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current)
     }
 
     /// Runs the accept path's writes in one transaction, committing only when they say so; wakes
@@ -140,11 +180,23 @@ impl MessageStore for SqliteStore {
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<EnqueueOutcome, StoreError> {
         let retention = self.idempotency_retention;
-        self.enqueue_with(async |tx| {
-            let (outcome, due) = accept::enqueue(tx, &request, retention).await?;
-            Ok((outcome, due, true))
-        })
-        .await
+        let batcher = self.accept.get_or_init(|| {
+            Batcher::start(
+                &self.runtime(),
+                self.writer.clone(),
+                1,
+                ACCEPT_BATCH,
+                ACCEPT_LINGER,
+                Arc::new(move |writer, requests| {
+                    Box::pin(accept::commit_enqueues(writer, retention, requests))
+                }),
+            )
+        });
+        let (outcome, due) = batcher.submit(request).await??;
+        if due {
+            self.enqueued.notify_waiters();
+        }
+        Ok(outcome)
     }
 
     async fn enqueue_batch(&self, request: BatchRequest) -> Result<BatchOutcome, StoreError> {
@@ -204,7 +256,17 @@ impl MessageStore for SqliteStore {
         attempt: AttemptRecord,
         disposition: Disposition,
     ) -> Result<bool, StoreError> {
-        queue::record(&self.writer, lease, attempt, disposition).await
+        let batcher = self.outcomes.get_or_init(|| {
+            Batcher::start(
+                &self.runtime(),
+                self.writer.clone(),
+                1,
+                OUTCOME_BATCH,
+                OUTCOME_LINGER,
+                Arc::new(|writer, outcomes| Box::pin(queue::commit_outcomes(writer, outcomes))),
+            )
+        });
+        batcher.submit((lease, attempt, disposition)).await?
     }
 
     async fn release_jobs(&self, leases: &[JobLease]) -> Result<u64, StoreError> {

@@ -148,11 +148,63 @@ pub(super) async fn claim(
     Ok(jobs)
 }
 
+/// One outcome to record: the lease it is recorded under, the attempt, and what becomes of the job.
+pub(super) type Outcome = (JobLease, AttemptRecord, Disposition);
+
+/// Records concurrent outcomes in one transaction on the writer (one WAL sync for all of them). If
+/// any of them fails, the transaction is undone and each is recorded in a transaction of its own, so
+/// one that cannot be recorded does not hold up the others.
+pub(super) async fn commit_outcomes(
+    writer: SqlitePool,
+    outcomes: Vec<Outcome>,
+) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut applied = Vec::with_capacity(outcomes.len());
+    let mut failed = false;
+    for (lease, attempt, disposition) in &outcomes {
+        match record_in(&mut tx, *lease, attempt, disposition).await {
+            Ok(done) => applied.push(Ok(done)),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed {
+        tx.commit().await?;
+        return Ok(applied);
+    }
+    tx.rollback().await?;
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for (lease, attempt, disposition) in outcomes {
+        answers.push(record(&writer, lease, attempt, disposition).await);
+    }
+    Ok(answers)
+}
+
 pub(super) async fn record(
     pool: &SqlitePool,
     lease: JobLease,
     attempt: AttemptRecord,
     disposition: Disposition,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let done = record_in(&mut tx, lease, &attempt, &disposition).await?;
+    if done {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(done)
+}
+
+/// Records an attempt and the job's next state on `tx`, only if `lease` still holds the job; returns
+/// whether it did (nothing is written when it does not).
+async fn record_in(
+    tx: &mut sqlx::SqliteConnection,
+    lease: JobLease,
+    attempt: &AttemptRecord,
+    disposition: &Disposition,
 ) -> Result<bool, StoreError> {
     let now = now();
     let status = disposition.status();
@@ -163,7 +215,6 @@ pub(super) async fn record(
         .transpose()?;
     let error = disposition.error();
     let finished = matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
-    let mut tx = pool.begin().await?;
     // Fenced by the lease token: a worker whose lease was taken over records nothing.
     let updated = sqlx::query(
         "UPDATE messages
@@ -186,7 +237,6 @@ pub(super) async fn record(
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        tx.rollback().await?;
         return Ok(false);
     }
     sqlx::query(
@@ -208,12 +258,11 @@ pub(super) async fn record(
     .bind(serde_json::to_string(&attempt.recipients)?)
     .execute(&mut *tx)
     .await?;
-    let written = events::for_outcome(lease.id, &attempt, &disposition, rows::time(now)?);
-    super::events::write_for_message(&mut tx, lease.id, written).await?;
+    let written = events::for_outcome(lease.id, attempt, disposition, rows::time(now)?);
+    super::events::write_for_message(&mut *tx, lease.id, written).await?;
     for entry in attempt.suppressions(lease.id) {
-        super::suppressions::insert(&mut tx, &entry).await?;
+        super::suppressions::insert(&mut *tx, &entry).await?;
     }
-    tx.commit().await?;
     Ok(true)
 }
 

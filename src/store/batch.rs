@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::StoreError;
@@ -20,16 +19,17 @@ use crate::store::StoreError;
 /// Items waiting for a task before submitters themselves wait (back-pressure).
 const QUEUE: usize = 4096;
 
-/// Commits a batch; returns one output per item, in order.
-pub(super) type CommitFn<T, O> = Arc<
-    dyn Fn(PgPool, Vec<T>) -> Pin<Box<dyn Future<Output = Result<Vec<O>, StoreError>> + Send>>
+/// Commits a batch on a pool `P` (PostgreSQL's, or SQLite's writer); returns one output per item, in
+/// order.
+pub(crate) type CommitFn<P, T, O> = Arc<
+    dyn Fn(P, Vec<T>) -> Pin<Box<dyn Future<Output = Result<Vec<O>, StoreError>> + Send>>
         + Send
         + Sync,
 >;
 
 /// How a task that emptied the queue waits for more before it commits.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Linger {
+pub(crate) struct Linger {
     /// The longest wait; zero commits at once.
     pub wait: Duration,
     /// A batch this large is committed without waiting.
@@ -45,20 +45,20 @@ struct Pending<T, O> {
 }
 
 /// The submitting side; the tasks run until it is dropped.
-pub(super) struct Batcher<T, O> {
+pub(crate) struct Batcher<T, O> {
     sender: mpsc::Sender<Pending<T, O>>,
 }
 
 impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
     /// Starts `tasks` committing tasks in `runtime`, each committing at most `max_batch` items at once,
     /// after collecting as `linger` says.
-    pub(super) fn start(
+    pub(crate) fn start<P: Clone + Send + Sync + 'static>(
         runtime: &tokio::runtime::Handle,
-        pool: PgPool,
+        pool: P,
         tasks: usize,
         max_batch: usize,
         linger: Linger,
-        commit: CommitFn<T, O>,
+        commit: CommitFn<P, T, O>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -77,7 +77,7 @@ impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
     }
 
     /// Submits one item and waits until its batch is committed (or failed).
-    pub(super) async fn submit(&self, item: T) -> Result<O, StoreError> {
+    pub(crate) async fn submit(&self, item: T) -> Result<O, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Pending { item, reply })
@@ -89,13 +89,13 @@ impl<T: Send + 'static, O: Send + 'static> Batcher<T, O> {
     }
 }
 
-async fn run<T, O>(
-    pool: PgPool,
+async fn run<P: Clone, T, O>(
+    pool: P,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<T, O>>>>,
     last_batch: Arc<AtomicUsize>,
     max_batch: usize,
     linger: Linger,
-    commit: CommitFn<T, O>,
+    commit: CommitFn<P, T, O>,
 ) {
     loop {
         let mut batch = Vec::new();
