@@ -52,6 +52,42 @@ pub(super) async fn write(
     Ok(())
 }
 
+/// Writes events of several callers' messages in one statement.
+pub(super) async fn write_many(
+    tx: &mut SqliteConnection,
+    events: Vec<(String, NewEvent)>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = now();
+    let rows: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|(caller, event)| {
+            serde_json::json!({
+                "message_id": event.message_id.to_string(),
+                "caller": caller,
+                "type": event.kind.as_str(),
+                "recipient": event.recipient,
+                "data": event.data.to_string(),
+            })
+        })
+        .collect();
+    // The ids follow the array's order, as one INSERT per event would have given them.
+    sqlx::query(
+        "INSERT INTO events (message_id, caller, type, recipient, data, created_at)
+         SELECT value ->> '$.message_id', value ->> '$.caller', value ->> '$.type',
+                value ->> '$.recipient', value ->> '$.data', ?
+           FROM json_each(?)
+          ORDER BY key",
+    )
+    .bind(now)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Writes `events` of a message whose caller the statement looks up.
 pub(super) async fn write_for_message(
     tx: &mut SqliteConnection,

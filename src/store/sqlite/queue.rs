@@ -152,118 +152,125 @@ pub(super) async fn claim(
 pub(super) type Outcome = (JobLease, AttemptRecord, Disposition);
 
 /// Records concurrent outcomes in one transaction on the writer (one WAL sync for all of them). If
-/// any of them fails, the transaction is undone and each is recorded in a transaction of its own, so
-/// one that cannot be recorded does not hold up the others.
+/// the batch fails, the transaction is undone and each outcome is recorded in a transaction of its
+/// own, so one that cannot be recorded does not hold up the others.
 pub(super) async fn commit_outcomes(
     writer: SqlitePool,
     outcomes: Vec<Outcome>,
 ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
     let mut tx = writer.begin().await?;
-    let mut applied = Vec::with_capacity(outcomes.len());
-    let mut failed = false;
-    for (lease, attempt, disposition) in &outcomes {
-        match record_in(&mut tx, *lease, attempt, disposition).await {
-            Ok(done) => applied.push(Ok(done)),
-            Err(_) => {
-                failed = true;
-                break;
+    match record_in(&mut tx, &outcomes).await {
+        Ok(applied) => {
+            tx.commit().await?;
+            Ok(applied.into_iter().map(Ok).collect())
+        }
+        Err(_) => {
+            tx.rollback().await?;
+            let mut answers = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                answers.push(record(&writer, outcome).await);
             }
+            Ok(answers)
         }
     }
-    if !failed {
-        tx.commit().await?;
-        return Ok(applied);
-    }
-    tx.rollback().await?;
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for (lease, attempt, disposition) in outcomes {
-        answers.push(record(&writer, lease, attempt, disposition).await);
-    }
-    Ok(answers)
 }
 
-pub(super) async fn record(
-    pool: &SqlitePool,
-    lease: JobLease,
-    attempt: AttemptRecord,
-    disposition: Disposition,
-) -> Result<bool, StoreError> {
+/// Records one outcome in a transaction of its own.
+async fn record(pool: &SqlitePool, outcome: Outcome) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    let done = record_in(&mut tx, lease, &attempt, &disposition).await?;
-    if done {
-        tx.commit().await?;
-    } else {
-        tx.rollback().await?;
-    }
-    Ok(done)
+    let applied = record_in(&mut tx, std::slice::from_ref(&outcome)).await?;
+    tx.commit().await?;
+    Ok(applied.first().copied().unwrap_or(false))
 }
 
-/// Records an attempt and the job's next state on `tx`, only if `lease` still holds the job; returns
-/// whether it did (nothing is written when it does not).
+/// Records each attempt and its job's next state on `tx`, each only if its lease still holds the job;
+/// returns which were (nothing is written for the others). One `UPDATE` per job (it returns the
+/// message's caller, for its events), then one statement for every attempt and one for every event.
 async fn record_in(
     tx: &mut sqlx::SqliteConnection,
-    lease: JobLease,
-    attempt: &AttemptRecord,
-    disposition: &Disposition,
-) -> Result<bool, StoreError> {
+    outcomes: &[Outcome],
+) -> Result<Vec<bool>, StoreError> {
     let now = now();
-    let status = disposition.status();
-    let due_at = disposition.retry_delay().map(|delay| now + micros(delay));
-    let recipients = disposition
-        .pending_recipients()
-        .map(serde_json::to_string)
-        .transpose()?;
-    let error = disposition.error();
-    let finished = matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
-    // Fenced by the lease token: a worker whose lease was taken over records nothing.
-    let updated = sqlx::query(
-        "UPDATE messages
-            SET status = ?, lease_token = NULL, updated_at = ?, due_at = COALESCE(?, due_at),
-                pending_recipients = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,
-                finished_at = ?, last_error = ?, last_provider = ?
-          WHERE id = ? AND lease_token = ?",
-    )
-    .bind(status.as_str())
-    .bind(now)
-    .bind(due_at)
-    .bind(recipients)
-    .bind(status.as_str())
-    .bind(now)
-    .bind(finished)
-    .bind(error)
-    .bind(&attempt.provider)
-    .bind(lease.id.to_string())
-    .bind(lease.token.to_string())
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Ok(false);
+    let at = rows::time(now)?;
+    let mut applied = Vec::with_capacity(outcomes.len());
+    let mut attempts = Vec::with_capacity(outcomes.len());
+    let mut events = Vec::with_capacity(outcomes.len());
+    let mut suppressions = Vec::new();
+    for (lease, attempt, disposition) in outcomes {
+        let status = disposition.status();
+        let due_at = disposition.retry_delay().map(|delay| now + micros(delay));
+        let recipients = disposition
+            .pending_recipients()
+            .map(serde_json::to_string)
+            .transpose()?;
+        let finished =
+            matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
+        // Fenced by the lease token: a worker whose lease was taken over records nothing.
+        let caller: Option<(String,)> = sqlx::query_as(
+            "UPDATE messages
+                SET status = ?, lease_token = NULL, updated_at = ?, due_at = COALESCE(?, due_at),
+                    pending_recipients = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,
+                    finished_at = ?, last_error = ?, last_provider = ?
+              WHERE id = ? AND lease_token = ?
+             RETURNING caller",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(due_at)
+        .bind(recipients)
+        .bind(status.as_str())
+        .bind(now)
+        .bind(finished)
+        .bind(disposition.error())
+        .bind(&attempt.provider)
+        .bind(lease.id.to_string())
+        .bind(lease.token.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((caller,)) = caller else {
+            applied.push(false);
+            continue;
+        };
+        applied.push(true);
+        attempts.push(serde_json::json!({
+            "message_id": lease.id.to_string(),
+            "attempt": attempt.attempt,
+            "started_at": rows::micros(attempt.started_at),
+            "duration_ms": attempt.duration_ms,
+            "provider": attempt.provider,
+            "outcome": attempt.outcome.as_str(),
+            "smtp_code": attempt.smtp_code,
+            "enhanced_code": attempt.enhanced_code,
+            "response": attempt.response,
+            "recipients": serde_json::to_string(&attempt.recipients)?,
+        }));
+        for event in events::for_outcome(lease.id, attempt, disposition, at) {
+            events.push((caller.clone(), event));
+        }
+        suppressions.extend(attempt.suppressions(lease.id));
     }
-    sqlx::query(
-        "INSERT INTO delivery_attempts
-            (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code, enhanced_code,
-             response, recipients)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (message_id, attempt) DO NOTHING",
-    )
-    .bind(lease.id.to_string())
-    .bind(attempt.attempt)
-    .bind(rows::micros(attempt.started_at))
-    .bind(attempt.duration_ms)
-    .bind(&attempt.provider)
-    .bind(attempt.outcome.as_str())
-    .bind(attempt.smtp_code)
-    .bind(&attempt.enhanced_code)
-    .bind(&attempt.response)
-    .bind(serde_json::to_string(&attempt.recipients)?)
-    .execute(&mut *tx)
-    .await?;
-    let written = events::for_outcome(lease.id, attempt, disposition, rows::time(now)?);
-    super::events::write_for_message(&mut *tx, lease.id, written).await?;
-    for entry in attempt.suppressions(lease.id) {
+    if !attempts.is_empty() {
+        sqlx::query(
+            "INSERT INTO delivery_attempts
+                (message_id, attempt, started_at, duration_ms, provider, outcome, smtp_code,
+                 enhanced_code, response, recipients)
+             SELECT value ->> '$.message_id', value ->> '$.attempt', value ->> '$.started_at',
+                    value ->> '$.duration_ms', value ->> '$.provider', value ->> '$.outcome',
+                    value ->> '$.smtp_code', value ->> '$.enhanced_code', value ->> '$.response',
+                    value ->> '$.recipients'
+               FROM json_each(?)
+              WHERE true
+             ON CONFLICT (message_id, attempt) DO NOTHING",
+        )
+        .bind(serde_json::Value::Array(attempts).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    super::events::write_many(&mut *tx, events).await?;
+    for entry in suppressions {
         super::suppressions::insert(&mut *tx, &entry).await?;
     }
-    Ok(true)
+    Ok(applied)
 }
 
 pub(super) async fn release(
