@@ -184,50 +184,59 @@ async fn record(pool: &SqlitePool, outcome: Outcome) -> Result<bool, StoreError>
 }
 
 /// Records each attempt and its job's next state on `tx`, each only if its lease still holds the job;
-/// returns which were (nothing is written for the others). One `UPDATE` per job (it returns the
-/// message's caller, for its events), then one statement for every attempt and one for every event.
+/// returns which were (nothing is written for the others). One statement for every job's next state,
+/// one for every attempt and one for every event, whatever the batch's size.
 async fn record_in(
     tx: &mut sqlx::SqliteConnection,
     outcomes: &[Outcome],
 ) -> Result<Vec<bool>, StoreError> {
     let now = now();
     let at = rows::time(now)?;
+    // Every job's next state in one statement, fenced by its lease token: a worker whose lease was
+    // taken over records nothing. It returns the jobs it changed, with their callers (for the events).
+    let mut changes = Vec::with_capacity(outcomes.len());
+    for (lease, attempt, disposition) in outcomes {
+        let status = disposition.status();
+        let finished = matches!(status, MessageStatus::Sent | MessageStatus::Failed);
+        changes.push(serde_json::json!({
+            "id": lease.id.to_string(),
+            "token": lease.token.to_string(),
+            "status": status.as_str(),
+            "due_at": disposition.retry_delay().map(|delay| now + micros(delay)),
+            "pending": disposition
+                .pending_recipients()
+                .map(serde_json::to_string)
+                .transpose()?,
+            "sent_at": (status == MessageStatus::Sent).then_some(now),
+            "finished_at": finished.then_some(now),
+            "error": disposition.error(),
+            "provider": attempt.provider,
+        }));
+    }
+    let changed: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE messages
+            SET status = o.value ->> '$.status', lease_token = NULL, updated_at = ?1,
+                due_at = coalesce(o.value ->> '$.due_at', messages.due_at),
+                pending_recipients = o.value ->> '$.pending',
+                sent_at = coalesce(o.value ->> '$.sent_at', messages.sent_at),
+                finished_at = o.value ->> '$.finished_at',
+                last_error = o.value ->> '$.error',
+                last_provider = o.value ->> '$.provider'
+           FROM json_each(?2) AS o
+          WHERE messages.id = o.value ->> '$.id' AND messages.lease_token = o.value ->> '$.token'
+         RETURNING messages.id, messages.caller",
+    )
+    .bind(now)
+    .bind(serde_json::Value::Array(changes).to_string())
+    .fetch_all(&mut *tx)
+    .await?;
+    let callers: std::collections::HashMap<String, String> = changed.into_iter().collect();
     let mut applied = Vec::with_capacity(outcomes.len());
     let mut attempts = Vec::with_capacity(outcomes.len());
     let mut events = Vec::with_capacity(outcomes.len());
     let mut suppressions = Vec::new();
     for (lease, attempt, disposition) in outcomes {
-        let status = disposition.status();
-        let due_at = disposition.retry_delay().map(|delay| now + micros(delay));
-        let recipients = disposition
-            .pending_recipients()
-            .map(serde_json::to_string)
-            .transpose()?;
-        let finished =
-            matches!(status, MessageStatus::Sent | MessageStatus::Failed).then_some(now);
-        // Fenced by the lease token: a worker whose lease was taken over records nothing.
-        let caller: Option<(String,)> = sqlx::query_as(
-            "UPDATE messages
-                SET status = ?, lease_token = NULL, updated_at = ?, due_at = COALESCE(?, due_at),
-                    pending_recipients = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,
-                    finished_at = ?, last_error = ?, last_provider = ?
-              WHERE id = ? AND lease_token = ?
-             RETURNING caller",
-        )
-        .bind(status.as_str())
-        .bind(now)
-        .bind(due_at)
-        .bind(recipients)
-        .bind(status.as_str())
-        .bind(now)
-        .bind(finished)
-        .bind(disposition.error())
-        .bind(&attempt.provider)
-        .bind(lease.id.to_string())
-        .bind(lease.token.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((caller,)) = caller else {
+        let Some(caller) = callers.get(&lease.id.to_string()) else {
             applied.push(false);
             continue;
         };
