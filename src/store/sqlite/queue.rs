@@ -128,21 +128,32 @@ pub(super) async fn claim(
     }
     jobs.sort_by_key(|(position, _)| *position);
     let mut jobs: Vec<ClaimedJob> = jobs.into_iter().map(|(_, job)| job).collect();
-    for job in &mut jobs {
-        let recipients: Vec<String> = job
-            .content
-            .envelope
-            .recipients()
-            .into_iter()
-            .map(str::to_lowercase)
-            .collect();
-        let suppressed: Vec<(String,)> = sqlx::query_as(
-            "SELECT address FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&recipients)?)
-        .fetch_all(&mut *tx)
-        .await?;
-        job.suppressed = suppressed.into_iter().map(|(address,)| address).collect();
+    // The suppressed addresses among every recipient of the claim, in one statement.
+    let recipients: std::collections::BTreeSet<String> = jobs
+        .iter()
+        .flat_map(|job| job.content.envelope.recipients())
+        .map(str::to_lowercase)
+        .collect();
+    let suppressed: std::collections::HashSet<String> = sqlx::query_as::<_, (String,)>(
+        "SELECT address FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&recipients)?)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(address,)| address)
+    .collect();
+    if !suppressed.is_empty() {
+        for job in &mut jobs {
+            job.suppressed = job
+                .content
+                .envelope
+                .recipients()
+                .into_iter()
+                .map(str::to_lowercase)
+                .filter(|address| suppressed.contains(address))
+                .collect();
+        }
     }
     tx.commit().await?;
     Ok(jobs)
