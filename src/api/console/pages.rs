@@ -405,27 +405,43 @@ async fn preview(
         .body(html)
 }
 
+/// The session and message of an action on one message (cancel, retry): a checked POST, from a session
+/// that may change messages (`send`: its own; `admin`: all), about a message id.
+fn message_action(
+    req: &HttpRequest,
+    state: &AppState,
+    path: &str,
+    body: &web::Bytes,
+) -> Result<(Session, Uuid), Box<HttpResponse>> {
+    let session = checked_post(req, state, &form_fields(body))?;
+    if !session.caller.has(Scope::Send) {
+        return Err(Box::new(error_page(
+            state,
+            &session,
+            StatusCode::FORBIDDEN,
+            "This session may look, not change: sign in with a token that holds `send` (its own messages) or `admin`.",
+        )));
+    }
+    let Ok(id) = Uuid::parse_str(path) else {
+        return Err(Box::new(error_page(
+            state,
+            &session,
+            StatusCode::NOT_FOUND,
+            "No such message.",
+        )));
+    };
+    Ok((session, id))
+}
+
 async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let fields = form_fields(&body);
-    let session = match checked_post(&req, &state, &fields) {
-        Ok(session) => session,
+    let (session, id) = match message_action(&req, &state, &path, &body) {
+        Ok(checked) => checked,
         Err(refused) => return *refused,
-    };
-    if !session.caller.has(Scope::Send) {
-        return error_page(
-            &state,
-            &session,
-            StatusCode::FORBIDDEN,
-            "This session may look, not change: sign in with a token that holds `send` (its own messages) or `admin`.",
-        );
-    }
-    let Ok(id) = Uuid::parse_str(&path) else {
-        return error_page(&state, &session, StatusCode::NOT_FOUND, "No such message.");
     };
     let notice = match state.store.cancel_message(session.owner(), id).await {
         Ok(crate::store::CancelOutcome::Cancelled) => "notice=cancelled".to_owned(),
@@ -447,21 +463,9 @@ async fn retry(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let fields = form_fields(&body);
-    let session = match checked_post(&req, &state, &fields) {
-        Ok(session) => session,
+    let (session, id) = match message_action(&req, &state, &path, &body) {
+        Ok(checked) => checked,
         Err(refused) => return *refused,
-    };
-    if !session.caller.has(Scope::Send) {
-        return error_page(
-            &state,
-            &session,
-            StatusCode::FORBIDDEN,
-            "This session may look, not change: sign in with a token that holds `send` (its own messages) or `admin`.",
-        );
-    }
-    let Ok(id) = Uuid::parse_str(&path) else {
-        return error_page(&state, &session, StatusCode::NOT_FOUND, "No such message.");
     };
     let filter = RequeueFilter {
         id: Some(id),
