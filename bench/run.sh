@@ -25,6 +25,9 @@
 #   embedded   accept (wrk, BENCH_CONNECTIONS) and drain (into smtp-sink) on the embedded SQLite store,
 #              against raw SQLite inserts of the same row (WAL, synchronous=FULL, one per transaction,
 #              bench/sqlite_insert.py) and smtp-source sending as many copies of the same message
+#   big        1 MB and 10 MB messages (a base64 attachment each): accept rate against dd writing the same
+#              bytes with one fdatasync each, drain rate against smtp-source, and posthorn's peak RSS with
+#              32 concurrent 10 MB sends against 5 x 32 x the message
 #   submission messages/s submitted over SMTP (AUTH, then MAIL/RCPT/DATA pipelined per message) by 8
 #              sessions, against the same backlog submitted as JSON over 8 HTTP connections, both from
 #              bench/submission_load.py (one kind of client, so the protocols are compared, not tools)
@@ -66,7 +69,7 @@ source scripts/lib/postgres.sh
 # shellcheck source=scripts/lib/postfix.sh
 source scripts/lib/postfix.sh
 
-ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes ratelimit embedded)
+ALL_SECTIONS=(accept delivery e2e depth resources submission batch webhooks lanes ratelimit embedded big)
 DURATION=${BENCH_DURATION:-15}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_CONNS=${BENCH_E2E_CONNECTIONS:-$((CONNS * 4))}
@@ -188,7 +191,7 @@ reap_stale_dbs() {
     note "dropping $db, left by an earlier run"
     drop_db "$db"
   done < <(pg_psql -At "$ADMIN_URL" -c "SELECT datname FROM pg_database
-             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes|ratelimit|embedded)_[0-9]+$'")
+             WHERE datname ~ '^posthorn_bench_(accept|delivery|e2e|depth[0-9]+|resources|submission|batch|webhooks|lanes|ratelimit|embedded|big)_[0-9]+$'")
 }
 sql() { pg_psql -At "$DB_URL" -c "$1"; }
 reset_messages() { pg_psql "$DB_URL" -c "TRUNCATE messages, jobs CASCADE" -c "VACUUM ANALYZE messages, jobs"; }
@@ -603,6 +606,102 @@ sqlite_drained() {
 db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
 left = db.execute("SELECT count(*) FROM messages WHERE status IN ('"'"'queued'"'"', '"'"'sending'"'"')").fetchone()[0]
 sys.exit(0 if left == 0 else 1)' "$1"
+}
+
+section_big() {
+  step "big: 1 MB and 10 MB messages (one attachment each): accept and drain rates, and peak RSS with 32 concurrent 10 MB sends"
+  new_db big
+  local size body conns
+  for size in 1 10; do
+    body=$OUT/body-${size}mb.json
+    # A message of about SIZE MB on the wire: an attachment of random bytes (incompressible), base64.
+    python3 -c 'import base64, json, os, sys
+size = int(sys.argv[2]) * 1024 * 1024
+raw = os.urandom(size * 3 // 4 - 2048)
+json.dump({"from": "Bench <bench@example.com>", "to": "sink@example.org", "subject": "big benchmark",
+           "text": "See the attachment.",
+           "attachments": [{"filename": "data.bin", "content_type": "application/octet-stream",
+                            "content": base64.b64encode(raw).decode()}]}, open(sys.argv[1], "w"))' "$body" "$size"
+  done
+  start_sink
+  start_posthorn
+  mint_token
+  local results=()
+  for size in 1 10; do
+    body=$OUT/body-${size}mb.json
+    conns=$((size == 1 ? 16 : 4))
+    reset_messages
+    wait_quiet "big accept ${size} MB"
+    start_sampler "big-accept-$size" --pid "posthorn=$PH_PID" --match 'wrk=^wrk '
+    run_wrk "$PH_PORT" "$DURATION" "big-accept-$size" "$conns" /v1/send "$body"
+    stop_sampler
+    local rate=$WRK_RATE errors=$WRK_ERRORS cpu=$SAMPLER_OUT
+    local bytes
+    bytes=$(stat -c %s "$body")
+    # Baseline: the disk's own rate for durable writes of this size (dd, one fdatasync per message), in
+    # the bench's output directory.
+    local dir=$OUT
+    local start end count=$((size == 1 ? 200 : 20))
+    start=$(now)
+    for ((i = 0; i < count; i++)); do
+      dd if="$body" of="$dir/posthorn-bench-dd.tmp" bs=1M oflag=dsync conv=fdatasync status=none
+    done
+    end=$(now)
+    rm -f "$dir/posthorn-bench-dd.tmp"
+    local disk
+    disk=$(calc "round($count / ($end - $start), 1)")
+    row big "accept of ${size} MB messages (${bytes} bytes of JSON, a base64 attachment), wrk $conns connections (errors $errors; p50 / p99 $(jget "$OUT/big-accept-$size.json" p50_ms) / $(jget "$OUT/big-accept-$size.json" p99_ms) ms; $(calc "round($rate * $bytes / 1048576)") MB/s)" \
+      "$rate req/s" "dd of the same bytes with one fdatasync each: $disk files/s ($(calc "round($disk * $bytes / 1048576)") MB/s)" \
+      "$(fmt_ratio "$rate" "$disk")" "-" "-"
+    row big "CPU accepting ${size} MB messages: $(cpu_split "$cpu")" \
+      "posthorn $(cpu_per "$cpu" posthorn "$rate") us/msg, postgres $(cpu_per "$cpu" postgres "$rate") us/msg" "-" "-" "-" "-"
+    # Drain what was accepted.
+    local queued
+    queued=$(sql "SELECT count(*) FROM jobs")
+    stop_posthorn
+    wait_quiet "big drain ${size} MB"
+    start=$(now)
+    start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$SINK_PORT" POSTHORN_SMTP_MAX_CONNECTIONS="$SMTP_CONNS" \
+      POSTHORN_WORKERS=$((SMTP_CONNS * 2))
+    WAIT_STEP=1 wait_until 900 "the big backlog to drain" queue_empty
+    end=$(sql "SELECT extract(epoch FROM max(sent_at)) FROM message_states")
+    local drained
+    drained=$(calc "round($queued / ($end - $start), 1)")
+    # smtp-source with one of them, as many times, over as many connections.
+    start_timing_sink "big-capture-$size" --capture "$OUT/big-$size.eml"
+    stop_posthorn
+    start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
+    BODY=$body send_one
+    wait_until 60 "the big message at the capture sink" test -s "$OUT/big-$size.eml"
+    stop_timing_sink
+    tr -d '\r' <"$OUT/big-$size.eml" >"$OUT/big-$size.txt"
+    start=$(now)
+    timeout 900 "$SMTP_SOURCE" -d -s "$SMTP_CONNS" -m "$queued" -F "$OUT/big-$size.txt" -f bench@example.com \
+      -t sink@example.org "127.0.0.1:$SINK_PORT"
+    end=$(now)
+    local source
+    source=$(calc "round($queued / ($end - $start), 1)")
+    row big "drain of the $queued accepted ${size} MB messages into smtp-sink, $SMTP_CONNS conns (from posthorn's start)" \
+      "$drained msg/s" "smtp-source -d -s $SMTP_CONNS, the same message as many times: $source msg/s" \
+      "$(fmt_ratio "$drained" "$source")" "-" "-"
+    stop_posthorn
+    start_posthorn
+  done
+  # Peak RSS: a fresh process, 32 concurrent 10 MB sends for the step's duration.
+  stop_posthorn
+  reset_messages
+  start_posthorn
+  wait_quiet "big rss"
+  local idle peak
+  idle=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$PH_PID/status")
+  run_wrk "$PH_PORT" "$DURATION" big-rss 32 /v1/send "$OUT/body-10mb.json"
+  peak=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$PH_PID/status")
+  local bound=$((5 * 32 * $(stat -c %s "$OUT/body-10mb.json") / 1024))
+  row big "peak RSS of posthorn with 32 concurrent 10 MB sends ($WRK_RATE req/s, errors $WRK_ERRORS; idle before: $((idle / 1024)) MB)" \
+    "$((peak / 1024)) MB" "5 x 32 x the message: $((bound / 1024)) MB" "$(fmt_ratio "$peak" "$bound")" "< 1.0x" "$(verdict "$peak / $bound" '<' 1.0)"
+  stop_posthorn
+  stop_pid "$SINK_PID"
+  drop_db "$DB"
 }
 
 section_accept() {
