@@ -7,7 +7,10 @@
 //! `Content-Security-Policy`; a message's HTML is previewed in a sandboxed frame of its own, without
 //! remote images until asked. A session can do what its token's scopes allow.
 
-mod pages;
+mod admin;
+mod messages;
+mod outbox;
+mod sign_in;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,13 +20,13 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use minijinja::{AutoEscape, Environment};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
 use crate::auth::{Caller, Scope};
-
-pub use pages::configure;
+use crate::domain::MessageStatus;
 
 /// The session cookie.
 const COOKIE: &str = "posthorn_session";
@@ -272,12 +275,132 @@ fn checked_post(
     Ok(session)
 }
 
+/// `session` if its caller holds `scope` (an admin holds every scope), else a 403 page saying `why`.
+fn holding(
+    state: &AppState,
+    session: Session,
+    scope: Scope,
+    why: &str,
+) -> Result<Session, Box<HttpResponse>> {
+    if session.caller.has(scope) {
+        Ok(session)
+    } else {
+        Err(Box::new(error_page(
+            state,
+            &session,
+            StatusCode::FORBIDDEN,
+            why,
+        )))
+    }
+}
+
+/// The session of a page that takes `scope`: signed in (else to the sign-in page), holding it.
+fn viewer(
+    req: &HttpRequest,
+    state: &AppState,
+    scope: Scope,
+    why: &str,
+) -> Result<Session, Box<HttpResponse>> {
+    let session = session(req, state).ok_or_else(|| Box::new(to_login()))?;
+    holding(state, session, scope, why)
+}
+
+/// The session of an action that takes `scope`: a checked POST ([`checked_post`]), holding it.
+fn actor(
+    req: &HttpRequest,
+    state: &AppState,
+    fields: &[(String, String)],
+    scope: Scope,
+    why: &str,
+) -> Result<Session, Box<HttpResponse>> {
+    let session = checked_post(req, state, fields)?;
+    holding(state, session, scope, why)
+}
+
 /// The console's style sheet.
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .body(include_str!("console.css"))
+}
+
+/// Registers the console's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/console", web::get().to(messages::list))
+        .route("/console/", web::get().to(messages::list))
+        .route("/console/login", web::get().to(sign_in::page))
+        .route("/console/login", web::post().to(sign_in::login))
+        .route("/console/logout", web::post().to(sign_in::logout))
+        .route("/console/messages/{id}", web::get().to(messages::show))
+        .route(
+            "/console/messages/{id}/preview",
+            web::get().to(messages::preview),
+        )
+        .route(
+            "/console/messages/{id}/cancel",
+            web::post().to(messages::cancel),
+        )
+        .route(
+            "/console/messages/{id}/retry",
+            web::post().to(messages::retry),
+        )
+        .route("/console/redrive", web::post().to(messages::redrive))
+        .route("/console/suppressions", web::get().to(admin::suppressions))
+        .route(
+            "/console/suppressions/remove",
+            web::post().to(admin::remove_suppression),
+        )
+        .route("/console/webhooks", web::get().to(admin::webhooks))
+        .route("/console/providers", web::get().to(admin::providers))
+        .route("/console/queue", web::get().to(admin::queue))
+        .route("/console/outbox", web::get().to(outbox::list))
+        .route("/console/outbox/{id}", web::get().to(outbox::show))
+        .route("/console/static/console.css", web::get().to(stylesheet));
+}
+
+/// An RFC 3339 time, as pages show times.
+fn time(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+fn unavailable(state: &AppState, session: &Session, error: &dyn std::fmt::Display) -> HttpResponse {
+    tracing::warn!(error = %error, "a console page could not read the database");
+    error_page(
+        state,
+        session,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The database cannot be reached right now; try again in a moment.",
+    )
+}
+
+/// The text of a notice: pages take a code (and numbers or a status) from their URL, never text, so
+/// a link cannot put words of its own on a console page.
+fn notice_text(code: Option<&str>, first: Option<&str>, second: Option<&str>) -> Option<String> {
+    let number = |text: Option<&str>| text.and_then(|text| text.parse::<u64>().ok()).unwrap_or(0);
+    Some(match code? {
+        "cancelled" => "The message was cancelled.".to_owned(),
+        "too-late" => match first.and_then(|status| status.parse::<MessageStatus>().ok()) {
+            Some(status) => format!("The message is {status} and can no longer be cancelled."),
+            None => "The message can no longer be cancelled.".to_owned(),
+        },
+        "requeued" => "The message is back in the queue.".to_owned(),
+        "not-failed" => "Only a failed message can be retried.".to_owned(),
+        "redriven" => format!(
+            "{} failed message(s) put back in the queue ({} skipped).",
+            number(first),
+            number(second)
+        ),
+        "removed" => "The address was taken off the suppression list.".to_owned(),
+        "absent" => "The address was not on the suppression list.".to_owned(),
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct NoticeQuery {
+    #[serde(default)]
+    notice: Option<String>,
 }
 
 #[cfg(test)]
@@ -316,7 +439,7 @@ mod tests {
             .and_then(|page| {
                 page.render(minijinja::context! {
                     now => value(vec![("queued", 3)]),
-                    chart => value(pages::chart(&[])),
+                    chart => value(admin::chart(&[])),
                 })
             })
             .unwrap_or_else(|error| panic!("{error:#}"));
