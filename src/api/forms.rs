@@ -115,18 +115,25 @@ async fn submit(
     payload: web::Payload,
     answer: Answer,
 ) -> Result<Posted, ApiError> {
-    if !origin_allowed(req.headers(), form) {
+    // The page posting must be of an allowed origin; a post that names none is refused.
+    if !super::origin::page_origin(req.headers()).is_some_and(|origin| form.allows_origin(&origin))
+    {
         return Err(ApiError::OriginNotAllowed);
     }
     let visitor = visitor_address(req, &state.http.trusted_proxies);
-    if let (Some((interval, window)), Some(limit)) = (form.budget(), form.rate_limit_per_ip) {
+    if let Some(limit) = form.rate_limit_per_ip {
         // A visitor whose address cannot be told (no peer address) shares one budget with the others.
         let key = format!(
-            "form:{}:{}",
-            form.id,
+            "{}:{}",
+            form.caller(),
             visitor.map_or_else(|| "unknown".to_owned(), budget_key)
         );
-        if let Err(wait) = state.store.take_slot(&key, interval, window).await? {
+        // One post per interval, bursts up to the limit's count.
+        let taken = state
+            .store
+            .take_slot(&key, limit.interval(), limit.per)
+            .await?;
+        if let Err(wait) = taken {
             return Err(ApiError::RateLimited(Limited {
                 limit: limit.count,
                 retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -197,18 +204,6 @@ fn answer_of(req: &HttpRequest) -> Answer {
     } else {
         Answer::Browser
     }
-}
-
-/// The page posting must be of an allowed origin: `Origin`, or when a browser sends none (some do
-/// not on a same-origin form post), the origin of `Referer`.
-fn origin_allowed(headers: &HeaderMap, form: &Form) -> bool {
-    if let Some(origin) = header_str(headers, header::ORIGIN) {
-        return form.allows_origin(origin);
-    }
-    header_str(headers, header::REFERER)
-        .and_then(|referer| url::Url::parse(referer).ok())
-        .filter(|url| matches!(url.scheme(), "http" | "https"))
-        .is_some_and(|url| form.allows_origin(&url.origin().ascii_serialization()))
 }
 
 /// The visitor's address: the peer's, or, when the peer is a trusted proxy, the nearest address in

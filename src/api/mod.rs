@@ -11,6 +11,7 @@ mod inbound;
 mod messages;
 mod middleware;
 mod ops;
+mod origin;
 mod prepare;
 mod problem;
 mod providers;

@@ -216,27 +216,13 @@ impl Authenticator {
     /// disabled nor its token revoked since.
     pub fn resume(&self, value: &str, now: i64) -> Option<Caller> {
         let session = self.sessions.as_ref()?.open(value, now)?;
-        let configured = self.callers.get(&session.sub);
-        if configured.is_some_and(|caller| {
-            caller.disabled
-                || session
-                    .jti
-                    .as_ref()
-                    .is_some_and(|jti| caller.revoked_tokens.contains(jti))
-        }) {
-            return None;
-        }
-        Some(Caller {
-            sender_domains: configured
-                .filter(|caller| !caller.sender_domains.is_empty())
-                .map(|caller| lowercase_all(caller.sender_domains.clone())),
-            scopes: session
-                .scopes
-                .iter()
-                .filter_map(|name| Scope::parse(name))
-                .collect(),
-            sub: session.sub,
-        })
+        let scopes = session
+            .scopes
+            .iter()
+            .filter_map(|name| Scope::parse(name))
+            .collect();
+        self.with_policy(session.sub, scopes, session.jti.as_deref(), None)
+            .ok()
     }
 
     /// The CSRF token of a session value.
@@ -300,16 +286,35 @@ impl Authenticator {
         {
             return Err(AuthError::Invalid("sub must be 1-255 printable characters"));
         }
-        let configured = self.callers.get(&claims.sub);
+        let scopes = claims.scope.scopes();
+        self.with_policy(
+            claims.sub,
+            scopes,
+            claims.jti.as_deref(),
+            claims.sender_domains,
+        )
+    }
+
+    /// The caller `sub` with `scopes`, under what `[[callers]]` says of it: refused when it is disabled
+    /// or the token `jti` is revoked; its sender domains are the token's (`from_token`) narrowed to the
+    /// configured ones, or the configured ones.
+    fn with_policy(
+        &self,
+        sub: String,
+        scopes: Vec<Scope>,
+        jti: Option<&str>,
+        from_token: Option<Vec<String>>,
+    ) -> Result<Caller, AuthError> {
+        let configured = self.callers.get(&sub);
         if configured.is_some_and(|caller| caller.disabled) {
             return Err(AuthError::CallerDisabled);
         }
-        if let (Some(caller), Some(jti)) = (configured, &claims.jti)
-            && caller.revoked_tokens.contains(jti)
+        if let (Some(caller), Some(jti)) = (configured, jti)
+            && caller.revoked_tokens.iter().any(|revoked| revoked == jti)
         {
             return Err(AuthError::Revoked);
         }
-        let mut sender_domains = claims.sender_domains.map(lowercase_all);
+        let mut sender_domains = from_token.map(lowercase_all);
         if let Some(configured) = configured.filter(|c| !c.sender_domains.is_empty()) {
             let allowed = lowercase_all(configured.sender_domains.clone());
             sender_domains = Some(match sender_domains {
@@ -321,8 +326,8 @@ impl Authenticator {
             });
         }
         Ok(Caller {
-            sub: claims.sub,
-            scopes: claims.scope.scopes(),
+            sub,
+            scopes,
             sender_domains,
         })
     }
@@ -330,18 +335,7 @@ impl Authenticator {
     /// The caller of a public form, `form:ID`: it may send, within the rules `[[callers]]` gives that
     /// name (a disabled one is refused; its sender domains hold).
     pub fn form_caller(&self, sub: String) -> Result<Caller, AuthError> {
-        let configured = self.callers.get(&sub);
-        if configured.is_some_and(|caller| caller.disabled) {
-            return Err(AuthError::CallerDisabled);
-        }
-        let sender_domains = configured
-            .filter(|caller| !caller.sender_domains.is_empty())
-            .map(|caller| lowercase_all(caller.sender_domains.clone()));
-        Ok(Caller {
-            sub,
-            scopes: vec![Scope::Send],
-            sender_domains,
-        })
+        self.with_policy(sub, vec![Scope::Send], None, None)
     }
 
     /// Signs a token for `sub` with the first shared-secret key.

@@ -6,7 +6,7 @@
 mod captcha;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use minijinja::{Environment, UndefinedBehavior};
 
@@ -148,7 +148,7 @@ impl Form {
                 body,
                 raw: None,
             },
-            vec![format!("form:{}", self.id)],
+            vec![self.caller()],
             BTreeMap::new(),
             None,
         );
@@ -178,12 +178,6 @@ impl Form {
             .unwrap_or_else(|_| format!("Form: {}", self.id));
         one_line(&rendered, MAX_SUBJECT)
     }
-
-    /// The budget of one visitor address: one post per interval, bursts up to the limit's count.
-    pub fn budget(&self) -> Option<(Duration, Duration)> {
-        self.rate_limit_per_ip
-            .map(|limit| (limit.interval(), limit.per))
-    }
 }
 
 /// Checks a subject template once, at start.
@@ -195,12 +189,16 @@ pub fn check_subject(template: &str) -> Result<(), String> {
 }
 
 /// Subjects render lenient (a missing field is empty), unescaped (the subject is not HTML), on fuel.
-fn subject_environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Lenient);
-    env.set_fuel(Some(FUEL));
-    env.set_recursion_limit(16);
-    env
+/// One engine for every form and post.
+fn subject_environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(16);
+        env
+    });
+    &ENVIRONMENT
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -235,7 +235,7 @@ pub(super) async fn preview(
         (Some(html), _) => html.clone(),
         (None, Some(text)) => format!(
             "<!doctype html><meta charset=\"utf-8\"><pre style=\"white-space: pre-wrap\">{}</pre>",
-            crate::forms::escape(text)
+            minijinja::HtmlEscape(text)
         ),
         (None, None) => {
             "<!doctype html><meta charset=\"utf-8\"><p>No body to show: the message was \
@@ -386,10 +386,7 @@ pub(super) async fn redrive(
 
 fn mailboxes(list: &[Mailbox]) -> String {
     list.iter()
-        .map(|mailbox| match &mailbox.name {
-            Some(name) => format!("{name} <{}>", mailbox.address.as_str()),
-            None => mailbox.address.as_str().to_owned(),
-        })
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }

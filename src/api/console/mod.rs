@@ -150,18 +150,7 @@ fn session_cookie(req: &HttpRequest, value: String) -> Cookie<'static> {
 fn same_origin(req: &HttpRequest) -> bool {
     let info = req.connection_info();
     let own = format!("{}://{}", info.scheme(), info.host());
-    let claimed = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            req.headers()
-                .get(header::REFERER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|referer| url::Url::parse(referer).ok())
-                .map(|url| url.origin().ascii_serialization())
-        });
+    let claimed = super::origin::page_origin(req.headers());
     // A browser sends Origin with every cross-origin POST; one with neither header is not a browser
     // another site could drive.
     claimed.is_none_or(|origin| origin.eq_ignore_ascii_case(&own))

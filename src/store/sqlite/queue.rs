@@ -329,26 +329,29 @@ pub(super) async fn renew(
     if leases.is_empty() {
         return Ok(Vec::new());
     }
-    let until = now() + micros(lease);
-    let mut renewed = Vec::with_capacity(leases.len());
-    let mut tx = pool.begin().await?;
-    for held in leases {
-        let extended = sqlx::query(
-            "UPDATE messages SET due_at = ?
-              WHERE id = ? AND lease_token = ? AND status = 'sending'",
-        )
-        .bind(until)
-        .bind(held.id.to_string())
-        .bind(held.token.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if extended > 0 {
-            renewed.push(*held);
-        }
-    }
-    tx.commit().await?;
-    Ok(renewed)
+    let held: Vec<serde_json::Value> = leases
+        .iter()
+        .map(|lease| serde_json::json!({"id": lease.id.to_string(), "token": lease.token.to_string()}))
+        .collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE messages SET due_at = ?1
+           FROM json_each(?2) AS l
+          WHERE messages.id = l.value ->> '$.id' AND messages.lease_token = l.value ->> '$.token'
+            AND messages.status = 'sending'
+         RETURNING messages.id, messages.lease_token",
+    )
+    .bind(now() + micros(lease))
+    .bind(serde_json::Value::Array(held).to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, token)| {
+            Ok(JobLease {
+                id: parse_uuid(&id)?,
+                token: parse_uuid(&token)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn cancel(
