@@ -145,13 +145,16 @@ impl Delivery {
             metrics,
             wake,
             held: held.clone(),
-            senders: settings_workers,
+            lanes: settings_workers.min(transport.connections().unwrap_or(usize::MAX)),
         });
-        // Up to two batches of claimed jobs wait for the senders: the claimer claims the next batch
+        // Up to two claim batches of jobs wait for the senders: the claimer claims the next batch
         // while a whole one is still queued, so the senders keep working through the claim (which
         // takes 10-30 ms for 200 jobs on a busy machine; with one batch of room they often ran dry).
-        let (queue, jobs) =
-            tokio::sync::mpsc::channel(2 * worker.settings.batch_size.max(1) as usize);
+        // With many connections, enough for a full send batch on each: on a distant upstream a batch
+        // of one or two would spend a round trip in three waiting between batches.
+        let room = (2 * worker.settings.batch_size.max(1) as usize)
+            .max(worker.lanes.saturating_mul(worker::SEND_BATCH));
+        let (queue, jobs) = tokio::sync::mpsc::channel(room);
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         let mut workers = JoinSet::new();
         workers.spawn(worker.clone().claim(queue, stop.clone()));

@@ -54,6 +54,20 @@ pub enum Transport {
 const OUTBOX_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Transport {
+    /// How many SMTP connections all providers together may hold; `None` for the outbox.
+    pub fn connections(&self) -> Option<usize> {
+        match self {
+            Transport::Smtp(providers) => Some(
+                providers
+                    .list()
+                    .iter()
+                    .map(|provider| provider.upstream.max_connections)
+                    .sum(),
+            ),
+            Transport::Outbox(_) => None,
+        }
+    }
+
     /// The provider a message with these facts would go to now, by name (`outbox` without SMTP).
     pub fn provider_for(&self, facts: &RouteFacts<'_>) -> Option<&str> {
         match self {
