@@ -187,23 +187,17 @@ impl MessageDraft {
             ],
             self.subject.unwrap_or_default(),
         )?;
-        let attachments: Vec<(&str, &str, Option<&str>)> = self
+        let attachments = self
             .attachments
-            .iter()
+            .into_iter()
             .flatten()
-            .map(|a| {
-                (
-                    a.filename.as_str(),
-                    a.content.as_str(),
-                    a.content_type.as_deref(),
-                )
-            })
+            .map(|a| (a.filename, a.content, a.content_type))
             .collect();
         let body = Body::new(
             self.text,
             self.html,
             fields::custom_headers(&self.headers.unwrap_or_default(), limits.max_headers)?,
-            fields::attachments(&attachments, limits)?,
+            fields::attachments(attachments, limits)?,
         )?;
         let tags = fields::tags(self.tags.unwrap_or_default())?;
         let metadata = fields::metadata(self.metadata.unwrap_or_default())?;

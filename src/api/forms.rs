@@ -375,15 +375,15 @@ async fn read_multipart(
                     }));
                 }
                 let encoded = STANDARD.encode(&bytes);
+                // A media type the browser made up that posthorn would refuse becomes the default.
+                let content_type =
+                    content_type.filter(|value| Attachment::accepts_media_type(value));
                 let attachment = Attachment::parse(
                     &filename,
-                    &encoded,
+                    encoded,
                     content_type.as_deref(),
                     limits.max_attachment_size,
                 )
-                .or_else(|_| {
-                    Attachment::parse(&filename, &encoded, None, limits.max_attachment_size)
-                })
                 .map_err(|source| {
                     ApiError::Validation(DomainError::Attachment {
                         field: format!("files[{}]", post.files.len()),

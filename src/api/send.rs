@@ -37,19 +37,10 @@ pub async fn send(
     let header_key = idempotency_key(&req)?;
     let body = read_json(&req, payload, &state.http).await?;
     let draft: MessageDraft = parse_object(&body)?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
-    let body_key = own_key(draft.idempotency_key.as_deref(), &value)?;
-    let idempotency = match (header_key, body_key) {
-        (Some(header), Some((body, _))) if header != body => {
-            return Err(ApiError::InvalidRequest {
-                message: "idempotency_key differs from the Idempotency-Key header; give one".into(),
-                field: Some("idempotency_key".into()),
-            });
-        }
-        (Some(key), _) => Some((key, RequestFingerprint::of(&value))),
-        (None, body_key) => body_key,
-    };
+    let idempotency = idempotency(header_key, &draft, &body)?;
+    // The request's bytes are not needed past here: a message with attachments is not held twice
+    // while it is prepared and stored.
+    drop(body);
     let message = Preparer::new(&state).message(draft).await?;
     if query.dry_run {
         return json(StatusCode::OK, &preview(&state, caller.caller(), &message)?);
@@ -65,6 +56,31 @@ pub async fn send(
         )
         .await?;
     accepted_response(&receipt)
+}
+
+/// The request's idempotency key (the header's or the body's; both must agree) with the fingerprint of
+/// the body. The body is parsed a second time, as a JSON value, only when there is a key to fingerprint.
+fn idempotency(
+    header_key: Option<IdempotencyKey>,
+    draft: &MessageDraft,
+    body: &[u8],
+) -> Result<Option<(IdempotencyKey, RequestFingerprint)>, ApiError> {
+    if header_key.is_none() && draft.idempotency_key.is_none() {
+        return Ok(None);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    let body_key = own_key(draft.idempotency_key.as_deref(), &value)?;
+    Ok(match (header_key, body_key) {
+        (Some(header), Some((body, _))) if header != body => {
+            return Err(ApiError::InvalidRequest {
+                message: "idempotency_key differs from the Idempotency-Key header; give one".into(),
+                field: Some("idempotency_key".into()),
+            });
+        }
+        (Some(key), _) => Some((key, RequestFingerprint::of(&value))),
+        (None, body_key) => body_key,
+    })
 }
 
 pub(super) fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {

@@ -63,9 +63,10 @@ pub struct Attachment {
 
 impl Attachment {
     /// Validates one attachment against `max_size` (decoded bytes).
+    /// `content` is taken as given, without a copy, unless it has whitespace to take out.
     pub fn parse(
         filename: &str,
-        content: &str,
+        content: String,
         content_type: Option<&str>,
         max_size: usize,
     ) -> Result<Self, AttachmentError> {
@@ -83,15 +84,16 @@ impl Attachment {
         }
         let content_type = media_type(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))?;
         // MIME producers often wrap base64 at 76 columns; whitespace carries no data.
-        let compact: String = content.split_ascii_whitespace().collect();
+        let compact = if content.bytes().any(|byte| byte.is_ascii_whitespace()) {
+            content.split_ascii_whitespace().collect()
+        } else {
+            content
+        };
         // Reject before decoding when the encoded length alone proves the limit is exceeded.
         if compact.len() / 4 * 3 > max_size + 3 {
             return Err(AttachmentError::TooLarge { max: max_size });
         }
-        let size = STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|_| AttachmentError::InvalidBase64)?
-            .len();
+        let size = decoded_size(compact.as_bytes())?;
         if size > max_size {
             return Err(AttachmentError::TooLarge { max: max_size });
         }
@@ -102,6 +104,35 @@ impl Attachment {
             size,
         })
     }
+}
+
+impl Attachment {
+    /// Whether `content_type` would be accepted as an attachment's media type.
+    pub fn accepts_media_type(content_type: &str) -> bool {
+        media_type(content_type).is_ok()
+    }
+}
+
+/// Characters of base64 checked at a time (a multiple of 4, so that every block but the last decodes on
+/// its own).
+const CHECK_BLOCK: usize = 4096;
+
+/// The size of standard base64 once decoded, checked a block at a time into a small buffer: a large
+/// attachment is validated without holding its bytes a second time. Padding may end the last block only,
+/// so this accepts exactly what decoding the whole at once does.
+fn decoded_size(encoded: &[u8]) -> Result<usize, AttachmentError> {
+    let mut buffer = [0u8; CHECK_BLOCK / 4 * 3];
+    let mut size = 0;
+    let mut blocks = encoded.chunks(CHECK_BLOCK).peekable();
+    while let Some(block) = blocks.next() {
+        if blocks.peek().is_some() && block.contains(&b'=') {
+            return Err(AttachmentError::InvalidBase64);
+        }
+        size += STANDARD
+            .decode_slice(block, &mut buffer)
+            .map_err(|_| AttachmentError::InvalidBase64)?;
+    }
+    Ok(size)
 }
 
 /// `type/subtype`, optionally with `charset`: the only parameter a caller may give, so that no other
@@ -157,38 +188,69 @@ mod tests {
 
     #[test]
     fn validates_base64_and_size() {
-        let ok = Attachment::parse("a.txt", "aGVs\nbG8=", Some("text/plain"), 10).unwrap();
+        let ok = Attachment::parse("a.txt", "aGVs\nbG8=".into(), Some("text/plain"), 10).unwrap();
         assert_eq!(ok.size, 5);
         assert_eq!(ok.content, "aGVsbG8=");
         assert_eq!(
-            Attachment::parse("a.txt", "!!notbase64", None, 10),
+            Attachment::parse("a.txt", "!!notbase64".into(), None, 10),
             Err(AttachmentError::InvalidBase64)
         );
         assert_eq!(
-            Attachment::parse("a.txt", "aGVsbG8=", None, 4),
+            Attachment::parse("a.txt", "aGVsbG8=".into(), None, 4),
             Err(AttachmentError::TooLarge { max: 4 })
         );
     }
 
     #[test]
+    fn block_by_block_checks_agree_with_decoding_the_whole() {
+        let bytes: Vec<u8> = (0..20_000u32).map(|n| (n * 7 + n / 3) as u8).collect();
+        for length in [0, 1, 2, 3, 3071, 3072, 3073, 6144, 6145, 20_000] {
+            let encoded = STANDARD.encode(&bytes[..length]);
+            let parsed = Attachment::parse("a.bin", encoded.clone(), None, 1 << 20).unwrap();
+            assert_eq!(parsed.size, length);
+            assert_eq!(parsed.content, encoded, "no whitespace: kept as given");
+        }
+        // Padding inside (two encodings run together) is refused, wherever a block ends.
+        for first in [1, 3070, 3071, 3073] {
+            let joined = STANDARD.encode(&bytes[..first]) + &STANDARD.encode(&bytes[..4]);
+            assert!(STANDARD.decode(&joined).is_err());
+            assert_eq!(
+                Attachment::parse("a.bin", joined, None, 1 << 20),
+                Err(AttachmentError::InvalidBase64),
+                "{first}"
+            );
+        }
+        // Trailing bits and a short last block are refused as a whole decode refuses them.
+        for bad in ["aGVsbG9=", "aGVsbG8", "aGVsbG8=="] {
+            assert!(STANDARD.decode(bad).is_err(), "{bad}");
+            assert_eq!(
+                Attachment::parse("a.bin", bad.into(), None, 100),
+                Err(AttachmentError::InvalidBase64),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_injection_in_names_and_types() {
         assert_eq!(
-            Attachment::parse("a\r\nb.txt", "", None, 10),
+            Attachment::parse("a\r\nb.txt", String::new(), None, 10),
             Err(AttachmentError::InvalidFilename)
         );
         assert_eq!(
-            Attachment::parse("a.txt", "", Some("text/plain\r\nX-Evil: 1"), 10),
+            Attachment::parse("a.txt", String::new(), Some("text/plain\r\nX-Evil: 1"), 10),
             Err(AttachmentError::InvalidContentType)
         );
         assert_eq!(
-            Attachment::parse("invoice\u{202E}fdp.exe", "", None, 10),
+            Attachment::parse("invoice\u{202E}fdp.exe", String::new(), None, 10),
             Err(AttachmentError::BidiControl)
         );
     }
 
     #[test]
     fn only_a_media_type_and_its_charset_reach_the_part() {
-        let parse = |content_type| Attachment::parse("a.txt", "", Some(content_type), 10);
+        let parse =
+            |content_type| Attachment::parse("a.txt", String::new(), Some(content_type), 10);
         assert_eq!(
             parse(" Text/Plain ; charset=\"UTF-8\"")
                 .unwrap()

@@ -95,9 +95,10 @@ pub fn custom_headers(
     Ok(headers)
 }
 
-/// Attachments given as `(filename, base64 content, content type)`, within the limits.
+/// Attachments given as `(filename, base64 content, content type)`, within the limits. The contents are
+/// taken, not copied.
 pub fn attachments(
-    input: &[(&str, &str, Option<&str>)],
+    input: Vec<(String, String, Option<String>)>,
     limits: &Limits,
 ) -> Result<Vec<Attachment>, DomainError> {
     if input.len() > limits.max_attachments {
@@ -106,15 +107,19 @@ pub fn attachments(
         });
     }
     input
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, (filename, content, content_type))| {
-            Attachment::parse(filename, content, *content_type, limits.max_attachment_size).map_err(
-                |source| DomainError::Attachment {
-                    field: format!("attachments[{index}]"),
-                    source,
-                },
+            Attachment::parse(
+                &filename,
+                content,
+                content_type.as_deref(),
+                limits.max_attachment_size,
             )
+            .map_err(|source| DomainError::Attachment {
+                field: format!("attachments[{index}]"),
+                source,
+            })
         })
         .collect()
 }

@@ -960,3 +960,65 @@ async fn a_connection_lost_after_the_data_leaves_the_next_message_to_a_fresh_con
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_large_attachment_arrives_byte_for_byte() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use mail_parser::MimeHeaders;
+
+    let smtp = SmtpServer::start().await;
+    let app = spawn_delivering_app(&smtp, |_| {}).await;
+    // 3 MB that do not compress, base64 in the request without line breaks (taken as given), and a
+    // second, small attachment wrapped at 76 columns (compacted).
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let wrapped = STANDARD
+        .encode(b"a small note")
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let mut body = valid_message();
+    body["attachments"] = json!([
+        {"filename": "data.bin", "content": STANDARD.encode(&bytes), "content_type": "application/octet-stream"},
+        {"filename": "note.txt", "content": wrapped, "content_type": "text/plain"},
+    ]);
+    let id = app.accept(&body).await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let received = smtp.wait_for(1, WAIT).await;
+    let data = received[0].data();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(data.as_bytes())
+        .expect("a MIME message");
+    let attachments: Vec<_> = parsed.attachments().collect();
+    assert_eq!(attachments.len(), 2);
+    assert_eq!(attachments[0].attachment_name(), Some("data.bin"));
+    assert!(
+        attachments[0].contents() == bytes.as_slice(),
+        "the 3 MB attachment changed on its way"
+    );
+    assert_eq!(attachments[1].contents(), b"a small note");
+
+    if crate::support::database::is_postgres() {
+        // Bodies are compressed with lz4 where the server has it (migration 20261207000001).
+        let lz4 = app
+            .database
+            .scalar(
+                "SELECT count(*) FROM pg_settings
+                  WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)",
+            )
+            .await;
+        let body_lz4 = app
+            .database
+            .scalar(
+                "SELECT count(*) FROM pg_attribute
+                  WHERE attrelid = 'messages'::regclass AND attname IN ('body', 'raw')
+                    AND attcompression = 'l'",
+            )
+            .await;
+        assert_eq!(body_lz4, if lz4 == 1 { 2 } else { 0 });
+    }
+}

@@ -440,6 +440,7 @@ async fn the_rollback_script_puts_the_queue_back_on_the_messages_and_the_upgrade
 
     // The rollback scripts of later migrations first, newest first, as the chart's README says.
     for script in [
+        "20261207000001_body_compression.sql",
         "20261206000008_send_schedules.sql",
         "20261206000007_streams.sql",
         "20261206000006_reports.sql",

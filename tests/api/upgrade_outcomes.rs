@@ -15,7 +15,8 @@ use crate::support::TestDatabase;
 use crate::upgrade;
 
 /// The rollback scripts back to before the outcome migration, newest first.
-const ROLLBACK: [&str; 9] = [
+const ROLLBACK: [&str; 10] = [
+    "migrations/postgres-rollback/20261207000001_body_compression.sql",
     "migrations/postgres-rollback/20261206000008_send_schedules.sql",
     "migrations/postgres-rollback/20261206000007_streams.sql",
     "migrations/postgres-rollback/20261206000006_reports.sql",

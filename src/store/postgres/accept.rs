@@ -240,10 +240,12 @@ async fn insert_messages<'e>(
         ids.push(message.id);
         callers.push(request.caller.as_str());
         message_ids.push(message.message_id.as_str());
-        envelopes.push(serde_json::to_value(&message.content.envelope)?);
-        bodies.push(serde_json::to_value(&message.content.body)?);
-        tags.push(serde_json::to_value(&message.tags)?);
-        metadata.push(serde_json::to_value(&message.metadata)?);
+        // Serialized straight into the statement's buffer: a body (attachments and all) is written
+        // once, not first into a JSON value and then again.
+        envelopes.push(Json(&message.content.envelope));
+        bodies.push(Json(&message.content.body));
+        tags.push(Json(&message.tags));
+        metadata.push(Json(&message.metadata));
         send_at.push(message.send_at);
         sources.push(message.source.as_str());
         raws.push(message.content.raw.as_deref());

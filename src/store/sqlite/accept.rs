@@ -235,9 +235,10 @@ pub(super) async fn commit_enqueues(
     Ok(answers)
 }
 
-/// Stores every request of a group commit on `tx`. Requests with an idempotency key, and messages a
-/// caller wrote whole (their bytes are a blob), go one by one; the others' messages are one `INSERT ...
-/// SELECT FROM json_each` and their events one more, whatever their number.
+/// Stores every request of a group commit on `tx`. Requests with an idempotency key, messages a caller
+/// wrote whole (their bytes are a blob) and messages with attachments (a large body would be copied
+/// into the batch's JSON, escaped, and parsed again by SQLite) go one by one; the others' messages are
+/// one `INSERT ... SELECT FROM json_each` and their events one more, whatever their number.
 async fn enqueue_all(
     tx: &mut SqliteConnection,
     requests: &[EnqueueRequest],
@@ -248,7 +249,11 @@ async fn enqueue_all(
     let mut rows = Vec::new();
     let mut events = Vec::new();
     for request in requests {
-        if request.idempotency.is_some() || request.message.content.raw.is_some() {
+        let content = &request.message.content;
+        if request.idempotency.is_some()
+            || content.raw.is_some()
+            || !content.body.attachments.is_empty()
+        {
             answers.push(enqueue(tx, request, retention).await?);
             continue;
         }
