@@ -41,9 +41,10 @@ async def pump(reader, writer, delay, counter):
         now = loop.time()
         while pending and pending[0][0] <= now:
             due, data = pending.popleft()
-            STATS["chunks"] += 1
-            STATS["late_s"] += now - due
-            STATS["late_max_s"] = max(STATS["late_max_s"], now - due)
+            if data is not None:
+                STATS["chunks"] += 1
+                STATS["late_s"] += now - due
+                STATS["late_max_s"] = max(STATS["late_max_s"], now - due)
             if data is None:
                 try:
                     if not writer.is_closing() and writer.can_write_eof():
@@ -113,10 +114,12 @@ async def main():
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
-    if args.stats:
-        STATS["late_mean_ms"] = round(STATS["late_s"] * 1000 / max(1, STATS["chunks"]), 3)
-        with open(args.stats, "w") as out:
-            json.dump(STATS, out)
+        # Written before the server closes: it waits for connections still open.
+        if args.stats:
+            STATS["late_mean_ms"] = round(STATS["late_s"] * 1000 / max(1, STATS["chunks"]), 3)
+            with open(args.stats, "w") as out:
+                json.dump(STATS, out)
+        server.close()
 
 
 if __name__ == "__main__":

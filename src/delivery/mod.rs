@@ -5,6 +5,7 @@ mod breaker;
 mod compose;
 mod connection;
 pub mod dkim;
+mod handoff;
 mod lease;
 mod outcome;
 mod pool;
@@ -152,14 +153,14 @@ impl Delivery {
         // takes 10-30 ms for 200 jobs on a busy machine; with one batch of room they often ran dry).
         // With many connections, enough for a full send batch on each: on a distant upstream a batch
         // of one or two would spend a round trip in three waiting between batches.
+        // Transactional jobs in it are taken first (`handoff`), so its size does not delay them.
         let room = (2 * worker.settings.batch_size.max(1) as usize)
             .max(worker.lanes.saturating_mul(worker::SEND_BATCH));
-        let (queue, jobs) = tokio::sync::mpsc::channel(room);
-        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        let queue = Arc::new(handoff::HandOff::new(room));
         let mut workers = JoinSet::new();
-        workers.spawn(worker.clone().claim(queue, stop.clone()));
+        workers.spawn(worker.clone().claim(queue.clone(), stop.clone()));
         for _ in 0..settings_workers {
-            workers.spawn(worker.clone().send(jobs.clone(), stop.clone()));
+            workers.spawn(worker.clone().send(queue.clone(), stop.clone()));
         }
         let providers = match &transport {
             Transport::Smtp(providers) => {

@@ -293,12 +293,14 @@ impl Provider {
             }
             // The first message's attempt includes waiting for the connection.
             let mut clock = Some(Clock::start());
-            let mut connection = match self.connection().await {
-                Ok(connection) => {
+            let mut connection = match self.connection(stop).await {
+                // Stopping while waiting: this message and the rest are not started.
+                None => break,
+                Some(Ok(connection)) => {
                     self.breaker.succeeded();
                     connection
                 }
-                Err(reply) => {
+                Some(Err(reply)) => {
                     // No connection now: the caller sends the rest elsewhere, or fails them alike.
                     self.breaker.failed(&reply.to_string());
                     return ProviderSent {
@@ -378,16 +380,25 @@ impl Provider {
         }
     }
 
-    async fn connection(&self) -> Result<Object<SmtpManager>, Reply> {
-        // A free connection, or a new one opened (its own deadlines are inside the pool).
-        let wait = self.upstream.timeouts.open();
+    /// A free connection, or a new one opened within the provider's opening deadline (the pool's
+    /// `create` keeps it, and a reused connection's check has its own). Waiting for one of the
+    /// provider's connections to come free has no deadline: every connection in use is bounded by its
+    /// sends' deadlines, and a sender whose batch waits behind the others' (a rate-limited provider
+    /// sends one message per slot) must not take that wait for a failure of the provider. `None` when
+    /// `stop` comes first.
+    async fn connection(
+        &self,
+        stop: &CancellationToken,
+    ) -> Option<Result<Object<SmtpManager>, Reply>> {
         // Boxed: deadpool's `get` is a future of some 4 KiB that would otherwise be part of (and copied
         // with) every send's future.
-        match tokio::time::timeout(wait, Box::pin(self.pool.get())).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(PoolError::Backend(error))) => Err(error.0),
-            Ok(Err(error)) => Err(Reply::none(format!("no SMTP connection: {error}"))),
-            Err(_) => Err(Reply::none("timed out waiting for an SMTP connection")),
+        tokio::select! {
+            got = Box::pin(self.pool.get()) => Some(match got {
+                Ok(connection) => Ok(connection),
+                Err(PoolError::Backend(error)) => Err(error.0),
+                Err(error) => Err(Reply::none(format!("no SMTP connection: {error}"))),
+            }),
+            () = stop.cancelled() => None,
         }
     }
 }

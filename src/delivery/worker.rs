@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Prepared, conclude};
+use super::handoff::HandOff;
 use super::lease::HeldLeases;
 use super::retry::RetryPolicy;
 use super::transport::{Delivered, Queued, Transport, Unsent};
@@ -68,15 +69,20 @@ impl Worker {
     /// The claim loop: claims due jobs whenever the hand-off queue has room for a whole batch, and
     /// hands them over through `queue`. One claimer per process means one claim per batch and one
     /// wake-up per notification, however many senders there are, while every sender still gets work.
-    pub async fn claim(self: Arc<Self>, queue: mpsc::Sender<ClaimedJob>, stop: CancellationToken) {
+    /// The queue is closed when the claimer ends, so that the senders end once it is empty.
+    pub async fn claim(self: Arc<Self>, queue: Arc<HandOff>, stop: CancellationToken) {
+        self.claim_until_stopped(&queue, &stop).await;
+        queue.close();
+    }
+
+    async fn claim_until_stopped(&self, queue: &HandOff, stop: &CancellationToken) {
         let batch = self.settings.batch_size.max(1) as usize;
         loop {
             // Room for a whole batch (the senders take jobs as they free up; a batch more waits).
-            tokio::select! {
-                room = queue.reserve_many(batch) => if room.is_err() { return },
+            let room = tokio::select! {
+                room = queue.room_for(batch) => room,
                 () = stop.cancelled() => return,
-            }
-            let room = queue.capacity().min(batch);
+            };
             // Registered before claiming, so a notification that arrives during the claim is not lost.
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -110,13 +116,9 @@ impl Worker {
             let drained = jobs.len() < room;
             self.held.add(jobs.iter().map(|job| job.lease), started);
             let claimed_at = Instant::now();
-            for job in jobs {
-                // Only this task sends, and the room was there: this does not wait. Jobs not handed
-                // over (the senders are gone) stay held and are released at shutdown.
-                if queue.send(job).await.is_err() {
-                    return;
-                }
-            }
+            // Only this task puts, and the room was there. Jobs not taken (the senders are gone)
+            // stay held and are released at shutdown.
+            queue.put(jobs);
             // Fewer than asked for (none, or a few): nothing else is due now. Claiming again at once
             // would mostly claim one job at a time under a steady trickle; the next enqueue's
             // notification (or the poll) says when there is more.
@@ -135,11 +137,7 @@ impl Worker {
     }
 
     /// A sender: takes claimed jobs and delivers them until `stop`, finishing the sends in progress.
-    pub async fn send(
-        self: Arc<Self>,
-        queue: Arc<AsyncMutex<mpsc::Receiver<ClaimedJob>>>,
-        stop: CancellationToken,
-    ) {
+    pub async fn send(self: Arc<Self>, queue: Arc<HandOff>, stop: CancellationToken) {
         // Outcomes are recorded while the next jobs are sent, so the upstream connection stays busy and
         // the outcomes of all senders share commits. Every one is recorded before the sender ends.
         let mut recording = JoinSet::new();
@@ -154,7 +152,7 @@ impl Worker {
             let taken = tokio::select! {
                 biased;
                 () = stop.cancelled() => Vec::new(),
-                taken = take(&queue, self.lanes) => taken,
+                taken = queue.take(self.lanes, SEND_BATCH) => taken,
             };
             // Jobs still queued at shutdown stay held, and are released then.
             if taken.is_empty() {
@@ -333,24 +331,4 @@ impl Worker {
 /// What a job's route is chosen by.
 fn route_facts(job: &ClaimedJob) -> RouteFacts<'_> {
     RouteFacts::of(&job.content.envelope, job.stream, &job.caller, &job.tags)
-}
-
-/// Takes the next job, waiting for it, and this sender's share of the jobs already waiting (spread over
-/// `lanes`, so that a burst keeps every connection busy), at most [`SEND_BATCH`] in all. Empty when
-/// the claimer is gone.
-async fn take(queue: &AsyncMutex<mpsc::Receiver<ClaimedJob>>, lanes: usize) -> Vec<ClaimedJob> {
-    let mut queue = queue.lock().await;
-    let Some(first) = queue.recv().await else {
-        return Vec::new();
-    };
-    let share = (queue.len() + 1).div_ceil(lanes.max(1)).min(SEND_BATCH);
-    let mut taken = Vec::with_capacity(share);
-    taken.push(first);
-    while taken.len() < share {
-        match queue.try_recv() {
-            Ok(next) => taken.push(next),
-            Err(_) => break,
-        }
-    }
-    taken
 }
