@@ -67,6 +67,7 @@
 #   BENCH_DEPTH_1M=0            1: also measure with 1,000,000 + 1,000,000 rows (adds ~2 minutes on 2 cores)
 #   BENCH_DEPTH_BUDGET=600      seconds after which the depth section starts no further step
 #   BENCH_BUILD=1               0: use target/release/posthorn as it is
+#   BENCH_BIN=                  another posthorn binary to measure (with BENCH_BUILD=0)
 #   BENCH_WAIT_QUIET=900        seconds to wait for running cargo/rustc processes to end before building
 #                               and before measuring (0: do not wait)
 #   BENCH_CHECKPOINT=1          0: no CHECKPOINT before each measured step (see settle_server)
@@ -110,7 +111,7 @@ DEPTH_BUDGET=${BENCH_DEPTH_BUDGET:-600}
 WAIT_QUIET=${BENCH_WAIT_QUIET:-900}
 CHECKPOINT_FIRST=${BENCH_CHECKPOINT:-1}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
-BIN=$ROOT/target/release/posthorn
+BIN=${BENCH_BIN:-$ROOT/target/release/posthorn}
 
 sections=("$@")
 ((${#sections[@]})) || sections=("${ALL_SECTIONS[@]}")

@@ -127,3 +127,45 @@ async fn on_three_replicas_a_slow_final_reply_is_still_one_delivery() {
         assert_eq!(replica.metric("posthorn_leases_lost_total").await, 0.0);
     }
 }
+
+/// A sender whose messages wait for the provider's only connection longer than opening one may take is
+/// not failing: the wait has no deadline of its own, costs no attempt and opens no circuit.
+#[tokio::test]
+async fn waiting_for_a_busy_connection_is_not_a_failure_of_the_provider() {
+    // Each final reply takes 1.2 s; opening a session may take 1 s + 1 s.
+    let smtp = slow_upstream(Duration::from_millis(1200)).await;
+    let app = spawn_delivering_app(&smtp, |config| {
+        config.smtp_max_connections = 1;
+        config.workers = 2;
+        config.smtp_timeouts.connect = Some(Duration::from_secs(1));
+        config.smtp_timeouts.greeting = Some(Duration::from_secs(1));
+        config.smtp_timeouts.done = Some(Duration::from_secs(10));
+    })
+    .await;
+    let send = |n: usize| {
+        let mut body = valid_message();
+        body["subject"] = json!(format!("message {n}"));
+        body
+    };
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(app.accept(&send(n)).await);
+    }
+    // The first sender holds the connection for about 3.6 s; these wait for it in the second sender.
+    for _ in 0..50 {
+        if !smtp.commands().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 3..6 {
+        ids.push(app.accept(&send(n)).await);
+    }
+    for id in &ids {
+        let sent = app.wait_for_status(id, "sent", WAIT).await;
+        let attempts = sent["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "one attempt each: {sent}");
+    }
+    assert_eq!(smtp.received().len(), 6);
+    assert_eq!(smtp.connections(), 1, "the one connection was waited for");
+}
