@@ -758,11 +758,13 @@ wan_tls() {
     -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
 }
 
-# source_over PORT NAME CONNECTIONS COUNT: smtp-source sends COUNT copies of posthorn's message to PORT over
-# CONNECTIONS connections, one command per round trip; sets SOURCE_RATE.
+# source_over PORT NAME CONNECTIONS COUNT [SAMPLER ARGS...]: smtp-source sends COUNT copies of posthorn's
+# message to PORT over CONNECTIONS connections, one command per round trip; sets SOURCE_RATE (and
+# SAMPLER_OUT, which also samples what the extra arguments name).
 source_over() {
   local port=$1 name=$2 conns=$3 count=$4 start end
-  start_sampler "$name" --match 'smtp-source=^\S*smtp-source ' --match 'proxy=delay_proxy\.py'
+  shift 4
+  start_sampler "$name" --match 'smtp-source=^\S*smtp-source ' "$@"
   start=$(now)
   timeout 900 "$SMTP_SOURCE" -d -s "$conns" -m "$count" -F "$OUT/message.txt" -f bench@example.com \
     -t sink@example.org "127.0.0.1:$port"
@@ -811,10 +813,10 @@ section_wan() {
   local widest=${WAN_CONNECTIONS[-1]}
   local probe=$((widest * 150))
   wait_quiet "wan: the proxy's own rate"
-  source_over "$SINK_PORT" wan-direct "$widest" "$probe"
+  source_over "$SINK_PORT" wan-direct "$widest" "$probe" --match 'proxy=delay_proxy\.py'
   local direct=$SOURCE_RATE
   start_delay_proxy wan-nodelay "$SINK_PORT" 0
-  source_over "$PROXY_PORT" wan-nodelay "$widest" "$probe"
+  source_over "$PROXY_PORT" wan-nodelay "$widest" "$probe" --match 'proxy=delay_proxy\.py'
   local proxied=$SOURCE_RATE proxy_cpu
   proxy_cpu=$(cpu_each "$SAMPLER_OUT" proxy "$probe")
   stop_delay_proxy
@@ -844,7 +846,8 @@ section_wan() {
 
     start_delay_proxy "wan-smtp-source-$conns" "$SINK_PORT" "$WAN_DELAY_MS"
     wait_quiet "wan: smtp-source, $conns connections"
-    source_over "$PROXY_PORT" "wan-smtp-source-$conns" "$conns" $((conns * WAN_SOURCE_PER_CONNECTION))
+    source_over "$PROXY_PORT" "wan-smtp-source-$conns" "$conns" $((conns * WAN_SOURCE_PER_CONNECTION)) \
+      --match 'proxy=delay_proxy\.py'
     src=$SOURCE_RATE
     stop_delay_proxy
 
@@ -1059,15 +1062,7 @@ load_backlog() {
 # source_drain NAME: smtp-source sends $MESSAGES copies of posthorn's message into the sink over $SMTP_CONNS
 # connections; sets SOURCE_RATE (and SAMPLER_OUT).
 source_drain() {
-  local name=$1 start end
-  start_sampler "$name" --match 'smtp-source=^\S*smtp-source ' --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
-  start=$(now)
-  timeout 900 "$SMTP_SOURCE" -d -s "$SMTP_CONNS" -m "$MESSAGES" -F "$OUT/message.txt" -f bench@example.com \
-    -t sink@example.org "127.0.0.1:$SINK_PORT"
-  end=$(now)
-  stop_sampler
-  SOURCE_RATE=$(calc "round($MESSAGES / ($end - $start))")
-  note "smtp-source -d -s $SMTP_CONNS: $SOURCE_RATE msg/s"
+  source_over "$SINK_PORT" "$1" "$SMTP_CONNS" "$MESSAGES" --match 'smtp-sink=smtp-sink .*'"$SINK_PORT"
 }
 
 # postfix_drain [NAME COUNT CONCURRENCY UPSTREAM_PORT [SETTING...]]: a private Postfix instance loaded with
