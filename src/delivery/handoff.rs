@@ -2,15 +2,20 @@
 //! broadcast ones, whatever order they were claimed in: with room for a send batch per connection, a
 //! queue in claim order would hold a transactional message behind every broadcast job claimed before
 //! it (over a second's worth on a distant upstream). The claimer claims only when a whole claim batch
-//! fits, so no more jobs are held than the room.
+//! fits, and while the bodies waiting are fewer than [`MAX_WAITING_BYTES`], so no more jobs are held
+//! than the room, and big messages do not fill the process's memory.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::domain::Stream;
+use crate::domain::{MessageContent, Stream};
 use crate::store::ClaimedJob;
+
+/// The claimer claims no more while the bodies of the jobs waiting for a sender add up to this much
+/// (a claim batch of big messages may go beyond it once).
+pub(super) const MAX_WAITING_BYTES: usize = 256 * 1024 * 1024;
 
 /// The queue between the claimer and the senders.
 pub(super) struct HandOff {
@@ -26,6 +31,8 @@ pub(super) struct HandOff {
 struct State {
     transactional: VecDeque<ClaimedJob>,
     broadcast: VecDeque<ClaimedJob>,
+    /// The bodies' sizes of the jobs waiting.
+    bytes: usize,
     closed: bool,
 }
 
@@ -53,16 +60,20 @@ impl HandOff {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Waits until `wanted` more jobs fit, and returns how many do (at most `wanted`).
+    /// Waits until `wanted` more jobs fit and the bodies waiting are under [`MAX_WAITING_BYTES`], and
+    /// returns how many jobs to claim (at most `wanted`).
     pub(super) async fn room_for(&self, wanted: usize) -> usize {
         let wanted = wanted.clamp(1, self.capacity);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let free = self.capacity.saturating_sub(self.state().len());
-            if free >= wanted {
-                return wanted;
+            {
+                let state = self.state();
+                let free = self.capacity.saturating_sub(state.len());
+                if free >= wanted && state.bytes < MAX_WAITING_BYTES {
+                    return wanted;
+                }
             }
             freed.await;
         }
@@ -76,6 +87,7 @@ impl HandOff {
         {
             let mut state = self.state();
             for job in jobs {
+                state.bytes += body_size(&job.content);
                 match job.stream {
                     Stream::Transactional => state.transactional.push_back(job),
                     Stream::Broadcast => state.broadcast.push_back(job),
@@ -113,6 +125,7 @@ impl HandOff {
                         else {
                             break;
                         };
+                        state.bytes = state.bytes.saturating_sub(body_size(&job.content));
                         taken.push(job);
                     }
                     drop(state);
@@ -124,6 +137,23 @@ impl HandOff {
                 }
             }
             arrived.await;
+        }
+    }
+}
+
+/// About the memory a message's body takes: its bytes as the caller wrote them, or its parts.
+fn body_size(content: &MessageContent) -> usize {
+    match &content.raw {
+        Some(raw) => raw.len(),
+        None => {
+            let body = &content.body;
+            body.text.as_ref().map_or(0, String::len)
+                + body.html.as_ref().map_or(0, String::len)
+                + body
+                    .attachments
+                    .iter()
+                    .map(|attachment| attachment.content.len())
+                    .sum::<usize>()
         }
     }
 }
@@ -207,5 +237,24 @@ mod tests {
 
         queue.close();
         assert!(queue.take(1, 32).await.is_empty(), "closed and empty");
+    }
+
+    #[tokio::test]
+    async fn big_bodies_waiting_hold_the_claimer_back() {
+        let queue = Arc::new(HandOff::new(1000));
+        let mut big = job(Stream::Transactional);
+        big.content.raw = Some(vec![b'x'; MAX_WAITING_BYTES]);
+        queue.put(vec![big]);
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.room_for(10).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "room for jobs, but not for more bodies"
+        );
+        assert_eq!(queue.take(1, 32).await.len(), 1);
+        assert_eq!(waiting.await.unwrap(), 10);
     }
 }
