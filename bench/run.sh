@@ -499,6 +499,22 @@ stop_timing_sink() {
   [[ -s "$TSINK_OUT" ]] || die "the timing sink wrote no summary"
 }
 
+# capture_message NAME FILE [VAR=VALUE...]: one message ($BODY) through a posthorn started for it (with the
+# VAR=VALUEs) into the timing sink: the exact bytes posthorn sends, in FILE, and with bare LF line ends in
+# FILE's .txt sibling (for smtp-source -F and Postfix). Mints TOKEN; posthorn is stopped again.
+capture_message() {
+  local name=$1 file=$2
+  shift 2
+  start_timing_sink "$name" --capture "$file"
+  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT" "$@"
+  mint_token
+  send_one
+  wait_until 60 "the captured message at the sink" test -s "$file"
+  stop_posthorn
+  stop_timing_sink
+  tr -d '\r' <"$file" >"${file%.eml}.txt"
+}
+
 mint_token() { TOKEN=$(env "${NO_TEST_ENV[@]}" "$BIN" token --sub bench --scope send,read --ttl 6h); }
 # The test helpers export POSTHORN_TEST_* variables, which posthorn would warn about.
 NO_TEST_ENV=(-u POSTHORN_TEST_DATABASE_URL -u POSTHORN_TEST_SMTP_SINK -u POSTHORN_TEST_PG_DIR)
@@ -553,14 +569,7 @@ section_embedded() {
   mkdir -p "$dir"
   local url="sqlite://$dir/posthorn.db"
   # The message posthorn sends (for smtp-source -F), captured from a scratch database.
-  start_timing_sink embedded-capture --capture "$OUT/message.eml"
-  start_posthorn POSTHORN_DATABASE_URL="sqlite://$dir/scratch.db" POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
-  mint_token
-  send_one
-  wait_until 30 "the first message at the sink" test -s "$OUT/message.eml"
-  stop_posthorn
-  stop_timing_sink
-  tr -d '\r' <"$OUT/message.eml" >"$OUT/message.txt"
+  capture_message embedded-capture "$OUT/message.eml" POSTHORN_DATABASE_URL="sqlite://$dir/scratch.db"
 
   # Accept: nothing delivers meanwhile (no upstream in the production profile: messages wait).
   start_posthorn POSTHORN_DATABASE_URL="$url"
@@ -690,13 +699,8 @@ json.dump({"from": "Bench <bench@example.com>", "to": "sink@example.org", "subje
     local drained
     drained=$(calc "round($queued / ($end - $start), 1)")
     # smtp-source with one of them, as many times, over as many connections.
-    start_timing_sink "big-capture-$size" --capture "$OUT/big-$size.eml"
     stop_posthorn
-    start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
-    BODY=$body send_one
-    wait_until 60 "the big message at the capture sink" test -s "$OUT/big-$size.eml"
-    stop_timing_sink
-    tr -d '\r' <"$OUT/big-$size.eml" >"$OUT/big-$size.txt"
+    BODY=$body capture_message "big-capture-$size" "$OUT/big-$size.eml"
     start=$(now)
     timeout 900 "$SMTP_SOURCE" -d -s "$SMTP_CONNS" -m "$queued" -F "$OUT/big-$size.txt" -f bench@example.com \
       -t sink@example.org "127.0.0.1:$SINK_PORT"
@@ -798,14 +802,7 @@ section_wan() {
   wait_until 10 "stunnel" tcp_open 127.0.0.1 "$tls_port"
 
   # The message posthorn sends, for smtp-source and Postfix.
-  start_timing_sink wan-capture --capture "$OUT/message.eml"
-  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
-  mint_token
-  send_one
-  wait_until 30 "the first message at the sink" test -s "$OUT/message.eml"
-  stop_posthorn
-  stop_timing_sink
-  tr -d '\r' <"$OUT/message.eml" >"$OUT/message.txt"
+  capture_message wan-capture "$OUT/message.eml"
   load_payload
 
   # The proxy must not be the bound: its rate with no delay beside the sink's own, smtp-source at the widest
@@ -982,14 +979,7 @@ section_delivery() {
   new_db delivery
   start_sink
   # One message through posthorn into the timing sink: the exact bytes posthorn sends, for smtp-source -F.
-  start_timing_sink delivery-capture --capture "$OUT/message.eml"
-  start_posthorn POSTHORN_SMTP_URL="smtp://127.0.0.1:$TSINK_PORT"
-  mint_token
-  send_one
-  wait_until 30 "the first message at the sink" test -s "$OUT/message.eml"
-  stop_posthorn
-  stop_timing_sink
-  tr -d '\r' <"$OUT/message.eml" >"$OUT/message.txt"
+  capture_message delivery-capture "$OUT/message.eml"
   local size
   size=$(wc -c <"$OUT/message.eml")
   note "posthorn's message is $size bytes"

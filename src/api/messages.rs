@@ -206,7 +206,6 @@ pub async fn retry_message(
         )));
     }
     let requeued = state
-        .store
         .requeue_failed(
             &RequeueFilter {
                 id: Some(id),
@@ -216,7 +215,6 @@ pub async fn retry_message(
             false,
         )
         .await?;
-    state.metrics.messages_requeued.inc_by(requeued.requeued);
     json(StatusCode::OK, &requeued)
 }
 
@@ -285,9 +283,8 @@ pub async fn redrive(
         provider: request.provider,
         ..RequeueFilter::default()
     };
-    let requeued = state.store.requeue_failed(&filter, request.dry_run).await?;
+    let requeued = state.requeue_failed(&filter, request.dry_run).await?;
     if !request.dry_run {
-        state.metrics.messages_requeued.inc_by(requeued.requeued);
         tracing::info!(
             requeued = requeued.requeued,
             skipped = requeued.skipped,

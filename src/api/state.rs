@@ -43,3 +43,20 @@ pub struct AppState {
     /// The queue's depth over the last hour, for the console.
     pub queue_history: Arc<crate::queue_history::QueueHistory>,
 }
+
+impl AppState {
+    /// Puts the failed messages `filter` matches back in the queue (with `dry_run`, only counts them),
+    /// and counts those requeued in `posthorn_messages_requeued_total`: the API's retry and redrive and
+    /// the console's share this.
+    pub async fn requeue_failed(
+        &self,
+        filter: &crate::store::RequeueFilter,
+        dry_run: bool,
+    ) -> Result<crate::store::Requeued, crate::store::StoreError> {
+        let requeued = self.store.requeue_failed(filter, dry_run).await?;
+        if !dry_run {
+            self.metrics.messages_requeued.inc_by(requeued.requeued);
+        }
+        Ok(requeued)
+    }
+}

@@ -104,9 +104,7 @@ impl Attachment {
             size,
         })
     }
-}
 
-impl Attachment {
     /// Whether `content_type` would be accepted as an attachment's media type.
     pub fn accepts_media_type(content_type: &str) -> bool {
         media_type(content_type).is_ok()

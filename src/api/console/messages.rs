@@ -328,11 +328,8 @@ pub(super) async fn retry(
         owner: session.owner().map(str::to_owned),
         ..RequeueFilter::default()
     };
-    let notice = match state.store.requeue_failed(&filter, false).await {
-        Ok(requeued) if requeued.requeued > 0 => {
-            state.metrics.messages_requeued.inc_by(requeued.requeued);
-            "requeued"
-        }
+    let notice = match state.requeue_failed(&filter, false).await {
+        Ok(requeued) if requeued.requeued > 0 => "requeued",
         Ok(_) => "not-failed",
         Err(error) => return unavailable(&state, &session, &error),
     };
@@ -363,9 +360,8 @@ pub(super) async fn redrive(
         tag: tag.clone(),
         ..RequeueFilter::default()
     };
-    match state.store.requeue_failed(&filter, false).await {
+    match state.requeue_failed(&filter, false).await {
         Ok(requeued) => {
-            state.metrics.messages_requeued.inc_by(requeued.requeued);
             tracing::info!(sub = %session.caller.sub, requeued = requeued.requeued, "redrive from the console");
             let mut query = vec![
                 ("notice", "redriven".to_owned()),

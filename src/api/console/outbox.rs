@@ -49,13 +49,11 @@ fn outbox_headers(raw: &[u8]) -> (String, String, String, Option<String>) {
     }
 }
 
+/// Why a session without `admin` cannot see the outbox.
+const ADMIN_ONLY: &str = "The outbox holds every caller's messages: it takes an `admin` session.";
+
 pub(super) async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let session = match viewer(
-        &req,
-        &state,
-        Scope::Admin,
-        "The outbox holds every caller's messages: it takes an `admin` session.",
-    ) {
+    let session = match viewer(&req, &state, Scope::Admin, ADMIN_ONLY) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
@@ -116,12 +114,7 @@ pub(super) async fn show(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let session = match viewer(
-        &req,
-        &state,
-        Scope::Admin,
-        "The outbox holds every caller's messages: it takes an `admin` session.",
-    ) {
+    let session = match viewer(&req, &state, Scope::Admin, ADMIN_ONLY) {
         Ok(session) => session,
         Err(refused) => return *refused,
     };
